@@ -1,0 +1,58 @@
+"""vLLM pooling engine: Qwen3-Reranker as a yes/no sequence classifier over token-id prompts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from worker.settings import Settings
+
+HF_OVERRIDES = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+
+
+def engine_kwargs(settings: Settings, model_path: str, dtype: str) -> dict[str, Any]:
+    """``vllm.LLM`` arguments from settings; unset tuning knobs keep vLLM's defaults."""
+    kwargs: dict[str, Any] = dict(
+        model=model_path,
+        runner="pooling",
+        hf_overrides=HF_OVERRIDES,
+        dtype=dtype,
+        max_model_len=settings.max_length,
+        seed=settings.seed,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        enable_prefix_caching=settings.enable_prefix_caching,
+        enforce_eager=settings.enforce_eager,
+    )
+    optional = {
+        "gpu_memory_utilization": settings.gpu_memory_utilization,
+        "max_num_batched_tokens": settings.max_num_batched_tokens,
+        "max_num_seqs": settings.max_num_seqs,
+        "quantization": settings.quantization,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    return kwargs
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, settings: Settings, model_path: str, dtype: str):
+        from vllm import LLM
+
+        self.llm = LLM(**engine_kwargs(settings, model_path, dtype))
+
+    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
+        # One classify call for the whole chunk: vLLM's scheduler keeps the batch full.
+        outputs = self.llm.classify([{"prompt_token_ids": list(p)} for p in prompts], use_tqdm=False)
+        return [float(o.outputs.probs[0]) for o in outputs]
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del self.llm

@@ -1,0 +1,110 @@
+"""Token ids for (instruction, query, document) exactly as the Qwen3-Reranker model card builds them.
+
+vLLM's shipped chat template drops the final newline, so rerankq builds ids itself:
+``prefix + tokenize("<Instruct>: …\\n<Query>: …\\n<Document>: …") + suffix``, the body tokenized
+as one string (as the card does) with special-token strings in user text split, and over-long
+bodies cut from the end of the document only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from worker.settings import DEFAULT_INSTRUCTION
+
+PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+YES_TOKEN, NO_TOKEN = "yes", "no"
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    query: str | None
+    document: str | None
+    instruction: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """Token ids of one pair, or the reason it cannot be scored."""
+
+    token_ids: list[int] | None
+    error: str | None = None
+    truncated: bool = False
+
+
+def _check_text(name: str, value: str | None) -> str | None:
+    if value is None or value == "":
+        return f"{name} is empty" if value == "" else f"{name} is missing"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"{name} is not valid Unicode ({exc.reason} at character {exc.start})"
+    return None
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer: Tokenizer, max_length: int = 8192, default_instruction: str = DEFAULT_INSTRUCTION):
+        control = Tokenizer.from_str(tokenizer.to_str())
+        control.encode_special_tokens = False
+        control.no_truncation()
+        control.no_padding()
+        self.prefix_ids: list[int] = control.encode(PREFIX, add_special_tokens=False).ids
+        self.suffix_ids: list[int] = control.encode(SUFFIX, add_special_tokens=False).ids
+        self.yes_id = control.token_to_id(YES_TOKEN)
+        self.no_id = control.token_to_id(NO_TOKEN)
+        # User text: "<|im_end|>" in a document stays text, as transformers' split_special_tokens=True.
+        self._user = Tokenizer.from_str(control.to_str())
+        self._user.encode_special_tokens = True
+        self.max_length = max_length
+        self.default_instruction = default_instruction
+        self.body_budget = max_length - len(self.prefix_ids) - len(self.suffix_ids)
+        if self.body_budget < 8:
+            raise ValueError(f"max_length {max_length} leaves no room for a query and document")
+
+    @classmethod
+    def from_model(cls, model_path: str | Path, max_length: int = 8192) -> PromptBuilder:
+        return cls(Tokenizer.from_file(str(Path(model_path) / "tokenizer.json")), max_length)
+
+    def build(self, pairs: Sequence[Pair]) -> list[Prompt]:
+        results: list[Prompt | None] = [None] * len(pairs)
+        heads: list[str] = []
+        bodies: list[str] = []
+        index: list[int] = []
+        for i, pair in enumerate(pairs):
+            instruction = self.default_instruction if pair.instruction is None else pair.instruction
+            error = (
+                _check_text("query", pair.query)
+                or _check_text("document", pair.document)
+                or (_check_text("instruction", instruction) if instruction else None)
+            )
+            if error:
+                results[i] = Prompt(None, error)
+                continue
+            head = f"<Instruct>: {instruction}\n<Query>: {pair.query}\n<Document>: "
+            heads.append(head)
+            bodies.append(head + pair.document)  # type: ignore[operator]
+            index.append(i)
+        for i, head, enc in zip(index, heads, self._user.encode_batch(bodies, add_special_tokens=False)):
+            results[i] = self._fit(head, enc.ids, enc.offsets)
+        return results  # type: ignore[return-value]
+
+    def _fit(self, head: str, ids: list[int], offsets: list[tuple[int, int]]) -> Prompt:
+        if len(ids) <= self.body_budget:
+            return Prompt(self.prefix_ids + ids + self.suffix_ids)
+        # Tokens that start before the head's final space belong to instruction and query: never cut.
+        head_tokens = sum(1 for start, _ in offsets if start < len(head) - 1)
+        if head_tokens >= self.body_budget:
+            return Prompt(
+                None,
+                f"instruction and query take {head_tokens} tokens; max_length {self.max_length} leaves "
+                f"{self.body_budget} for them and the document",
+            )
+        return Prompt(self.prefix_ids + ids[: self.body_budget] + self.suffix_ids, truncated=True)

@@ -1,0 +1,72 @@
+"""One settings object for producer and worker, read from ``RERANKQ_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+class Settings(BaseSettings):
+    """Everything configurable; each field is ``RERANKQ_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RERANKQ_", extra="ignore")
+
+    # --- model and engine -------------------------------------------------------------
+    model: str = "Qwen/Qwen3-Reranker-0.6B"
+    engine: str = Field("vllm", description="vllm | hf | module:factory (a custom engine)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_length: int = Field(8192, ge=64, description="tokens per pair, prefix and suffix included")
+    seed: int = 0
+    # vLLM engine arguments users tune; None leaves vLLM's default.
+    gpu_memory_utilization: float | None = None
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
+    enable_prefix_caching: bool = Field(
+        False, description="off by default: cached prefixes change scores by up to 1e-2 between batch orders"
+    )
+    tensor_parallel_size: int = 1
+    quantization: str | None = None
+    enforce_eager: bool = False
+    hf_batch_tokens: int = Field(16384, description="hf engine: padded tokens per forward pass")
+    tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
+
+    # --- services ------------------------------------------------------------------------
+    broker_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    database_url: SecretStr = SecretStr("sqlite:///rerankq.db")
+    connect_timeout: float = Field(5.0, description="seconds before an unreachable broker or database is an error")
+
+    # --- jobs ------------------------------------------------------------------------------
+    queue: str = "gpu"
+    chunk_size: int = Field(16384, ge=1, description="pairs per chunk: tens of seconds on one GPU")
+    visibility_timeout: int = Field(3 * 3600, description="seconds before an unacked chunk is redelivered")
+    max_retries: int = Field(3, ge=0, description="retries of a chunk whose scoring raises")
+    retry_backoff: float = Field(10.0, description="first retry delay in seconds, doubled each time")
+    write_retry_seconds: float = Field(600.0, description="how long a finished chunk retries its SQL write")
+    max_inline_pairs: int = 10_000
+    max_document_chars: int = 1_000_000
+    max_query_chars: int = 100_000
+    manifest_schemes: list[str] = ["file", "s3", "gs", "gcs"]
+    manifest_roots: list[str] = Field(default_factory=list, description="allowed URI/path prefixes; empty = any")
+
+    # --- logging ------------------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url.get_secret_value()
+
+    @property
+    def database(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
