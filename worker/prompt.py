@@ -73,6 +73,11 @@ class PromptBuilder:
     def from_model(cls, model_path: str | Path, max_length: int = 8192) -> PromptBuilder:
         return cls(Tokenizer.from_file(str(Path(model_path) / "tokenizer.json")), max_length)
 
+    def head_tokens(self, instruction: str | None, query: str) -> int:
+        """Tokens that instruction and query take in the body: they must leave room for the document."""
+        instruction = self.default_instruction if instruction is None else instruction
+        return len(self._user.encode(f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>:", add_special_tokens=False))
+
     def build(self, pairs: Sequence[Pair]) -> list[Prompt]:
         results: list[Prompt | None] = [None] * len(pairs)
         heads: list[str] = []

@@ -1,0 +1,91 @@
+"""Timing helpers shared by the CPU and GPU benchmarks (standard library only)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def interleave(
+    variants: dict[str, Callable[[], Any]],
+    reps: int,
+    warmup: int = 1,
+    log: Callable[[str], None] = print,
+    settle: float = 0.0,
+) -> dict[str, list[float]]:
+    """Run every variant ``warmup`` times, then ``reps`` rounds; the order reverses every other round
+    (A,B,C / C,B,A / ...) so slow drift of the machine's load hits every variant alike. ``settle``
+    seconds of sleep before each run let spinning threads of the previous one go idle."""
+    names = list(variants)
+    for w in range(warmup):
+        for name in names:
+            seconds, _ = timed(variants[name])
+            log(f"  warm-up {w + 1} {name}: {seconds:.3f} s")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(reps):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            gc.collect()
+            time.sleep(settle)
+            seconds, _ = timed(variants[name])
+            times[name].append(seconds)
+            log(f"  round {r + 1} {name}: {seconds:.3f} s")
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of den_time/num_time: throughput of ``num`` relative to ``den`` (1.0 = equal)."""
+    return statistics.median(d / n for n, d in zip(times[num], times[den]))
+
+
+def row(name: str, seconds: Sequence[float], pairs: int, tokens: int, extra: dict[str, Any] | None = None) -> dict:
+    med = statistics.median(seconds)
+    return {
+        "path": name,
+        "reps": len(seconds),
+        "median_s": med,
+        "min_s": min(seconds),
+        "max_s": max(seconds),
+        "pairs_per_s": pairs / med,
+        "tokens_per_s": tokens / med,
+        **(extra or {}),
+    }
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format spec)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        cells = []
+        for key, _, spec in columns:
+            value = r.get(key)
+            cells.append("–" if value is None else format(value, spec) if spec else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "loadavg": os.getloadavg(),
+        "python": platform.python_version(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+    }

@@ -1,0 +1,146 @@
+"""CPU benchmark: rerankq's vLLM engine path vs a bare ``LLM.classify`` vs the hf engine, same token ids.
+
+    cd /work/main && . .venv/bin/activate
+    PYTHONPATH=. python bench/cpu_bench.py [--model DIR] [--pairs 2000] [--reps 5] [--json FILE]
+
+One vLLM engine is built from ``worker.engines.load_reranker`` (so with ``engine_kwargs``); the bare
+call uses that same ``LLM`` object, so the only difference measured is rerankq's wrapper. Variants run
+interleaved after a warm-up (order reversed every other round) and medians are reported, so a machine
+busy with other work slows every variant alike; the engine/bare ratio is the median of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint dir (default: the tiny random-weight Qwen3, built if missing)")
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-hf", action="store_true", help="skip the transformers engine")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    import torch
+    import vllm
+
+    from bench.common import interleave, machine_info, markdown_table, paired_ratio, row
+    from bench.pairs import make_pairs
+    from producer.tiny_model import ensure_tiny_model
+    from worker.engines import load_reranker
+    from worker.engines.hf_engine import HfEngine
+    from worker.engines.vllm_engine import engine_kwargs
+    from worker.model_files import resolve_dtype
+    from worker.settings import Settings
+
+    settings = Settings(enforce_eager=True)  # RERANKQ_* from the environment still apply
+    model = args.model or str(ensure_tiny_model(settings.tiny_model_dir))
+    settings = settings.model_copy(update={"model": model})
+    dtype = resolve_dtype(settings.dtype, model, "vllm")
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    log(f"model {model} dtype {dtype}; engine kwargs {engine_kwargs(settings, model, dtype)}")
+
+    pairs = make_pairs(args.pairs, seed=args.seed)
+    reranker = load_reranker(settings)
+    engine = reranker.engine
+    llm = engine.llm  # type: ignore[attr-defined]
+    prompts = [p.token_ids for p in reranker.builder.build(pairs)]
+    assert all(p is not None for p in prompts)
+    n_tokens = sum(len(p) for p in prompts)  # type: ignore[arg-type]
+    log(f"{len(prompts)} pairs, {n_tokens} tokens ({n_tokens / len(prompts):.0f}/pair)")
+
+    def bare() -> list:
+        return llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
+
+    variants = {
+        "engine": lambda: engine.score_prompts(prompts),
+        "bare": bare,
+        "reranker": lambda: reranker.score(pairs),
+    }
+    hf = None
+    if not args.no_hf:
+        hf_dtype = resolve_dtype(settings.dtype, model, "hf")
+        hf = HfEngine(settings, model, hf_dtype, reranker.builder.yes_id, reranker.builder.no_id)
+        variants["hf"] = lambda: hf.score_prompts(prompts)
+
+    info = machine_info()
+    times = interleave(variants, args.reps, warmup=1, log=log, settle=1.0)
+    info["loadavg_after"] = os.getloadavg()
+
+    engine_scores = engine.score_prompts(prompts)
+    bare_scores = [float(o.outputs.probs[0]) for o in bare()]
+    checks = {"max_abs_engine_vs_bare": max(abs(a - b) for a, b in zip(engine_scores, bare_scores))}
+    if hf is not None:
+        hf_scores = hf.score_prompts(prompts)
+        checks["max_abs_vllm_vs_hf"] = max(abs(a - b) for a, b in zip(engine_scores, hf_scores))
+
+    labels = {
+        "engine": "rerankq engine path (`VllmEngine.score_prompts`)",
+        "bare": "bare `LLM.classify` (same LLM)",
+        "reranker": "`Reranker.score` (tokenize + engine)",
+        "hf": "hf engine (`HfEngine.score_prompts`)",
+    }
+    rows = []
+    for name, secs in times.items():
+        r = row(name, secs, len(prompts), n_tokens)
+        r["label"] = labels[name]
+        if name != "bare":
+            r["vs_bare"] = paired_ratio(times, name, "bare")
+        rows.append(r)
+    ratio = paired_ratio(times, "engine", "bare")
+    result = {
+        "machine": info,
+        "versions": {"vllm": vllm.__version__, "torch": torch.__version__},
+        "model": model,
+        "dtype": dtype,
+        "pairs": len(prompts),
+        "tokens": n_tokens,
+        "reps": args.reps,
+        "rows": rows,
+        "engine_over_bare_throughput": ratio,
+        "engine_over_bare_of_medians": statistics.median(times["bare"]) / statistics.median(times["engine"]),
+        "checks": checks,
+        "times": times,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+    print()
+    print(
+        f"{len(prompts)} pairs, {n_tokens} tokens ({n_tokens / len(prompts):.0f}/pair); model {model} ({dtype}); "
+        f"vLLM {vllm.__version__}, torch {torch.__version__}; {info['cpus']} CPUs ({info['cpu']}); "
+        f"load {info['loadavg'][0]:.2f} -> {info['loadavg_after'][0]:.2f}; medians of {args.reps} interleaved reps"
+    )
+    print()
+    print(
+        markdown_table(
+            rows,
+            [
+                ("label", "path", ""),
+                ("median_s", "median s", ".3f"),
+                ("pairs_per_s", "pairs/s", ",.0f"),
+                ("tokens_per_s", "tokens/s", ",.0f"),
+                ("vs_bare", "throughput vs bare", ".3f"),
+            ],
+        )
+    )
+    print()
+    verdict = "OK (within 10 %)" if ratio >= 0.9 else "SLOWER than 10 % below bare"
+    print(f"engine path / bare LLM.classify throughput: {ratio:.3f} (median of per-round ratios) -> {verdict}")
+    print("checks: " + ", ".join(f"{k} = {v:.2e}" for k, v in checks.items()))
+    reranker.close()
+
+
+if __name__ == "__main__":
+    main()

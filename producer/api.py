@@ -1,0 +1,250 @@
+"""The producer's Python API: submit manifests or inline pairs, follow, resume, retry and cancel jobs.
+
+SQL is the ledger: a job and all its chunks are recorded before anything is enqueued, so a broker
+that loses its queue loses nothing that ``resume`` cannot put back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kombu.utils.url import maybe_sanitize_url
+from pydantic import ValidationError
+
+from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest
+from worker.manifest_source import ManifestError
+from worker.model_files import local_model_path
+from worker.prompt import PromptBuilder
+from worker.settings import Settings, get_settings
+from worker.store.ledger import Ledger, NewChunk
+
+
+class BrokerUnavailable(RuntimeError):
+    pass
+
+
+class InputError(ValueError):
+    """Bad inline input, worded for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    rank: int | None
+    doc_id: str
+    score: float | None
+    document: str
+    error: str | None = None
+
+
+def ledger(settings: Settings | None = None) -> Ledger:
+    settings = settings or get_settings()
+    return Ledger(settings.database, settings.connect_timeout)
+
+
+def _app():  # noqa: ANN202 - imported late: the CLI's read-only commands need no broker
+    from worker.celery_app import app
+
+    return app
+
+
+def check_broker(settings: Settings) -> None:
+    """Fail within seconds, with the URL masked, when the broker cannot be reached."""
+    try:
+        with _app().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, timeout=settings.connect_timeout)
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker {maybe_sanitize_url(settings.broker)}: {str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None) -> int:
+    """Publish chunk messages (JSON) on the queue; the ledger records when each went out."""
+    settings = settings or get_settings()
+    from worker.tasks import score_chunk
+
+    sent: list[int] = []
+    try:
+        for msg in messages:
+            score_chunk.apply_async(args=[msg.model_dump(mode="json")], queue=settings.queue)
+            sent.append(msg.chunk_id)
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"the broker failed after {len(sent)} of {len(messages)} chunks were enqueued "
+            f"({str(exc).splitlines()[0][:200]}); the job is recorded: run `producer resume {messages[0].job_id}`"
+        ) from None
+    finally:
+        if sent:
+            store.mark_enqueued(sent)
+    return len(sent)
+
+
+def _prompt_builder(settings: Settings) -> PromptBuilder | None:
+    """The model's tokenizer when its files are here: over-long queries are then caught at submission."""
+    path = local_model_path(settings.model)
+    return PromptBuilder.from_model(path, settings.max_length) if path else None
+
+
+def submit_manifest(
+    manifest: str,
+    *,
+    instruction: str | None = None,
+    name: str | None = None,
+    chunk_size: int | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id."""
+    from producer.manifest import plan_manifest
+
+    settings = settings or get_settings()
+    store = ledger(settings)
+    plan = plan_manifest(
+        manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
+    )
+    check_broker(settings)
+    job_id, messages = store.create_job(
+        kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
+    )
+    enqueue(messages, store, settings)
+    return job_id
+
+
+def submit_pairs(
+    pairs: Iterable[dict | InlinePair],
+    *,
+    instruction: str | None = None,
+    name: str | None = None,
+    chunk_size: int | None = None,
+    settings: Settings | None = None,
+) -> str:
+    """A job whose pairs travel inside the messages (and are kept in the ledger for resume)."""
+    settings = settings or get_settings()
+    items: list[InlinePair] = []
+    for i, p in enumerate(pairs):
+        if len(items) >= settings.max_inline_pairs:
+            raise InputError(
+                f"more than {settings.max_inline_pairs} pairs in an inline job (RERANKQ_MAX_INLINE_PAIRS): "
+                "write a Parquet manifest and use `producer submit`"
+            )
+        try:
+            item = p if isinstance(p, InlinePair) else InlinePair.model_validate(p)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InputError(f"pair {i} field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+        for field_name, limit in (("document", settings.max_document_chars), ("query", settings.max_query_chars)):
+            value = getattr(item, field_name)
+            if not value:
+                raise InputError(f"pair {i} field {field_name!r}: is an empty string")
+            if len(value) > limit:
+                raise InputError(f"pair {i} field {field_name!r}: {len(value):,} characters, over the limit of {limit:,}")
+        if item.instruction is None and instruction is not None:
+            item = item.model_copy(update={"instruction": instruction})
+        items.append(item)
+    if not items:
+        raise InputError("no pairs to rerank")
+    groups: dict[str, list[InlinePair]] = defaultdict(list)
+    for item in items:
+        groups[item.query_id].append(item)
+    for qid, group in groups.items():
+        ids = [p.doc_id for p in group]
+        if len(set(ids)) != len(ids):
+            dup = next(d for d in ids if ids.count(d) > 1)
+            raise InputError(f"duplicate pair (query_id={qid!r}, doc_id={dup!r})")
+    size = chunk_size or settings.chunk_size
+    chunks: list[NewChunk] = []
+    current: list[InlinePair] = []
+    for group in groups.values():
+        if current and len(current) + len(group) > size:
+            chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
+            current = []
+        current.extend(group)
+    chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
+    store = ledger(settings)
+    check_broker(settings)
+    job_id, messages = store.create_job(kind="inline", chunks=chunks, name=name, instruction=instruction)
+    enqueue(messages, store, settings)
+    return job_id
+
+
+def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:
+    """Poll the ledger until the job is final or ``timeout`` passes; returns the last status."""
+    store = ledger(settings)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = store.status(job_id)
+        if status.state.terminal or (deadline is not None and time.monotonic() >= deadline):
+            return status
+        time.sleep(poll)
+
+
+def rerank(
+    query: str,
+    documents: Sequence[str],
+    instruction: str | None = None,
+    *,
+    timeout: float | None = 600,
+    settings: Settings | None = None,
+) -> list[Ranked]:
+    """Score one query against a few documents through the workers; best first."""
+    settings = settings or get_settings()
+    try:
+        request = RerankRequest(query=query, documents=list(documents), instruction=instruction)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+    pairs = [
+        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=instruction)
+        for i, d in enumerate(request.documents)
+    ]
+    job_id = submit_pairs(pairs, settings=settings, chunk_size=len(pairs))
+    status = wait(job_id, timeout=timeout, settings=settings)
+    if not status.state.terminal:
+        raise TimeoutError(f"job {job_id} still {status.state.value} after {timeout} s")
+    from producer.export import iter_ranked
+
+    return [
+        Ranked(row["rank"], row["doc_id"], row["score"], request.documents[int(row["doc_id"])], row["error"])
+        for row in iter_ranked(ledger(settings), job_id)
+    ]
+
+
+def cancel(job_id: str, settings: Settings | None = None) -> JobState:
+    return ledger(settings).cancel(job_id)
+
+
+def resume(job_id: str, settings: Settings | None = None) -> int:
+    """Re-enqueue every chunk the ledger does not hold as finished (e.g. after Redis lost its queue)."""
+    settings = settings or get_settings()
+    store = ledger(settings)
+    messages = store.resumable(job_id)
+    if messages:
+        check_broker(settings)
+    return enqueue(messages, store, settings) if messages else 0
+
+
+def retry_failed(job_id: str, settings: Settings | None = None) -> int:
+    """Run the failed chunks again (and only those)."""
+    settings = settings or get_settings()
+    store = ledger(settings)
+    store.status(job_id)
+    check_broker(settings)
+    messages = store.reopen_failed(job_id)
+    return enqueue(messages, store, settings) if messages else 0
+
+
+__all__ = [
+    "BrokerUnavailable",
+    "InputError",
+    "ManifestError",
+    "Ranked",
+    "cancel",
+    "rerank",
+    "resume",
+    "retry_failed",
+    "submit_manifest",
+    "submit_pairs",
+    "wait",
+]

@@ -1,0 +1,264 @@
+"""`producer`: submit, follow and export rerank jobs (typer + rich)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from schemas import JobState, JobStatus
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Re-rank corpora with Qwen3-Reranker workers.")
+db_app = typer.Typer(no_args_is_help=True, help="The SQL ledger.")
+dev_app = typer.Typer(no_args_is_help=True, help="Offline development helpers.")
+app.add_typer(db_app, name="db")
+app.add_typer(dev_app, name="dev")
+out = Console()
+err = Console(stderr=True)
+ERROR_EXIT = 3
+
+
+def friendly(fn):  # noqa: ANN001, ANN201
+    """Known failures print one clear line (no traceback, no credentials) and exit 3."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):  # noqa: ANN202
+        from producer.api import BrokerUnavailable, InputError
+        from worker.manifest_source import ManifestError
+        from worker.store.db import DatabaseError
+        from worker.store.ledger import UnknownJob
+
+        try:
+            return fn(*args, **kwargs)
+        except (BrokerUnavailable, InputError, ManifestError, DatabaseError, UnknownJob, TimeoutError) as exc:
+            err.print(f"error: {exc.args[0] if exc.args else exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(ERROR_EXIT) from None
+        except Exception as exc:  # a database or broker failure we did not word: still no URL in it
+            from sqlalchemy.exc import DBAPIError
+
+            if isinstance(exc, DBAPIError):
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+                err.print(f"error: database: {reason}", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(ERROR_EXIT) from None
+            raise
+
+    return run
+
+
+def _status_table(st: JobStatus) -> Table:
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("job", st.job_id),
+        ("name", st.name or ""),
+        ("state", st.state.value),
+        ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
+        ("chunks", ", ".join(f"{k} {v}" for k, v in st.chunks.model_dump().items() if v) + f" (of {st.chunks_total})"),
+        ("created", str(st.created_at)),
+        ("started", str(st.started_at or "")),
+        ("finished", str(st.finished_at or "")),
+    ]
+    if st.elapsed_seconds is not None:
+        rows.append(("elapsed", f"{st.elapsed_seconds:.1f} s, {st.pairs_per_second or 0:.1f} pairs/s"))
+    rows += [("error", e) for e in st.errors]
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+@app.command()
+@friendly
+def submit(
+    manifest: Annotated[str, typer.Argument(help="Parquet file, directory of Parquet files, or s3:// gs:// file:// URI")],
+    instruction: Annotated[str | None, typer.Option(help="instruction for rows without one")] = None,
+    name: Annotated[str | None, typer.Option(help="a name to find the job by")] = None,
+    chunk_size: Annotated[int | None, typer.Option(min=1, help="pairs per chunk (default RERANKQ_CHUNK_SIZE)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
+) -> None:
+    """Validate a manifest, record the job and enqueue its chunks. Prints the job id last."""
+    from producer.api import submit_manifest
+
+    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size)
+    if wait:
+        code = _follow(job_id, None)
+        print(job_id)
+        raise typer.Exit(code)
+    print(job_id)
+
+
+@app.command()
+@friendly
+def rerank(
+    query: Annotated[str, typer.Option("--query", "-q")],
+    doc: Annotated[list[str], typer.Option("--doc", "-d", help="a document; repeat for more")],
+    instruction: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600,
+) -> None:
+    """Rank a few documents for one query through the workers (documents travel in the message)."""
+    from producer.api import rerank as run
+
+    ranked = run(query, doc, instruction, timeout=timeout)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False, indent=2))
+        return
+    table = Table("rank", "score", "document")
+    for r in ranked:
+        table.add_row(str(r.rank or "-"), "-" if r.score is None else f"{r.score:.6f}", r.document if r.error is None else f"{r.document} [{r.error}]")
+    out.print(table)
+
+
+@app.command()
+@friendly
+def status(job: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """State, pairs scored/failed, chunks and timings of a job."""
+    from producer.api import ledger
+
+    st = ledger().status(job)
+    if as_json:
+        print(st.model_dump_json(indent=2))
+    else:
+        out.print(_status_table(st))
+
+
+def _follow(job_id: str, timeout: float | None) -> int:
+    from producer.api import ledger
+
+    store = ledger()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("queued", total=None)
+        while True:
+            st = store.status(job_id)
+            progress.update(task, total=st.pairs_total, completed=st.pairs_scored + st.pairs_failed, description=st.state.value)
+            if st.state.terminal:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                err.print(f"timeout: job {job_id} is still {st.state.value}")
+                return 2
+            time.sleep(0.5)
+    err.print(f"job {job_id}: {st.state.value} ({st.pairs_scored:,} scored, {st.pairs_failed:,} failed)")
+    for e in st.errors[:5]:
+        err.print(f"  {e}", markup=False, highlight=False)
+    return 0 if st.state == JobState.completed else 1
+
+
+@app.command()
+@friendly
+def wait(job: str, timeout: Annotated[float | None, typer.Option(help="seconds")] = None) -> None:
+    """Follow a job: exit 0 completed, 1 failed/completed_with_errors/cancelled, 2 timeout."""
+    raise typer.Exit(_follow(job, timeout))
+
+
+@app.command("list")
+@friendly
+def list_jobs(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Recent jobs, newest first."""
+    from producer.api import ledger
+
+    jobs = ledger().list_jobs(limit)
+    if as_json:
+        print(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
+        return
+    table = Table("job", "name", "state", "scored", "failed", "total", "created")
+    for j in jobs:
+        table.add_row(j.job_id, j.name or "", j.state.value, f"{j.pairs_scored:,}", f"{j.pairs_failed:,}", f"{j.pairs_total:,}", str(j.created_at)[:19])
+    out.print(table)
+
+
+@app.command()
+@friendly
+def cancel(job: str) -> None:
+    """Stop a job: no further chunk is scored; scores already written stay."""
+    from producer.api import cancel as run
+
+    print(run(job).value)
+
+
+@app.command()
+@friendly
+def resume(job: str) -> None:
+    """Re-enqueue the chunks the ledger does not hold as done (after the broker lost its queue)."""
+    from producer.api import resume as run
+
+    print(f"{run(job)} chunk(s) enqueued")
+
+
+@app.command()
+@friendly
+def retry(job: str) -> None:
+    """Run the failed chunks of a job again, and only those."""
+    from producer.api import retry_failed
+
+    print(f"{retry_failed(job)} failed chunk(s) enqueued")
+
+
+@app.command()
+@friendly
+def export(job: str, out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")]) -> None:
+    """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet."""
+    from producer.api import ledger
+    from producer.export import export_parquet
+
+    rows = export_parquet(ledger(), job, out_file)
+    err.print(f"{rows:,} rows written to {out_file}")
+
+
+@db_app.command("upgrade")
+@friendly
+def db_upgrade() -> None:
+    """Apply the migrations (same as `alembic upgrade head`)."""
+    from worker.settings import get_settings
+    from worker.store.db import safe_url, upgrade
+
+    settings = get_settings()
+    rev = upgrade(settings.database)
+    print(f"{safe_url(settings.database)} at revision {rev}")
+
+
+@db_app.command("current")
+@friendly
+def db_current() -> None:
+    """The database's revision and the one this code needs."""
+    from worker.settings import get_settings
+    from worker.store.db import current_revision, get_engine, head_revision
+
+    settings = get_settings()
+    print(f"database {current_revision(get_engine(settings.database))}, code {head_revision()}")
+
+
+@dev_app.command("tiny-model")
+def tiny_model(directory: Path, seed: int = 0) -> None:
+    """Write a random-weight Qwen3 reranker with the real Qwen3 tokenizer (offline tests and demos)."""
+    from producer.tiny_model import write_tiny_model
+
+    print(write_tiny_model(directory, seed))
+
+
+@app.command()
+@friendly
+def demo(
+    pairs_per_query: int = 25,
+    queries: int = 8,
+    workdir: Annotated[Path, typer.Option(help="where the sample corpus, export and worker log go")] = Path("rerankq-demo"),
+) -> None:
+    """The main job end to end on this machine: sample corpus → worker → SQL → export → top documents."""
+    from producer.demo import run_demo
+
+    raise typer.Exit(run_demo(workdir, queries, pairs_per_query, out, err))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

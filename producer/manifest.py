@@ -1,0 +1,266 @@
+"""Validate a Parquet manifest in one streaming pass (bounded memory) and plan its chunks.
+
+Policy: a manifest with any bad row is rejected whole, with every problem listed (file, row,
+field) up to a limit; nothing is written to SQL and nothing enters the queue. Rows of one query
+must be contiguous (as retrieval output is): chunks are cut only between queries, which keeps a
+query's documents together on one worker, and duplicate (query_id, doc_id) pairs are found with
+memory bounded by the largest query plus the set of query ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas import ManifestSegment, ManifestSpec
+from worker.manifest_source import (
+    COLUMNS,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ManifestError,
+    ManifestFile,
+    check_allowed,
+    list_files,
+    normalize_uri,
+    open_parquet,
+    texts,
+)
+from worker.prompt import PromptBuilder
+from worker.settings import Settings
+from worker.store.ledger import NewChunk
+
+BATCH_ROWS = 16_384
+MAX_REPORTED = 50
+_TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+
+
+@dataclass
+class Problems:
+    """Every bad row is counted; the first MAX_REPORTED are described."""
+
+    messages: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, path: str, row: int | None, column: str | None, text: str) -> None:
+        self.count += 1
+        if len(self.messages) < MAX_REPORTED:
+            where = path + (f" row {row}" if row is not None else "") + (f" field {column!r}" if column else "")
+            self.messages.append(f"{where}: {text}")
+
+    def raise_if_any(self, uri: str) -> None:
+        if self.count:
+            more = f"\n  … and {self.count - len(self.messages)} more" if self.count > len(self.messages) else ""
+            raise ManifestError(
+                f"manifest {uri} rejected, nothing was submitted: {self.count} problem(s)\n  "
+                + "\n  ".join(self.messages)
+                + more
+            )
+
+
+@dataclass
+class ManifestPlan:
+    uri: str
+    pairs: int
+    queries: int
+    chunks: list[NewChunk]
+
+
+class ChunkPlanner:
+    """Groups contiguous query runs into chunks of about ``chunk_size`` pairs, never splitting a query."""
+
+    def __init__(self, chunk_size: int):
+        self.chunk_size = chunk_size
+        self.chunks: list[tuple[list[list[int]], int]] = []
+        self._chunk: list[list[int]] = []
+        self._chunk_pairs = 0
+        self._group: list[list[int]] = []
+        self._group_pairs = 0
+
+    @staticmethod
+    def _extend(segments: list[list[int]], file_index: int, start: int, stop: int) -> None:
+        if segments and segments[-1][0] == file_index and segments[-1][2] == start:
+            segments[-1][2] = stop
+        else:
+            segments.append([file_index, start, stop])
+
+    def rows(self, file_index: int, start: int, stop: int) -> None:
+        """Rows [start, stop) of a file belong to the current query."""
+        self._extend(self._group, file_index, start, stop)
+        self._group_pairs += stop - start
+
+    def end_query(self) -> None:
+        if not self._group_pairs:
+            return
+        if self._chunk_pairs and self._chunk_pairs + self._group_pairs > self.chunk_size:
+            self._close()
+        for seg in self._group:
+            self._extend(self._chunk, *seg)
+        self._chunk_pairs += self._group_pairs
+        self._group, self._group_pairs = [], 0
+
+    def _close(self) -> None:
+        self.chunks.append((self._chunk, self._chunk_pairs))
+        self._chunk, self._chunk_pairs = [], 0
+
+    def finish(self) -> list[tuple[list[list[int]], int]]:
+        self.end_query()
+        if self._chunk_pairs:
+            self._close()
+        return self.chunks
+
+
+class _QueryTracker:
+    """Contiguity of query runs and uniqueness of doc ids within each run."""
+
+    def __init__(self, planner: ChunkPlanner, problems: Problems, builder: PromptBuilder | None):
+        self.planner, self.problems, self.builder = planner, problems, builder
+        self.done: set[str] = set()
+        self.current: str | None = None
+        self.docs: set[str] = set()
+        self.queries = 0
+        self._checked: tuple[str | None, str] | None = None
+
+    def check_query_fits(self, path: str, row: int, instruction: str | None, query: str) -> None:
+        if self.builder is None or self._checked == (instruction, query):
+            return
+        self._checked = (instruction, query)
+        n = self.builder.head_tokens(instruction, query)
+        if n >= self.builder.body_budget:
+            self.problems.add(
+                path, row, "query",
+                f"instruction and query take {n} tokens; max_length {self.builder.max_length} leaves "
+                f"{self.builder.body_budget} for them and the document",
+            )  # fmt: skip
+
+    def feed(self, path: str, file_index: int, first_row: int, qids: list, dids: list) -> None:
+        run_start = 0
+        for i, (qid, did) in enumerate(zip(qids, dids)):
+            if qid != self.current:
+                if i > run_start:
+                    self.planner.rows(file_index, first_row + run_start, first_row + i)
+                run_start = i
+                self._new_query(path, first_row + i, qid)
+            if did is not None and qid is not None:
+                if did in self.docs:
+                    self.problems.add(path, first_row + i, "doc_id", f"duplicate pair (query_id={qid!r}, doc_id={did!r})")
+                self.docs.add(did)
+        if len(qids) > run_start:
+            self.planner.rows(file_index, first_row + run_start, first_row + len(qids))
+
+    def _new_query(self, path: str, row: int, qid: str | None) -> None:
+        if self.current is not None:
+            self.done.add(self.current)
+        self.planner.end_query()
+        self.current, self.docs = qid, set()
+        if qid is None:
+            return
+        self.queries += 1
+        if qid in self.done:
+            self.problems.add(
+                path, row, "query_id",
+                f"query_id {qid!r} appears again after other queries: rows of one query must be contiguous "
+                "(sort the manifest by query_id)",
+            )  # fmt: skip
+
+
+def _check_schema(path: str, schema: pa.Schema, problems: Problems) -> list[str]:
+    names = set(schema.names)
+    for column in REQUIRED_COLUMNS:
+        if column not in names:
+            problems.add(path, None, column, f"required column is missing (columns present: {sorted(names)})")
+    for column in COLUMNS:
+        if column in names and not any(t(schema.field(column).type) for t in _TEXT_TYPES):
+            problems.add(path, None, column, f"must be a string column, found {schema.field(column).type}")
+    return [c for c in COLUMNS if c in names]
+
+
+def _bad_rows(mask: pa.Array) -> list[int]:
+    return pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
+
+
+def _check_batch(path: str, first_row: int, batch: pa.RecordBatch, settings: Settings, problems: Problems) -> dict:
+    """Vectorized checks of one batch; returns its columns decoded as Python strings."""
+    values: dict[str, list] = {}
+    limits = {"document": settings.max_document_chars, "query": settings.max_query_chars}
+    for column in batch.schema.names:
+        array = batch.column(column)
+        required = column not in OPTIONAL_COLUMNS
+        if required:
+            for i in _bad_rows(pc.is_null(array)):
+                problems.add(path, first_row + i, column, "is null")
+            for i in _bad_rows(pc.equal(pc.binary_length(array), 0)):
+                problems.add(path, first_row + i, column, "is an empty string")
+        decoded = texts(array)
+        if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+            raw = array.to_pylist()
+            for i, (v, d) in enumerate(zip(raw, decoded)):
+                if v is not None and d is None:
+                    problems.add(path, first_row + i, column, "is not valid UTF-8")
+        if column in limits:
+            lengths = pc.utf8_length(pa.array(decoded, pa.string()))
+            for i in _bad_rows(pc.greater(lengths, limits[column])):
+                problems.add(
+                    path, first_row + i, column,
+                    f"has {len(decoded[i]):,} characters, over the limit of {limits[column]:,} "
+                    f"(RERANKQ_MAX_{column.upper()}_CHARS)",
+                )  # fmt: skip
+        values[column] = decoded
+    return values
+
+
+def plan_manifest(
+    uri: str,
+    settings: Settings,
+    *,
+    chunk_size: int | None = None,
+    instruction: str | None = None,
+    builder: PromptBuilder | None = None,
+) -> ManifestPlan:
+    """One streaming pass over the manifest; raises ManifestError listing every problem found."""
+    uri = normalize_uri(uri)
+    check_allowed(uri, settings)
+    fs, files = list_files(uri)
+    problems = Problems()
+    planner = ChunkPlanner(chunk_size or settings.chunk_size)
+    tracker = _QueryTracker(planner, problems, builder)
+    total = 0
+    sizes: list[tuple[ManifestFile, int]] = []
+    for file_index, mf in enumerate(files):
+        try:
+            pf = open_parquet(fs, mf.path)
+        except ManifestError as exc:
+            problems.add(mf.path, None, None, str(exc).removeprefix(f"{mf.path}: "))
+            sizes.append((mf, 0))
+            continue
+        sizes.append((mf, pf.metadata.num_rows))
+        columns = _check_schema(mf.path, pf.schema_arrow, problems)
+        if set(REQUIRED_COLUMNS) - set(columns) or problems.count:
+            continue
+        row = 0
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            values = _check_batch(mf.path, row, batch, settings, problems)
+            instr = values.get("instruction") or [None] * batch.num_rows
+            tracker.feed(mf.path, file_index, row, values["query_id"], values["doc_id"])
+            if builder is not None:
+                for i, q in enumerate(values["query"]):
+                    if q:
+                        tracker.check_query_fits(mf.path, row + i, instr[i] if instr[i] is not None else instruction, q)
+            row += batch.num_rows
+        total += row
+    if not problems.count and total == 0:
+        problems.add(uri, None, None, "the manifest has no rows")
+    problems.raise_if_any(uri)
+    chunks = []
+    for segments, pairs in planner.finish():
+        spec = ManifestSpec(
+            uri=uri,
+            instruction=instruction,
+            segments=[
+                ManifestSegment(path=sizes[f][0].path, start=a, stop=b, size=sizes[f][0].size, file_rows=sizes[f][1])
+                for f, a, b in segments
+            ],
+        )
+        chunks.append(NewChunk(spec=spec.model_dump(mode="json"), pairs=pairs))
+    return ManifestPlan(uri=uri, pairs=total, queries=tracker.queries, chunks=chunks)

@@ -1,0 +1,78 @@
+"""The chunk message: the only thing a worker receives. JSON only; manifests travel as references."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobState(StrEnum):
+    """OpenAI Batch states, where they fit."""
+
+    queued = "queued"
+    running = "running"
+    completed = "completed"
+    completed_with_errors = "completed_with_errors"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self not in (JobState.queued, JobState.running)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ManifestSegment(_Model):
+    """Rows ``[start, stop)`` of one Parquet file; ``size``/``file_rows`` detect a file changed after submission."""
+
+    path: str
+    start: int = Field(ge=0)
+    stop: int = Field(gt=0)
+    size: int = Field(ge=0)
+    file_rows: int = Field(ge=0)
+
+
+class ManifestSpec(_Model):
+    kind: Literal["manifest"] = "manifest"
+    uri: str
+    segments: list[ManifestSegment]
+    instruction: str | None = None
+
+
+class InlinePair(_Model):
+    query_id: str
+    doc_id: str
+    query: str
+    document: str
+    instruction: str | None = None
+
+
+class InlineSpec(_Model):
+    kind: Literal["inline"] = "inline"
+    pairs: list[InlinePair]
+
+
+ChunkSpec = Annotated[ManifestSpec | InlineSpec, Field(discriminator="kind")]
+
+
+class ChunkMessage(_Model):
+    job_id: str
+    chunk_id: int
+    spec: ChunkSpec
+
+
+class RerankRequest(BaseModel):
+    """A small job whose documents travel inside the message."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1)
+    documents: list[str] = Field(min_length=1)
+    instruction: str | None = None
+    query_id: str = "q0"
+    doc_ids: list[str] | None = None

@@ -1,0 +1,59 @@
+"""The Celery app. `celery -A worker worker -Q gpu` runs one solo process holding one engine.
+
+Why each setting: vLLM starts an engine process, which prefork children cannot do (solo pool);
+a chunk is long and must survive a crash (late acks, prefetch 1, redelivery after the visibility
+timeout); only JSON is accepted (no pickle from the broker)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from worker.settings import Settings, get_settings
+
+
+def broker_options(settings: Settings) -> dict:
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "socket_timeout": 60,
+        "health_check_interval": 30,
+        # sweep for abandoned (unacked) chunks often; a sweep is one cheap Redis call
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
+        "unacked_restore_throttle": 1,
+    }
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    """(Re)apply settings: the demo switches brokers after import, before the first connection."""
+    app.conf.update(
+        broker_url=settings.broker,
+        worker_pool="solo",
+        worker_concurrency=1,
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        result_serializer="json",
+        task_ignore_result=True,
+        task_default_queue=settings.queue,
+        task_routes={"rerankq.*": {"queue": settings.queue}},
+        broker_transport_options=broker_options(settings),
+        broker_connection_timeout=settings.connect_timeout,
+        broker_connection_retry_on_startup=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1, "interval_max": 2},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_enable_remote_control=False,
+    )
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    app = Celery("rerankq", include=["worker.tasks"])
+    configure(app, settings or get_settings())
+    return app
+
+
+app = make_app()

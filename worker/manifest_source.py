@@ -1,0 +1,112 @@
+"""Where manifests live and how rows come out of them: shared by the producer (validation, planning)
+and the worker (reading its chunk's rows itself, so manifests never pass through the broker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from schemas import ManifestSegment
+from worker.settings import Settings
+
+REQUIRED_COLUMNS = ("query_id", "query", "doc_id", "document")
+OPTIONAL_COLUMNS = ("instruction",)
+COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+
+class ManifestError(ValueError):
+    """Bad manifest input, worded for the user: names the file, row and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestFile:
+    path: str
+    size: int
+
+
+def normalize_uri(uri: str) -> str:
+    """Local paths become absolute, so workers on the same filesystem find them."""
+    scheme = urlparse(uri).scheme
+    if scheme and len(scheme) > 1:  # not a Windows drive letter
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
+def check_allowed(uri: str, settings: Settings) -> None:
+    scheme = urlparse(uri).scheme if "://" in uri else "file"
+    if scheme not in settings.manifest_schemes:
+        raise ManifestError(f"{uri}: scheme {scheme!r} is not allowed (RERANKQ_MANIFEST_SCHEMES={settings.manifest_schemes})")
+    if settings.manifest_roots:
+        target = uri if "://" in uri else str(Path(uri).resolve())
+        roots = [r if "://" in r else str(Path(r).resolve()) for r in settings.manifest_roots]
+        if not any(target == r or target.startswith(r.rstrip("/") + "/") for r in roots):
+            raise ManifestError(f"{uri}: outside the allowed manifest roots (RERANKQ_MANIFEST_ROOTS)")
+
+
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as exc:
+            raise ManifestError(f"{uri}: cannot open ({exc})") from None
+    return pafs.LocalFileSystem(), uri
+
+
+def list_files(uri: str) -> tuple[pafs.FileSystem, list[ManifestFile]]:
+    """The Parquet files of a manifest (one file, or a directory of them), in a stable order."""
+    fs, path = filesystem(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise ManifestError(f"{uri}: no such file or directory")
+    if info.type == pafs.FileType.File:
+        return fs, [ManifestFile(path, info.size)]
+    dataset = ds.dataset(path, format="parquet", filesystem=fs, exclude_invalid_files=False)
+    files = sorted(dataset.files)
+    if not files:
+        raise ManifestError(f"{uri}: the directory holds no Parquet files")
+    return fs, [ManifestFile(f, fs.get_file_info(f).size) for f in files]
+
+
+def open_parquet(fs: pafs.FileSystem, path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(fs.open_input_file(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ManifestError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
+def read_segment(fs: pafs.FileSystem, segment: ManifestSegment) -> pa.Table:
+    """Rows [start, stop) of one file, reading only the row groups that hold them."""
+    size = fs.get_file_info(segment.path).size
+    pf = open_parquet(fs, segment.path)
+    if size != segment.size or pf.metadata.num_rows != segment.file_rows:
+        raise ManifestError(f"{segment.path}: the file changed after the job was submitted (size or row count differs)")
+    names = set(pf.schema_arrow.names)
+    columns = [c for c in COLUMNS if c in names]
+    groups, first, offset = [], None, 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if offset + n > segment.start and offset < segment.stop:
+            groups.append(g)
+            first = offset if first is None else first
+        offset += n
+    table = pf.read_row_groups(groups, columns=columns)
+    return table.slice(segment.start - (first or 0), segment.stop - segment.start)
+
+
+def texts(column: pa.ChunkedArray | pa.Array) -> list[str | None]:
+    """A string column as Python strings; binary columns are decoded as UTF-8 (None where invalid)."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        return column.to_pylist()
+    out: list[str | None] = []
+    for value in column.to_pylist():
+        try:
+            out.append(None if value is None else value.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(None)
+    return out

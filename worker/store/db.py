@@ -1,0 +1,115 @@
+"""Database engines: SQLite tuned for several processes, PostgreSQL with bounded connect time,
+and the migration-revision check both producer and worker run before touching the ledger."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class DatabaseError(RuntimeError):
+    """A ledger problem explained for the user (credentials never included)."""
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str, connect_timeout: float = 5.0) -> Engine:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = create_engine(u, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # noqa: ANN001
+            # Take the write lock up front: a read-then-write transaction can't deadlock or lose an update.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if u.get_backend_name() == "postgresql":
+        if u.drivername == "postgresql":
+            u = u.set(drivername="postgresql+psycopg")
+        return create_engine(
+            u,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": max(1, int(connect_timeout))},
+        )
+    return create_engine(u, pool_pre_ping=True)
+
+
+@lru_cache(maxsize=8)
+def _cached(url: str, connect_timeout: float) -> tuple[Engine, sessionmaker[Session]]:
+    engine = make_engine(url, connect_timeout)
+    return engine, sessionmaker(engine, expire_on_commit=False)
+
+
+def get_engine(url: str, connect_timeout: float = 5.0) -> Engine:
+    return _cached(url, connect_timeout)[0]
+
+
+def session_factory(url: str, connect_timeout: float = 5.0) -> sessionmaker[Session]:
+    return _cached(url, connect_timeout)[1]
+
+
+def alembic_config(url: str):  # noqa: ANN201 - alembic.config.Config
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()  # type: ignore[return-value]
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except Exception as exc:  # connection refused, bad host, auth ...
+        raise DatabaseError(f"cannot reach the database {safe_url(str(engine.url))}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def upgrade(url: str) -> str:
+    from alembic import command
+
+    command.upgrade(alembic_config(url), "head")
+    return head_revision()
+
+
+def check_revision(url: str, connect_timeout: float = 5.0) -> Engine:
+    """The engine, once the database is at this code's migration head; else a clear DatabaseError."""
+    engine = get_engine(url, connect_timeout)
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        where = "has no rerankq tables" if current is None else f"is at revision {current}"
+        raise DatabaseError(
+            f"database {safe_url(url)} {where}, this rerankq needs revision {head}: run `producer db upgrade`"
+        )
+    return engine

@@ -1,0 +1,288 @@
+"""The ledger's operations. Every state change is one transaction that locks the job row first,
+so concurrent workers, a redelivered chunk and a cancel can never leave counters or states untrue."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from schemas import ChunkCounts, ChunkMessage, JobState, JobStatus
+from worker.store.db import check_revision, session_factory
+from worker.store.models import Chunk, Job, Score
+
+_TERMINAL_CHUNK = ("done", "failed", "cancelled")
+
+
+class UnknownJob(LookupError):
+    def __init__(self, job_id: str):
+        super().__init__(f"no job {job_id!r} in the ledger (see `producer list`)")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRow:
+    query_id: str
+    doc_id: str
+    score: float | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewChunk:
+    spec: dict
+    pairs: int
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class Ledger:
+    def __init__(self, url: str, connect_timeout: float = 5.0, check: bool = True):
+        if check:
+            check_revision(url, connect_timeout)
+        self.session = session_factory(url, connect_timeout)
+        self.dialect = self.session.kw["bind"].dialect.name
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def create_job(
+        self,
+        *,
+        kind: str,
+        chunks: Sequence[NewChunk],
+        name: str | None = None,
+        manifest: str | None = None,
+        instruction: str | None = None,
+    ) -> tuple[str, list[ChunkMessage]]:
+        """Job and chunks in one transaction; the messages to enqueue come back with their ids."""
+        job_id = str(uuid.uuid4())
+        with self.session.begin() as s:
+            s.add(
+                Job(
+                    id=job_id,
+                    name=name,
+                    kind=kind,
+                    state=JobState.queued,
+                    manifest=manifest,
+                    instruction=instruction,
+                    pairs_total=sum(c.pairs for c in chunks),
+                    chunks_total=len(chunks),
+                    created_at=now(),
+                )
+            )
+            s.flush()
+            rows = [
+                Chunk(job_id=job_id, seq=i, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0, attempts=0)
+                for i, c in enumerate(chunks)
+            ]
+            s.add_all(rows)
+            s.flush()
+            messages = [self._message(c) for c in rows]
+        return job_id, messages
+
+    def _job(self, s: Session, job_id: str, lock: bool = False) -> Job:
+        job = s.get(Job, job_id, with_for_update=lock or None)
+        if job is None:
+            raise UnknownJob(job_id)
+        return job
+
+    @staticmethod
+    def _message(chunk: Chunk) -> ChunkMessage:
+        return ChunkMessage.model_validate({"job_id": chunk.job_id, "chunk_id": chunk.id, "spec": chunk.spec})
+
+    def mark_enqueued(self, chunk_ids: Iterable[int]) -> None:
+        ids = list(chunk_ids)
+        with self.session.begin() as s:
+            s.execute(update(Chunk).where(Chunk.id.in_(ids)).values(enqueued_at=now()))
+
+    def cancel(self, job_id: str) -> JobState:
+        """No chunk starts after this; scores already written stay."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            if JobState(job.state).terminal:
+                return JobState(job.state)
+            job.state = JobState.cancelled
+            job.finished_at = now()
+            s.execute(
+                update(Chunk).where(Chunk.job_id == job_id, Chunk.state == "pending").values(state="cancelled")
+            )
+            return JobState.cancelled
+
+    def resumable(self, job_id: str) -> list[ChunkMessage]:
+        """Chunks the ledger does not hold as finished: what to enqueue again after the broker lost its queue."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            if JobState(job.state).terminal:
+                return []
+            chunks = s.scalars(
+                select(Chunk).where(Chunk.job_id == job_id, Chunk.state.in_(("pending", "running"))).order_by(Chunk.seq)
+            ).all()
+            return [self._message(c) for c in chunks]
+
+    def reopen_failed(self, job_id: str) -> list[ChunkMessage]:
+        """Failed chunks back to pending (fresh retry budget); the job runs again until they finish."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            if job.state == JobState.cancelled:
+                return []
+            chunks = s.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.state == "failed")).all()
+            for c in chunks:
+                c.state, c.attempts, c.error, c.finished_at = "pending", 0, None, None
+            if chunks:
+                job.state = JobState.running if job.started_at else JobState.queued
+                job.finished_at = None
+            return [self._message(c) for c in chunks]
+
+    # --- chunks (worker side) --------------------------------------------------------------------
+    def begin_chunk(self, job_id: str, chunk_id: int, worker: str, model: str) -> str | None:
+        """Mark the chunk running; None to go on, else why this delivery does nothing."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            chunk = s.get(Chunk, chunk_id)
+            if chunk is None or chunk.job_id != job_id:
+                return f"chunk {chunk_id} is not part of job {job_id}"
+            if chunk.state in _TERMINAL_CHUNK:
+                return f"chunk already {chunk.state}"
+            if job.state == JobState.cancelled:
+                chunk.state = "cancelled"
+                return "job cancelled"
+            chunk.state, chunk.worker, chunk.model = "running", worker, model
+            chunk.attempts += 1
+            chunk.started_at = now()
+            if job.state == JobState.queued:
+                job.state = JobState.running
+                job.started_at = now()
+            return None
+
+    def finish_chunk(self, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> bool:
+        """Scores, chunk state and job state in one transaction. False if another delivery got there first."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            chunk = s.get(Chunk, chunk_id)
+            if chunk is None or chunk.state == "done":
+                return False
+            self._upsert_scores(s, job_id, chunk_id, rows)
+            errors = sum(1 for r in rows if r.error is not None)
+            chunk.state, chunk.error, chunk.finished_at = "done", None, now()
+            chunk.scored, chunk.pair_errors = len(rows) - errors, errors
+            self._finalize(s, job)
+            return True
+
+    def chunk_attempt_failed(self, job_id: str, chunk_id: int, error: str, final: bool) -> None:
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            chunk = s.get(Chunk, chunk_id)
+            if chunk is None or chunk.state in _TERMINAL_CHUNK:
+                return
+            chunk.error = error
+            if final:
+                chunk.state, chunk.finished_at = "failed", now()
+                self._finalize(s, job)
+            else:
+                chunk.state = "pending"
+
+    def _upsert_scores(self, s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> None:
+        if not rows:
+            return
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        values = [
+            {"job_id": job_id, "query_id": r.query_id, "doc_id": r.doc_id, "chunk_id": chunk_id, "score": r.score, "error": r.error}
+            for r in rows
+        ]
+        s.execute(insert(Score).on_conflict_do_nothing(index_elements=["job_id", "query_id", "doc_id"]), values)
+
+    @staticmethod
+    def _finalize(s: Session, job: Job) -> None:
+        states = dict(
+            s.execute(
+                select(Chunk.state, func.count()).where(Chunk.job_id == job.id).group_by(Chunk.state)
+            ).all()
+        )
+        if any(state not in _TERMINAL_CHUNK for state in states) or job.state == JobState.cancelled:
+            return
+        pair_errors = s.scalar(select(func.coalesce(func.sum(Chunk.pair_errors), 0)).where(Chunk.job_id == job.id))
+        if not states.get("failed") and not pair_errors:
+            job.state = JobState.completed
+        elif not states.get("done"):
+            job.state = JobState.failed
+        else:
+            job.state = JobState.completed_with_errors
+        job.finished_at = now()
+
+    # --- reading -------------------------------------------------------------------------------
+    def status(self, job_id: str) -> JobStatus:
+        with self.session() as s:
+            return self._status(s, self._job(s, job_id))
+
+    def list_jobs(self, limit: int = 50) -> list[JobStatus]:
+        with self.session() as s:
+            jobs = s.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
+            return [self._status(s, j) for j in jobs]
+
+    def messages(self, job_id: str) -> list[ChunkMessage]:
+        with self.session() as s:
+            self._job(s, job_id)
+            return [self._message(c) for c in s.scalars(select(Chunk).where(Chunk.job_id == job_id).order_by(Chunk.seq))]
+
+    def _status(self, s: Session, job: Job) -> JobStatus:
+        counts = ChunkCounts()
+        scored = failed = 0
+        for state, n, n_scored, n_errors, n_pairs in s.execute(
+            select(
+                Chunk.state, func.count(), func.sum(Chunk.scored), func.sum(Chunk.pair_errors), func.sum(Chunk.pairs)
+            )
+            .where(Chunk.job_id == job.id)
+            .group_by(Chunk.state)
+        ):
+            setattr(counts, state, n)
+            if state == "done":
+                scored, failed = scored + (n_scored or 0), failed + (n_errors or 0)
+            elif state == "failed":
+                failed += n_pairs or 0
+        errors = [
+            f"chunk {seq}: {err}"
+            for seq, err in s.execute(
+                select(Chunk.seq, Chunk.error)
+                .where(Chunk.job_id == job.id, Chunk.error.is_not(None))
+                .order_by(Chunk.seq)
+                .limit(20)
+            )
+        ]
+        if job.error:
+            errors.insert(0, job.error)
+        started, finished = _aware(job.started_at), _aware(job.finished_at)
+        end = finished or (now() if started else None)
+        elapsed = (end - started).total_seconds() if started and end else None
+        return JobStatus(
+            job_id=job.id,
+            name=job.name,
+            kind=job.kind,
+            state=JobState(job.state),
+            manifest=job.manifest,
+            pairs_total=job.pairs_total,
+            pairs_scored=scored,
+            pairs_failed=failed,
+            chunks_total=job.chunks_total,
+            chunks=counts,
+            created_at=_aware(job.created_at),  # type: ignore[arg-type]
+            started_at=started,
+            finished_at=finished,
+            elapsed_seconds=elapsed,
+            pairs_per_second=(scored / elapsed) if elapsed else None,
+            errors=errors,
+        )
+
+    def score_count(self, job_id: str) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Score).where(Score.job_id == job_id)) or 0
