@@ -23,25 +23,35 @@ def interleave(
     warmup: int = 1,
     log: Callable[[str], None] = print,
     settle: float = 0.0,
-) -> dict[str, list[float]]:
+    cpu_probe: Callable[[], dict[str, float]] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
     """Run every variant ``warmup`` times, then ``reps`` rounds; the order reverses every other round
     (A,B,C / C,B,A / ...) so slow drift of the machine's load hits every variant alike. ``settle``
-    seconds of sleep before each run let spinning threads of the previous one go idle."""
+    seconds of sleep before each run let spinning threads of the previous one go idle.
+
+    Returns wall seconds per variant and, with ``cpu_probe`` (cumulative CPU seconds by process
+    group), the CPU seconds each run used per group: unlike wall time, hardly moved by other load."""
     names = list(variants)
     for w in range(warmup):
         for name in names:
             seconds, _ = timed(variants[name])
             log(f"  warm-up {w + 1} {name}: {seconds:.3f} s")
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     for r in range(reps):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
             gc.collect()
             time.sleep(settle)
+            before = cpu_probe() if cpu_probe else {}
             seconds, _ = timed(variants[name])
+            after = cpu_probe() if cpu_probe else {}
             times[name].append(seconds)
-            log(f"  round {r + 1} {name}: {seconds:.3f} s")
-    return times
+            for group in after:
+                cpu[name].setdefault(group, []).append(after[group] - before.get(group, 0.0))
+            used = ", ".join(f"{g} {v[-1]:.2f}" for g, v in cpu[name].items())
+            log(f"  round {r + 1} {name}: {seconds:.3f} s" + (f" (CPU s: {used})" if used else ""))
+    return times, cpu
 
 
 def paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:

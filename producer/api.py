@@ -6,6 +6,7 @@ that loses its queue loses nothing that ``resume`` cannot put back.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,6 +21,9 @@ from worker.model_files import local_model_path
 from worker.prompt import PromptBuilder
 from worker.settings import Settings, get_settings
 from worker.store.ledger import Ledger, NewChunk
+
+
+SCORE_TASK = "rerankq.score_chunk"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -44,16 +48,22 @@ def ledger(settings: Settings | None = None) -> Ledger:
     return Ledger(settings.database, settings.connect_timeout)
 
 
-def _app():  # noqa: ANN202 - imported late: the CLI's read-only commands need no broker
-    from worker.celery_app import app
+@functools.lru_cache(maxsize=4)
+def _app_for(broker: str):  # noqa: ANN202
+    from worker.celery_app import app, make_app
 
-    return app
+    return app if app.conf.broker_url == broker else make_app(Settings(broker_url=broker))
+
+
+def _app(settings: Settings):  # noqa: ANN202 - imported late: read-only commands need no broker
+    """The Celery app for these settings' broker (the API may be called with other settings than the env's)."""
+    return _app_for(settings.broker)
 
 
 def check_broker(settings: Settings) -> None:
     """Fail within seconds, with the URL masked, when the broker cannot be reached."""
     try:
-        with _app().connection_for_write() as conn:
+        with _app(settings).connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, timeout=settings.connect_timeout)
     except Exception as exc:
         raise BrokerUnavailable(
@@ -64,12 +74,11 @@ def check_broker(settings: Settings) -> None:
 def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None) -> int:
     """Publish chunk messages (JSON) on the queue; the ledger records when each went out."""
     settings = settings or get_settings()
-    from worker.tasks import score_chunk
-
+    app = _app(settings)
     sent: list[int] = []
     try:
         for msg in messages:
-            score_chunk.apply_async(args=[msg.model_dump(mode="json")], queue=settings.queue)
+            app.send_task(SCORE_TASK, args=[msg.model_dump(mode="json")], queue=settings.queue)
             sent.append(msg.chunk_id)
     except Exception as exc:
         raise BrokerUnavailable(

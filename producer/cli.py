@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,13 @@ from rich.table import Table
 
 from schemas import JobState, JobStatus
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Re-rank corpora with Qwen3-Reranker workers.")
+# No locals in tracebacks: they could hold connection URLs with passwords.
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Re-rank corpora with Qwen3-Reranker workers.",
+)
 db_app = typer.Typer(no_args_is_help=True, help="The SQL ledger.")
 dev_app = typer.Typer(no_args_is_help=True, help="Offline development helpers.")
 app.add_typer(db_app, name="db")
@@ -107,7 +114,7 @@ def rerank(
 
     ranked = run(query, doc, instruction, timeout=timeout)
     if as_json:
-        print(json.dumps([r.__dict__ for r in ranked], ensure_ascii=False, indent=2))
+        print(json.dumps([asdict(r) for r in ranked], ensure_ascii=False, indent=2))
         return
     table = Table("rank", "score", "document")
     for r in ranked:

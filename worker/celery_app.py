@@ -12,6 +12,8 @@ from worker.settings import Settings, get_settings
 
 
 def broker_options(settings: Settings) -> dict:
+    if not settings.broker.startswith(("redis://", "rediss://")):
+        return {"visibility_timeout": settings.visibility_timeout} if settings.broker.startswith("sqs") else {}
     return {
         "visibility_timeout": settings.visibility_timeout,
         "socket_connect_timeout": settings.connect_timeout,
@@ -44,7 +46,6 @@ def configure(app: Celery, settings: Settings) -> None:
         broker_connection_timeout=settings.connect_timeout,
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1, "interval_max": 2},
-        worker_hijack_root_logger=False,
         worker_send_task_events=False,
         worker_enable_remote_control=False,
     )
