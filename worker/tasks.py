@@ -44,8 +44,6 @@ def _check_database(**_: object) -> None:
 def _load_engine(**_: object) -> None:
     settings = get_settings()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    # The engine lives in this process: a worker killed with -9 leaves no orphan engine holding the GPU.
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     state.ledger = Ledger(settings.database, settings.connect_timeout)
     log.info("engine_loading", model=settings.model, engine=settings.engine, max_length=settings.max_length)
     state.reranker = load_reranker(settings)

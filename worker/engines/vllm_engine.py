@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,9 @@ class VllmEngine:
     name = "vllm"
 
     def __init__(self, settings: Settings, model_path: str, dtype: str):
+        # The engine core runs in this process (vLLM's default spawns it): a worker killed with -9
+        # then leaves no orphaned engine holding the GPU's memory. VLLM_ENABLE_V1_MULTIPROCESSING=1 overrides.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.llm = LLM(**engine_kwargs(settings, model_path, dtype))

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: venv + install, Redis and PostgreSQL found or
+# started (their Debian packages installed when absent), then pytest. Extra arguments go to pytest.
+source "$(dirname "$0")/env.sh"
+source "$ROOT/scripts/services.sh"
+ensure_redis
+ensure_postgres
+exec python -m pytest "$@"
