@@ -21,6 +21,7 @@ from worker.store.db import check_revision
 from worker.store.ledger import Ledger, ScoreRow
 
 log = get_logger("rerankq.worker")
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -95,7 +96,7 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
         raise RuntimeError("worker engine not loaded (start workers with `celery -A worker worker -Q gpu`)")
     ctx = dict(job_id=msg.job_id, chunk_id=msg.chunk_id, delivery=self.request.retries)
     try:
-        skip = with_db_retry(ledger.begin_chunk, msg.job_id, msg.chunk_id, socket.gethostname(), settings.model)
+        skip = with_db_retry(ledger.begin_chunk, msg.job_id, msg.chunk_id, WORKER_ID, settings.model)
         if skip:
             log.info("chunk_skipped", reason=skip, **ctx)
             return {"skipped": skip}

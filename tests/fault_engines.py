@@ -1,0 +1,40 @@
+"""Faults that cannot be caused for real: an engine that raises for some chunks.
+
+Loaded by real workers through the custom-engine setting (RERANKQ_ENGINE=tests.fault_engines:poisonable).
+It wraps the real vLLM engine and raises for any chunk holding the marker text while the file named
+by RERANKQ_TEST_POISON_FILE exists."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from worker.engines.vllm_engine import VllmEngine
+from worker.settings import Settings
+
+MARKER = "POISONPILL"
+
+
+class PoisonableEngine:
+    name = "vllm+poison"
+
+    def __init__(self, settings: Settings, model_path: str):
+        self.inner = VllmEngine(settings, model_path, "float32")
+        self.tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
+        self.flag = os.environ.get("RERANKQ_TEST_POISON_FILE", "")
+
+    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
+        if self.flag and os.path.exists(self.flag):
+            if any(MARKER in text for text in self.tokenizer.decode_batch([list(p) for p in prompts])):
+                raise RuntimeError(f"poisoned chunk: the engine fails on {MARKER}")
+        return self.inner.score_prompts(prompts)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def poisonable(settings: Settings, model_path: str) -> PoisonableEngine:
+    return PoisonableEngine(settings, model_path)
