@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console
 from rich.table import Table
 
@@ -47,8 +48,10 @@ def sample_corpus(path: Path, queries: int, docs_per_query: int, seed: int = 7) 
         for d in range(docs_per_query):
             if d == 0:
                 text = answer.capitalize() + "."
-            elif d < 3:
+            elif d == 1:
                 text = f"Background on {tag}: {answer}, as textbooks explain in detail."
+            elif d == 2:
+                text = f"A short note on {tag} for students."
             else:
                 text = " ".join(rng.sample(FILLER, 2))
             rows["query_id"].append(f"q{q:03d}")
@@ -79,9 +82,9 @@ def choose_environment(workdir: Path, console: Console) -> dict[str, str]:
 
     settings = Settings()
     env: dict[str, str] = {}
-    if "RERANKQ_BROKER_URL" not in os.environ and not _broker_answers(settings.broker, 2):
+    if not _broker_answers(settings.broker, 2):
         env["RERANKQ_BROKER_URL"] = f"sqla+sqlite:///{(workdir / 'broker.db').resolve()}"
-        console.print("no Redis at the default URL: using the embedded SQLite broker")
+        console.print(f"no broker answers at {maybe_sanitize_url(settings.broker)}: using the embedded SQLite broker")
     if local_model_path(settings.model) is None:
         tiny = ensure_tiny_model(settings.tiny_model_dir)
         env["RERANKQ_MODEL"] = str(tiny)

@@ -59,11 +59,13 @@ def base_env(model: Path, database_url: str, broker_url: str, **extra: str) -> d
     return env
 
 
-def producer(*args: str, env: dict[str, str], timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
+def producer(
+    *args: str, env: dict[str, str], timeout: float = 300, check: bool = False, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Run the `producer` console script as a user would."""
     exe = Path(sys.executable).with_name("producer")
     result = subprocess.run(
-        [str(exe), *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout
+        [str(exe), *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, cwd=cwd
     )
     if check and result.returncode != 0:
         raise AssertionError(f"producer {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
