@@ -46,6 +46,8 @@ def _aware(value: datetime | None) -> datetime | None:
 
 
 class Ledger:
+    copy_scores = True  # PostgreSQL+psycopg: COPY path (False: multi-row INSERT, kept for bench/write_bench.py)
+
     def __init__(self, url: str, connect_timeout: float = 5.0, check: bool = True):
         if check:
             check_revision(url, connect_timeout)
@@ -192,6 +194,9 @@ class Ledger:
     def _upsert_scores(self, s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> None:
         if not rows:
             return
+        if self.copy_scores and self.dialect == "postgresql" and s.get_bind().dialect.driver == "psycopg":
+            self._copy_scores(s, job_id, chunk_id, rows)
+            return
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
@@ -201,6 +206,25 @@ class Ledger:
             for r in rows
         ]
         s.execute(insert(Score).on_conflict_do_nothing(index_elements=["job_id", "query_id", "doc_id"]), values)
+
+    @staticmethod
+    def _copy_scores(s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> None:
+        """PostgreSQL: COPY into a per-connection staging table, then one idempotent INSERT … SELECT.
+        Several times the rows/s of a multi-row INSERT (bench/write_bench.py), inside the chunk's transaction."""
+        cursor = s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS score_stage "
+            "(query_id text, doc_id text, score double precision, error text) ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy("COPY score_stage (query_id, doc_id, score, error) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row((r.query_id, r.doc_id, r.score, r.error))
+        cursor.execute(
+            "INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, error) "
+            "SELECT %s, query_id, doc_id, %s, score, error FROM score_stage "
+            "ON CONFLICT (job_id, query_id, doc_id) DO NOTHING",
+            (job_id, chunk_id),
+        )
 
     @staticmethod
     def _finalize(s: Session, job: Job) -> None:
