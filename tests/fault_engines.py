@@ -2,7 +2,7 @@
 
 Loaded by real workers through the custom-engine setting (RERANKQ_ENGINE=tests.fault_engines:poisonable).
 It wraps the real vLLM engine and raises for any chunk holding the marker text while the file named
-by RERANKQ_TEST_POISON_FILE exists."""
+by RERANKQ_TEST_POISON_FILE exists, and for every call (a dead engine) while RERANKQ_TEST_DEAD_FILE exists."""
 
 from __future__ import annotations
 
@@ -25,8 +25,11 @@ class PoisonableEngine:
         self.inner = VllmEngine(settings, model_path, "float32")
         self.tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
         self.flag = os.environ.get("RERANKQ_TEST_POISON_FILE", "")
+        self.dead = os.environ.get("RERANKQ_TEST_DEAD_FILE", "")
 
     def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
+        if self.dead and os.path.exists(self.dead):
+            raise RuntimeError("engine dead: every call fails")
         if self.flag and os.path.exists(self.flag):
             if any(MARKER in text for text in self.tokenizer.decode_batch([list(p) for p in prompts])):
                 raise RuntimeError(f"poisoned chunk: the engine fails on {MARKER}")

@@ -49,12 +49,14 @@ class Stack:
         self.db_url = create_database(self.pg.admin_url)
         migrate(self.db_url)
         self.poison_flag = tmp / "poison.on"
+        self.dead_flag = tmp / "dead.on"
         self.env = base_env(
             tiny_model,
             self.db_url,
             self.redis.url,
             RERANKQ_ENGINE="tests.fault_engines:poisonable",
             RERANKQ_TEST_POISON_FILE=str(self.poison_flag),
+            RERANKQ_TEST_DEAD_FILE=str(self.dead_flag),
             RERANKQ_VISIBILITY_TIMEOUT=15,
             RERANKQ_MAX_RETRIES=2,
             RERANKQ_RETRY_BACKOFF=1,
@@ -257,6 +259,27 @@ def test_sigterm_warm_shutdown_loses_nothing(stack, steady):
         stack.assert_exactly_once(job, expected)
     finally:
         successor.terminate()
+
+
+def test_dead_engine_exits_the_worker_and_loses_nothing(stack):
+    """A chunk that fails because the engine itself is gone is not the chunk's fault: the worker exits
+    (for its supervisor to restart) without using up the chunk's retries or acknowledging it."""
+    doomed = stack.worker().wait_ready()
+    stack.dead_flag.touch()
+    try:
+        job, expected = stack.submit(n_queries=4, docs=30, chunk_size=60, seed=8)
+        assert wait_for(lambda: doomed.proc.poll() is not None, 120, "the worker to exit") and doomed.proc.returncode == 3
+    finally:
+        stack.dead_flag.unlink()
+    assert '"engine_dead"' in doomed.log()
+    assert stack.state(job) in ("queued", "running")
+    assert not any(c.state == "failed" for c in stack.chunks(job))
+    fresh = stack.worker().wait_ready()
+    try:
+        assert stack.wait_state(job, ("completed",)) == "completed"
+        stack.assert_exactly_once(job, expected)
+    finally:
+        fresh.terminate()
 
 
 def test_pickled_message_is_refused(stack, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import traceback
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from worker.celery_app import app
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
 from worker.logs import configure_logging, get_logger
+from worker.prompt import Pair
 from worker.settings import get_settings
 from worker.store.db import check_revision
 from worker.store.ledger import Ledger, ScoreRow
@@ -33,22 +35,44 @@ class _State:
 state = _State()
 
 
+def _fatal(event: str, exc: BaseException) -> None:
+    """Celery logs and swallows exceptions from signal handlers: a worker that cannot work must exit."""
+    log.critical(event, error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+    sys.stderr.write(f"rerankq worker: {exc}\n")
+    sys.stderr.flush()
+    os._exit(2)
+
+
 @worker_init.connect
 def _check_database(**_: object) -> None:
-    """Refuse to start against a ledger at another migration revision."""
+    """Refuse to start against a ledger at another migration revision (before loading any engine)."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    check_revision(settings.database, settings.connect_timeout)
+    try:
+        check_revision(settings.database, settings.connect_timeout)
+    except Exception as exc:
+        _fatal("database_refused", exc)
 
 
 @worker_process_init.connect
 def _load_engine(**_: object) -> None:
     settings = get_settings()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    state.ledger = Ledger(settings.database, settings.connect_timeout)
-    log.info("engine_loading", model=settings.model, engine=settings.engine, max_length=settings.max_length)
-    state.reranker = load_reranker(settings)
+    try:
+        state.ledger = Ledger(settings.database, settings.connect_timeout)
+        log.info("engine_loading", model=settings.model, engine=settings.engine, max_length=settings.max_length)
+        state.reranker = load_reranker(settings)
+    except Exception as exc:
+        _fatal("engine_failed", exc)
     log.info("engine_ready", model=settings.model, engine=settings.engine)
+
+
+def _engine_alive(reranker: Reranker) -> bool:
+    """After a chunk raised: does the engine still score a trivial pair? If not, it is the engine, not the chunk."""
+    try:
+        return len(reranker.score([Pair("health check", "ok")])) == 1
+    except Exception:
+        return False
 
 
 @worker_process_shutdown.connect
@@ -104,6 +128,12 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
             keyed = load_pairs(msg.spec)
             results = reranker.score([k.pair for k in keyed])
         except Exception as exc:  # the chunk itself fails: retry with backoff, then mark it failed
+            if not _engine_alive(reranker):
+                # A dead engine would fail every chunk: leave this one unacknowledged (it is redelivered)
+                # and exit, so the process supervisor starts a fresh worker.
+                log.critical("engine_dead", error=_describe(exc), **ctx)
+                with_db_retry(ledger.chunk_attempt_failed, msg.job_id, msg.chunk_id, _describe(exc), False)
+                os._exit(3)
             final = self.request.retries >= settings.max_retries
             with_db_retry(ledger.chunk_attempt_failed, msg.job_id, msg.chunk_id, _describe(exc), final)
             log.error("chunk_error", final=final, error=_describe(exc), **ctx)
