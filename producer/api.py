@@ -62,8 +62,12 @@ def _app(settings: Settings):  # noqa: ANN202 - imported late: read-only command
 
 def check_broker(settings: Settings) -> None:
     """Fail within seconds, with the URL masked, when the broker cannot be reached."""
+    # A server that accepts the connection but never answers would otherwise block for the
+    # transport's socket_timeout (60 s): bound this check's reads by the connect timeout too.
+    redis = settings.broker.startswith(("redis://", "rediss://"))
+    options = {"socket_timeout": settings.connect_timeout} if redis else {}
     try:
-        with _app(settings).connection_for_write() as conn:
+        with _app(settings).connection_for_write(transport_options=options) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, timeout=settings.connect_timeout)
     except Exception as exc:
         raise BrokerUnavailable(

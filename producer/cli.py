@@ -139,6 +139,7 @@ def _follow(job_id: str, timeout: float | None) -> int:
     from producer.api import ledger
 
     store = ledger()
+    store.status(job_id)  # an unknown job fails here, before a progress bar is drawn
     deadline = None if timeout is None else time.monotonic() + timeout
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=err, transient=False) as progress:
@@ -212,10 +213,17 @@ def retry(job: str) -> None:
 @friendly
 def export(job: str, out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")]) -> None:
     """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet."""
-    from producer.api import ledger
+    import os
+
+    from producer.api import InputError, ledger
     from producer.export import export_parquet
 
-    rows = export_parquet(ledger(), job, out_file)
+    store = ledger()
+    store.status(job)  # an unknown job fails here, before any file is created
+    try:
+        rows = export_parquet(store, job, out_file)
+    except OSError as exc:  # no such directory, no permission, disk full ...
+        raise InputError(f"cannot write {out_file}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     err.print(f"{rows:,} rows written to {out_file}")
 
 

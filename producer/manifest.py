@@ -137,6 +137,8 @@ class _QueryTracker:
     def feed(self, path: str, file_index: int, first_row: int, qids: list, dids: list) -> None:
         run_start = 0
         for i, (qid, did) in enumerate(zip(qids, dids)):
+            if not qid:  # null or empty: reported as such, and no query of its own (nor a break in one)
+                continue
             if qid != self.current:
                 if i > run_start:
                     self.planner.rows(file_index, first_row + run_start, first_row + i)
@@ -192,6 +194,11 @@ def _check_batch(path: str, first_row: int, batch: pa.RecordBatch, settings: Set
                 problems.add(path, first_row + i, column, "is null")
             for i in _bad_rows(pc.equal(pc.binary_length(array), 0)):
                 problems.add(path, first_row + i, column, "is an empty string")
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            try:  # a string column may still hold invalid UTF-8 (written unchecked): check it as bytes
+                array.validate(full=True)
+            except pa.ArrowInvalid:
+                array = array.view(pa.large_binary() if pa.types.is_large_string(array.type) else pa.binary())
         decoded = texts(array)
         if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
             raw = array.to_pylist()
@@ -235,11 +242,20 @@ def plan_manifest(
             sizes.append((mf, 0))
             continue
         sizes.append((mf, pf.metadata.num_rows))
+        before = problems.count  # problems of earlier files must not stop this file's checks
         columns = _check_schema(mf.path, pf.schema_arrow, problems)
-        if set(REQUIRED_COLUMNS) - set(columns) or problems.count:
+        if set(REQUIRED_COLUMNS) - set(columns) or problems.count > before:
             continue
         row = 0
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+        batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowException, OSError) as exc:  # a damaged page: corrupt or truncated data
+                problems.add(mf.path, row, None, f"unreadable Parquet data ({str(exc).strip().splitlines()[0][:200]})")
+                break
+            if batch is None:
+                break
             values = _check_batch(mf.path, row, batch, settings, problems)
             instr = values.get("instruction") or [None] * batch.num_rows
             tracker.feed(mf.path, file_index, row, values["query_id"], values["doc_id"])

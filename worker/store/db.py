@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
@@ -21,6 +22,17 @@ def safe_url(url: str) -> str:
 
 
 def make_engine(url: str, connect_timeout: float = 5.0) -> Engine:
+    try:
+        return _make_engine(url, connect_timeout)
+    except (ArgumentError, ValueError, ImportError) as exc:  # unparsable URL, unknown dialect, driver missing
+        try:
+            shown = safe_url(url)
+        except (ArgumentError, ValueError):
+            shown = "(unparsable)"
+        raise DatabaseError(f"cannot use the database URL {shown}: {exc}") from None
+
+
+def _make_engine(url: str, connect_timeout: float) -> Engine:
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         engine = create_engine(u, connect_args={"timeout": 60})
@@ -98,8 +110,14 @@ def _reason(exc: BaseException) -> str:
 
 def upgrade(url: str) -> str:
     from alembic import command
+    from alembic.util import CommandError
 
-    command.upgrade(alembic_config(url), "head")
+    try:
+        command.upgrade(alembic_config(url), "head")
+    except CommandError as exc:  # e.g. a revision this code does not know: a newer rerankq migrated it
+        raise DatabaseError(
+            f"cannot upgrade the database {safe_url(url)}: {exc} (migrated by another rerankq version?)"
+        ) from None
     return head_revision()
 
 
