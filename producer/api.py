@@ -95,6 +95,14 @@ def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings 
     return len(sent)
 
 
+def _record_and_enqueue(store: Ledger, settings: Settings, **job: object) -> str:
+    """Broker checked first (nothing recorded if it is away), then the job and its chunks in SQL, then the queue."""
+    check_broker(settings)
+    job_id, messages = store.create_job(**job)  # type: ignore[arg-type]
+    enqueue(messages, store, settings)
+    return job_id
+
+
 def _prompt_builder(settings: Settings) -> PromptBuilder | None:
     """The model's tokenizer when its files are here: over-long queries are then caught at submission."""
     path = local_model_path(settings.model)
@@ -117,12 +125,9 @@ def submit_manifest(
     plan = plan_manifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
     )
-    check_broker(settings)
-    job_id, messages = store.create_job(
-        kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
+    return _record_and_enqueue(
+        store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
     )
-    enqueue(messages, store, settings)
-    return job_id
 
 
 def submit_pairs(
@@ -175,11 +180,7 @@ def submit_pairs(
             current = []
         current.extend(group)
     chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    store = ledger(settings)
-    check_broker(settings)
-    job_id, messages = store.create_job(kind="inline", chunks=chunks, name=name, instruction=instruction)
-    enqueue(messages, store, settings)
-    return job_id
+    return _record_and_enqueue(ledger(settings), settings, kind="inline", chunks=chunks, name=name, instruction=instruction)
 
 
 def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:
@@ -247,17 +248,3 @@ def retry_failed(job_id: str, settings: Settings | None = None) -> int:
     messages = store.reopen_failed(job_id)
     return enqueue(messages, store, settings) if messages else 0
 
-
-__all__ = [
-    "BrokerUnavailable",
-    "InputError",
-    "ManifestError",
-    "Ranked",
-    "cancel",
-    "rerank",
-    "resume",
-    "retry_failed",
-    "submit_manifest",
-    "submit_pairs",
-    "wait",
-]

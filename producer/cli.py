@@ -271,7 +271,28 @@ def demo(
     raise typer.Exit(run_demo(workdir, queries, pairs_per_query, out, err))
 
 
+def _settings_ok() -> bool:
+    """A bad RERANKQ_* value is one clear line (names only: values may be secrets)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from worker.settings import get_settings
+
+    try:
+        get_settings()
+        return True
+    except ValidationError as exc:
+        problems = "; ".join(f"RERANKQ_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+    except SettingsError as exc:  # e.g. a list setting that is not JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        problems = f"RERANKQ_{field.upper()}: cannot parse the value (list settings are JSON, e.g. [\"file\", \"s3\"])"
+    err.print(f"error: invalid setting {problems}", markup=False, highlight=False, soft_wrap=True)
+    return False
+
+
 def main() -> None:
+    if not _settings_ok():
+        sys.exit(ERROR_EXIT)
     app()
 
 

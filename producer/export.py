@@ -45,16 +45,20 @@ def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
     rows = 0
-    with pq.ParquetWriter(tmp, EXPORT_SCHEMA) as writer:
-        batch: list[dict] = []
-        for item in iter_ranked(store, job_id):
-            batch.append(item)
-            if len(batch) >= ROWS_PER_BATCH:
+    try:
+        with pq.ParquetWriter(tmp, EXPORT_SCHEMA) as writer:
+            batch: list[dict] = []
+            for item in iter_ranked(store, job_id):
+                batch.append(item)
+                if len(batch) >= ROWS_PER_BATCH:
+                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA))
+                    rows += len(batch)
+                    batch = []
+            if batch:
                 writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA))
                 rows += len(batch)
-                batch = []
-        if batch:
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA))
-            rows += len(batch)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written export left behind
+        raise
     tmp.replace(out)
     return rows

@@ -684,11 +684,6 @@ def test_bad_database_url(url: str, needle: str, tiny_model, redis_url: str):
 def test_bad_setting_value(name: str, value: str, stack: Stack):
     result = stack.run("list", **{name: value})  # asserts no password in the output
     assert result.returncode != 0
-    if result.returncode == 1 and "Traceback" in result.stderr and "worker/celery_app.py" in result.stderr:
-        pytest.xfail(
-            "known bug: worker/__init__.py imports worker/celery_app.py, which reads the settings at import time, "
-            "before the CLI can catch anything: a bad RERANKQ_* value is a pydantic traceback, exit 1"
-        )
     assert_refused(result, stack, name)
 
 

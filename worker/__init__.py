@@ -1,5 +1,15 @@
-"""rerankq worker: `celery -A worker worker -Q gpu`."""
+"""rerankq worker: `celery -A worker worker -Q gpu`.
 
-from worker.celery_app import app
+The Celery app is created on first access (``worker.app``), so importing settings or the ledger
+from here reads no configuration and connects to nothing.
+"""
 
-__all__ = ["app"]
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("app", "celery"):
+        from worker.celery_app import app
+
+        return app
+    raise AttributeError(f"module 'worker' has no attribute {name!r}")
