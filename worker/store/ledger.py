@@ -283,6 +283,15 @@ class Ledger:
                 .limit(20)
             )
         ]
+        if failed:
+            errors += [
+                f"pair ({qid!r}, {did!r}): {err}"
+                for qid, did, err in s.execute(
+                    select(Score.query_id, Score.doc_id, Score.error)
+                    .where(Score.job_id == job.id, Score.error.is_not(None))
+                    .limit(5)
+                )
+            ]
         if job.error:
             errors.insert(0, job.error)
         started, finished = _aware(job.started_at), _aware(job.finished_at)
