@@ -123,15 +123,8 @@ def build_checkpoint(name: str, cfg: dict, directory: Path, tok: Path, dtype: st
         directory.mkdir(parents=True)
         config = Qwen3Config(**cfg, architectures=["Qwen3ForCausalLM"])
         torch.manual_seed(0)
-        torch_dtype = getattr(torch, dtype)
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(torch_dtype)
-        try:
-            with torch.device(device):
-                model = Qwen3ForCausalLM(config).eval()
-        finally:
-            torch.set_default_dtype(previous)
-        model.config.dtype = dtype
+        with torch.device(device):
+            model = Qwen3ForCausalLM._from_config(config, dtype=getattr(torch, dtype)).eval()
         model.save_pretrained(str(directory), safe_serialization=True)
         n = sum(p.numel() for p in model.parameters())
         del model
@@ -165,6 +158,43 @@ def max_drift(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
+def llm_kwargs(path: str, args: argparse.Namespace, settings_update: dict, extra: dict):
+    """rerankq's engine_kwargs for Settings(**settings_update), plus LLM kwargs Settings has no field for."""
+    from worker.engines.vllm_engine import engine_kwargs
+    from worker.settings import Settings
+
+    settings = Settings(model=path, enforce_eager=args.smoke, **settings_update)
+    kwargs = engine_kwargs(settings, path, args.dtype)
+    kwargs.update(extra)
+    return settings, kwargs
+
+
+def warm_compile_cache(configs: list[tuple[str, str, dict, dict]], paths: dict, args, out: Path) -> None:
+    """Start each engine config once: vLLM caches its torch.compile output (~/.cache/vllm), so the
+    measuring run's engines start warm. The cold start times are worth knowing too."""
+    from vllm import LLM
+
+    from worker.engines.vllm_engine import VllmEngine
+
+    starts = {}
+    for name, label, settings_update, extra in configs:
+        if elapsed() + args.first_start > args.budget:
+            log(f"no time left to warm {name} {label}")
+            break
+        _, kwargs = llm_kwargs(paths[name], args, settings_update, extra)
+        wait_for_gpu_memory()
+        seconds, llm = timed(lambda: LLM(**kwargs))
+        starts[f"{name} {label}"] = seconds
+        log(f"cold start {name} {label}: {seconds:.1f} s")
+        engine = VllmEngine.__new__(VllmEngine)
+        engine.llm = llm
+        engine.close()
+        del engine, llm
+        gc.collect()
+        (out / "cold_starts.json").write_text(json.dumps(starts, indent=2))
+    print("\ncold engine starts (empty compile cache): " + ", ".join(f"{k} {v:.0f} s" for k, v in starts.items()))
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, out: Path):
         self.args = args
@@ -173,6 +203,7 @@ class Bench:
         self.skipped: list[str] = []
         self.start_estimate: dict[str, float] = {}
         self.pass_estimate: dict[str, float] = {}
+        self.tokenize_s: dict[str, float] = {}
 
     def save(self, meta: dict) -> None:
         (self.out / "gpu_results.json").write_text(
@@ -201,13 +232,9 @@ class Bench:
         attn_flops: float,
         env: dict[str, str] | None = None,
     ) -> list[float] | None:
-        from worker.engines.vllm_engine import VllmEngine, engine_kwargs
-        from worker.settings import Settings
+        from worker.engines.vllm_engine import VllmEngine
 
-        args = self.args
-        settings = Settings(model=path, enforce_eager=args.smoke, **settings_update)
-        kwargs = engine_kwargs(settings, path, args.dtype)
-        kwargs.update(extra_kwargs)
+        settings, kwargs = llm_kwargs(path, self.args, settings_update, extra_kwargs)
         log(f"{label}: LLM({kwargs})")
         from vllm import LLM
 
@@ -278,9 +305,11 @@ class Bench:
                 "pairs": len(prompts),
                 "tokens": n_tokens,
                 "times": times,
+                "tokenize_s": self.tokenize_s.get(model),
                 "shuffled_s": shuffled_s,
                 "pairs_per_s": len(prompts) / med,
                 "tokens_per_s": n_tokens / med,
+                "pairs_per_s_with_tokenize": len(prompts) / (med + self.tokenize_s.get(model, 0.0)),
                 "mfu": flops_per_token * n_tokens / med / H100_BF16_DENSE_FLOPS,
                 "mfu_attn": (flops_per_token * n_tokens + attn_flops) / med / H100_BF16_DENSE_FLOPS,
                 "drift_shuffled": max_drift(base, unshuffled),
@@ -351,13 +380,20 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="0.6b,4b")
-    parser.add_argument("--tok", default=str(REPO / ".gpu" / "tok"), help="folder with tokenizer.json")
+    parser.add_argument(
+        "--tok", default=str(REPO / ".gpu" / "tok.tar.xz"), help="folder with tokenizer.json, or a .tar.xz of it"
+    )
     parser.add_argument("--work", default="/tmp/rerankq-bench", help="checkpoints are cached here")
     parser.add_argument("--pairs", default="0.6b=4096,4b=2048", help="pairs per model")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=540.0, help="seconds; later configs are skipped")
+    parser.add_argument("--budget", type=float, default=510.0, help="seconds; later configs are skipped")
+    parser.add_argument("--hard-stop", type=float, default=575.0, help="seconds: print what there is and exit")
+    parser.add_argument("--first-start", type=float, default=150.0, help="assumed seconds of a model's first start")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--prep-only", action="store_true", help="only build the checkpoints")
+    parser.add_argument(
+        "--warm", action="store_true", help="with --prep-only: start each engine config once (fills the compile cache)"
+    )
     parser.add_argument("--no-hf", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="CPU debugging: tiny model, few pairs, eager")
     args = parser.parse_args()
@@ -365,6 +401,14 @@ def main() -> None:
     out = Path(os.environ.get("OUT") or Path(args.work) / "out")
     out.mkdir(parents=True, exist_ok=True)
     tok = Path(args.tok)
+    if tok.is_file():  # tokenizer.json + tokenizer_config.json packed as .tar.xz (1.4 MB instead of 11)
+        import tarfile
+
+        unpacked = Path(args.work) / "tok"
+        unpacked.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tok) as archive:
+            archive.extractall(unpacked, filter="data")
+        tok = unpacked
     models = {m: MODELS[m] for m in args.models.split(",")}
     n_pairs = {k: int(v) for k, v in (item.split("=") for item in args.pairs.split(","))}
     if args.smoke:
@@ -390,7 +434,14 @@ def main() -> None:
         paths[name] = str(Path(args.work) / f"qwen3-reranker-{name}-random")
         meta[f"build_{name}_s"] = build_s
         log(f"{name}: checkpoint ready in {build_s:.1f} s")
+    tuned_settings = {"max_num_batched_tokens": 65536}
+    tuned_extra = {} if args.smoke else {"async_scheduling": True}
     if args.prep_only:
+        if args.warm:
+            configs = [(m, "tuned", tuned_settings, tuned_extra) for m in models]
+            if "0.6b" in models:
+                configs.append(("0.6b", "default", {}, {}))
+            warm_compile_cache(configs, paths, args, out)
         return
 
     import transformers
@@ -401,9 +452,28 @@ def main() -> None:
     from worker.prompt import PromptBuilder
 
     bench = Bench(args, out)
-    first_start = 150.0
-    tuned_settings = {"max_num_batched_tokens": 65536}
-    tuned_extra = {} if args.smoke else {"async_scheduling": True}
+
+    def hard_stop() -> None:  # a command past its limit loses its output: print what there is, then exit
+        bench.skipped.append(f"HARD STOP at {elapsed():.0f} s")
+        bench.save(meta)
+        print("\n" + render(bench, meta, models, out), flush=True)
+        import multiprocessing
+
+        children = multiprocessing.active_children()  # the engine core: it must not keep the GPU
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+        os._exit(3)
+
+    import threading
+
+    timer = threading.Timer(max(1.0, args.hard_stop - elapsed()), hard_stop)
+    timer.daemon = True
+    timer.start()
+    first_start = args.first_start
     inproc = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # as worker/tasks.py runs the engine
     # (model, label, settings update, extra LLM kwargs, env, time bare too?, passes to estimate), by priority
     plan: list[tuple] = []
@@ -430,9 +500,11 @@ def main() -> None:
                 query_words=(4, 16),
                 doc_words=(150, 240),
             )
-            prompts_by_model[name] = [p.token_ids for p in builders[name].build(pairs)]  # type: ignore[misc]
+            build_s, built = timed(lambda: builders[name].build(pairs))
+            prompts_by_model[name] = [p.token_ids for p in built]  # type: ignore[misc]
             n_tok = sum(map(len, prompts_by_model[name]))
-            log(f"{name}: {len(pairs)} pairs, {n_tok} tokens ({n_tok / len(pairs):.0f}/pair)")
+            meta[f"tokenize_{name}_s"] = bench.tokenize_s[name] = build_s
+            log(f"{name}: {len(pairs)} pairs, {n_tok} tokens ({n_tok / len(pairs):.0f}/pair), PromptBuilder.build {build_s:.2f} s")
         prompts = prompts_by_model[name]
         cfg = models[name]
         counts = param_counts(cfg)
@@ -458,10 +530,15 @@ def main() -> None:
             traceback.print_exc()
             bench.skipped.append(f"{name} {label} FAILED: {exc!r}")
         bench.save(meta)
+        render(bench, meta, models, out)
 
     meta["total_s"] = elapsed()
     bench.save(meta)
+    print("\n" + render(bench, meta, models, out), flush=True)
 
+
+def render(bench: Bench, meta: dict, models: dict, out: Path) -> str:
+    """The summary table (also written to $OUT/gpu_table.md)."""
     for r in bench.rows:
         r["tok_per_pair"] = r["tokens"] / r["pairs"]
     table = markdown_table(
@@ -474,6 +551,7 @@ def main() -> None:
             ("start_s", "engine start s", ".0f"),
             ("pairs_per_s", "pairs/s", ",.0f"),
             ("tokens_per_s", "tokens/s", ",.0f"),
+            ("pairs_per_s_with_tokenize", "pairs/s incl. tokenize", ",.0f"),
             ("mfu", "MFU", ".1%"),
             ("mfu_attn", "MFU+attn", ".1%"),
             ("engine_vs_bare", "engine/bare", ".3f"),
@@ -484,12 +562,15 @@ def main() -> None:
     )
     lines = [
         f"{meta['device']}; vLLM {meta.get('vllm')}, torch {meta['torch']} (CUDA {meta['cuda']}), "
-        f"transformers {meta.get('transformers')}; {meta['date_utc']} UTC; total {meta['total_s']:.0f} s",
+        f"transformers {meta.get('transformers')}; {meta['date_utc']} UTC; {elapsed():.0f} s so far",
         "MFU = 2 x non-embedding params x tokens/s / 989 TFLOP/s (H100 dense bf16); params: "
         + ", ".join(f"{m} {meta[f'params_{m}']['non_embedding'] / 1e9:.3f} B" for m in models if f"params_{m}" in meta)
         + "; MFU+attn adds causal attention FLOPs (2 x layers x heads x head_dim x n^2 per pair).",
         "engine/bare = throughput of VllmEngine.score_prompts over bare LLM.classify, median of interleaved rounds.",
         "drift = max |score| difference for the same pairs: shuffled order vs first pass; repeat = same order again.",
+        "pairs/s incl. tokenize: PromptBuilder.build (run before, not overlapped, as Reranker.score does) + engine; "
+        + ", ".join(f"build {m} {meta[f'tokenize_{m}_s']:.2f} s" for m in models if f"tokenize_{m}_s" in meta)
+        + ".",
         "",
         table,
     ]
@@ -497,7 +578,7 @@ def main() -> None:
         lines += ["", "skipped/failed: " + "; ".join(bench.skipped)]
     text = "\n".join(lines)
     (out / "gpu_table.md").write_text(text + "\n")
-    print("\n" + text, flush=True)
+    return text
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ def test_pair_errors_and_failed_chunks_give_completed_with_errors(store):
     assert status.state == JobState.completed_with_errors
     assert (status.pairs_scored, status.pairs_failed, status.chunks.failed) == (5, 4, 1)
     assert any("boom" in e for e in status.errors)
+    assert "pair ('q1', 'd1'): document is empty" in status.errors
     assert [m.chunk_id for m in store.reopen_failed(job)] == [c.chunk_id]
     assert store.status(job).state == JobState.running
     store.begin_chunk(job, c.chunk_id, "w", "model")
