@@ -54,6 +54,19 @@ def test_scores_come_back_in_input_order_whatever_the_batch(engines):
         assert shuffled[position].score == pytest.approx(base[i], abs=1e-6)
 
 
+def test_pipelined_slices_score_like_one_batch(engines):
+    """A chunk larger than pipeline_pairs is tokenized slice by slice on a thread: same results, same order."""
+    from worker.engines import Reranker
+
+    whole = engines["vllm"]
+    sliced = Reranker(whole.builder, whole.engine, pipeline_pairs=64)
+    pairs = varied_pairs(n_queries=25, seed=13) + [Pair("q", "")]
+    assert len(pairs) > 3 * 64
+    a, b = whole.score(pairs), sliced.score(pairs)
+    assert [x.error for x in a] == [y.error for y in b] and a[-1].error == "document is empty"
+    assert [x.score for x in a[:-1]] == pytest.approx([y.score for y in b[:-1]], abs=1e-6)
+
+
 @pytest.mark.parametrize("engine", ["vllm", "hf"])
 def test_per_pair_errors_while_the_batch_scores(engines, engine):
     good = varied_pairs(n_queries=3, seed=9)
@@ -85,6 +98,14 @@ def test_engine_arguments_come_from_settings(monkeypatch):
     assert (kwargs["enable_prefix_caching"], kwargs["tensor_parallel_size"], kwargs["quantization"]) == (True, 2, "awq")
     assert (kwargs["max_model_len"], kwargs["dtype"]) == (4096, "bfloat16")
     assert "quantization" not in engine_kwargs(Settings(quantization=None), "/m", "float32")
+    assert "async_scheduling" not in engine_kwargs(Settings(), "/m", "float32")  # CPU: vLLM's defaults
+
+
+def test_gpu_defaults_fill_only_unset_knobs():
+    on_gpu = engine_kwargs(Settings(), "/m", "bfloat16", on_gpu=True)
+    assert (on_gpu["max_num_batched_tokens"], on_gpu["async_scheduling"]) == (65536, True)
+    mine = engine_kwargs(Settings(max_num_batched_tokens=8192, async_scheduling=False), "/m", "bfloat16", on_gpu=True)
+    assert (mine["max_num_batched_tokens"], mine["async_scheduling"]) == (8192, False)
 
 
 def test_auto_dtype_is_explicit(tiny_model):

@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     seed: int = 0
     # vLLM engine arguments users tune; None leaves vLLM's default.
     gpu_memory_utilization: float | None = None
-    max_num_batched_tokens: int | None = None
+    max_num_batched_tokens: int | None = Field(None, description="default 65536 on a GPU (vLLM's 16384 starves it)")
     max_num_seqs: int | None = None
     enable_prefix_caching: bool = Field(
         False, description="off by default: cached prefixes change scores by up to 1e-2 between batch orders"
@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     tensor_parallel_size: int = 1
     quantization: str | None = None
     enforce_eager: bool = False
+    async_scheduling: bool | None = Field(None, description="vLLM async scheduling; on by default on a GPU")
+    pipeline_pairs: int = Field(
+        4096, ge=64, description="a larger chunk goes to the engine in slices this big, the next tokenized meanwhile"
+    )
     hf_batch_tokens: int = Field(16384, description="hf engine: padded tokens per forward pass")
     tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
 

@@ -29,4 +29,4 @@ def load_reranker(settings: Settings) -> Reranker:
         engine = getattr(importlib.import_module(module), attr)(settings, model_path)
     else:
         raise ValueError(f"RERANKQ_ENGINE={settings.engine!r}: expected vllm, hf or module:factory")
-    return Reranker(builder, engine)
+    return Reranker(builder, engine, settings.pipeline_pairs)
