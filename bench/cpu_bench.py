@@ -1,15 +1,17 @@
 """CPU benchmark: rerankq's vLLM engine path vs a bare ``LLM.classify`` vs the hf engine, same token ids.
 
     cd /work/main && . .venv/bin/activate
-    PYTHONPATH=. python bench/cpu_bench.py [--model DIR] [--pairs 2000] [--reps 7] [--inproc] [--json FILE]
+    PYTHONPATH=. python bench/cpu_bench.py [--model DIR] [--pairs 2000] [--reps 7] [--mp | --inproc] [--json FILE]
 
 One vLLM engine is built from ``worker.engines.load_reranker`` (so with ``engine_kwargs``); the bare
-call uses that same ``LLM`` object, so the only difference measured is rerankq's wrapper. Variants run
+call uses that same ``LLM`` object, so the only difference measured is rerankq's wrapper (bare =
+``LLM.classify`` on ``{"prompt_token_ids": ids}`` dicts, then P(yes) read from each output). Variants run
 interleaved after a warm-up (order reversed every other round, so engine and bare always run back to
 back) and medians are reported; the engine/bare ratio is the median of per-round ratios, so a machine
 busy with other work slows both alike. CPU seconds used per run (this process, and the vLLM engine
 processes) are reported too: they barely move with other load, and the wrapper's cost shows there.
-``--inproc`` sets VLLM_ENABLE_V1_MULTIPROCESSING=0 (engine core in this process, as worker/tasks.py does).
+``VllmEngine`` runs the engine core in this process unless VLLM_ENABLE_V1_MULTIPROCESSING is set;
+``--mp`` sets it to 1 (vLLM's own default: engine core in a separate process), ``--inproc`` to 0.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--inproc", action="store_true", help="VLLM_ENABLE_V1_MULTIPROCESSING=0")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--inproc", action="store_true", help="VLLM_ENABLE_V1_MULTIPROCESSING=0: engine core in this process")
+    mode.add_argument("--mp", action="store_true", help="VLLM_ENABLE_V1_MULTIPROCESSING=1: engine core in its own process")
     parser.add_argument("--no-hf", action="store_true", help="skip the transformers engine")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    if args.inproc:
-        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if args.inproc or args.mp:  # otherwise VllmEngine decides (it defaults to in-process)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if args.mp else "0"
     import psutil
     import torch
     import vllm
@@ -63,13 +67,16 @@ def main() -> None:
     reranker = load_reranker(settings)
     engine = reranker.engine
     llm = engine.llm  # type: ignore[attr-defined]
+    inproc = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
     prompts = [p.token_ids for p in reranker.builder.build(pairs)]
     assert all(p is not None for p in prompts)
     n_tokens = sum(len(p) for p in prompts)  # type: ignore[arg-type]
     log(f"{len(prompts)} pairs, {n_tokens} tokens ({n_tokens / len(prompts):.0f}/pair)")
 
-    def bare() -> list:
-        return llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
+    def bare() -> list[float]:
+        # Scores taken inside the timed call, as score_prompts does: the outputs are freed in both.
+        outputs = llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
+        return [float(o.outputs.probs[0]) for o in outputs]
 
     variants = {
         "engine": lambda: engine.score_prompts(prompts),
@@ -102,7 +109,7 @@ def main() -> None:
     info["measure_s"] = time.monotonic() - start
 
     engine_scores = engine.score_prompts(prompts)
-    bare_scores = [float(o.outputs.probs[0]) for o in bare()]
+    bare_scores = bare()
     checks = {"max_abs_engine_vs_bare": max(abs(a - b) for a, b in zip(engine_scores, bare_scores))}
     if hf is not None:
         hf_scores = hf.score_prompts(prompts)
@@ -119,12 +126,12 @@ def main() -> None:
         r = row(name, secs, len(prompts), n_tokens)
         r["label"] = labels[name]
         r["cpu_main_s"] = statistics.median(cpu[name]["main"])
-        r["cpu_engine_s"] = statistics.median(cpu[name]["engine procs"]) if not args.inproc else None
+        r["cpu_engine_s"] = statistics.median(cpu[name]["engine procs"]) if not inproc else None
         if name != "bare":
             r["vs_bare"] = paired_ratio(times, name, "bare")
         rows.append(r)
     ratio = paired_ratio(times, "engine", "bare")
-    mode = "engine core in this process" if args.inproc else "engine core in its own process (vLLM default)"
+    mode = "engine core in this process" if inproc else "engine core in its own process"
     result = {
         "machine": info,
         "versions": {"vllm": vllm.__version__, "torch": torch.__version__},

@@ -2,18 +2,22 @@
 
 On the GPU machine, from the repository root (see bench/README.md for staging the vLLM bundle):
 
-    eval "$(bash .gpu/remote-setup.sh)"; /opt/torch/.venv/bin/python3 bench/gpu_bench.py --tok .gpu/tok
+    eval "$(bash .gpu/remote-setup.sh)"; /opt/torch/.venv/bin/python3 bench/gpu_bench.py --tok .gpu/tok.tar.xz
 
 For each model it builds a random-weight checkpoint with the real config (cached in --work), builds
 prompts of ~340 tokens with rerankq's PromptBuilder, and measures, each config in its own vLLM engine:
+
+Every config pins VLLM_ENABLE_V1_MULTIPROCESSING (1 = engine core in its own process, vLLM's default)
+except ``tuned, in-process`` (0: what VllmEngine now defaults to).
 
 * ``tuned``        engine_kwargs(max_num_batched_tokens=65536) + async_scheduling=True, prefix caching off:
                    rerankq engine path (VllmEngine.score_prompts) vs bare LLM.classify on the same LLM,
                    interleaved; score drift when the same pairs are scored again in shuffled order
 * ``tuned+prefix`` the same with enable_prefix_caching=True (prefix cache reset before every pass)
-* ``default``      engine_kwargs of default Settings (what the worker runs today), 0.6B only
+* ``default``      engine_kwargs of default Settings (vLLM's H100 defaults: 16384 batched tokens, no async
+                   scheduling for pooling models), 0.6B only
 * ``hf``           the transformers engine, 0.6B only, and its largest score difference to vLLM
-* ``tuned, in-process``  ``tuned`` with VLLM_ENABLE_V1_MULTIPROCESSING=0 (as worker/tasks.py sets), 0.6B only
+* ``tuned, in-process``  ``tuned`` with VLLM_ENABLE_V1_MULTIPROCESSING=0 (VllmEngine's default), 0.6B only
 
 Configs run in priority order and are skipped when --budget seconds would be exceeded. Results go to
 $OUT (gpu_results.json, gpu_table.md); the table is printed last. ``--smoke`` runs the same code on
@@ -39,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 
 def _worker_package_without_celery() -> None:
-    """worker/__init__.py imports the Celery app; the GPU machine has no celery. The engines and the
-    prompt builder need none of it, so register the package without running its __init__."""
+    """The GPU machine has no celery, and worker/__init__.py once imported the Celery app (it is lazy
+    now). The engines and the prompt builder need none of it: register the package without its __init__."""
     try:
         import celery  # noqa: F401
     except ImportError:
@@ -183,6 +187,7 @@ def warm_compile_cache(configs: list[tuple[str, str, dict, dict]], paths: dict, 
             break
         _, kwargs = llm_kwargs(paths[name], args, settings_update, extra)
         wait_for_gpu_memory()
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"  # as the measured configs (in-process shares the cache)
         seconds, llm = timed(lambda: LLM(**kwargs))
         starts[f"{name} {label}"] = seconds
         log(f"cold start {name} {label}: {seconds:.1f} s")
@@ -261,10 +266,11 @@ class Bench:
                 llm.reset_prefix_cache()
             return engine.score_prompts(ps)
 
-        def bare_pass() -> list:
+        def bare_pass() -> list[float]:
             if prefix:
                 llm.reset_prefix_cache()
-            return llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
+            outputs = llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
+            return [float(o.outputs.probs[0]) for o in outputs]
 
         try:
             warm_s, _ = timed(lambda: engine_pass(prompts[: max(1, len(prompts) // 4)]))
@@ -283,7 +289,7 @@ class Bench:
                         results.setdefault("engine", res)
                         results["engine_last"] = res
                     else:
-                        results["bare"] = [float(o.outputs.probs[0]) for o in res]
+                        results["bare"] = res
                     log(f"{label}: round {r + 1} {name} {seconds:.3f} s ({len(prompts) / seconds:,.0f} pairs/s)")
             self.pass_estimate[model] = statistics.median(times["engine"])
             order = list(range(len(prompts)))
@@ -333,7 +339,7 @@ class Bench:
             engine.close()
             del engine, llm
             gc.collect()
-            if env:  # an in-process engine frees its GPU memory only here
+            if (env or {}).get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":  # in-process: GPU memory freed here
                 import torch
 
                 if torch.cuda.is_available():
@@ -474,15 +480,18 @@ def main() -> None:
     timer.daemon = True
     timer.start()
     first_start = args.first_start
-    inproc = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}  # as worker/tasks.py runs the engine
+    # The engine core's process is pinned for every config, whatever VllmEngine's default is:
+    # mp = vLLM's default (own process; what these figures were measured with), inproc = in this process.
+    mp = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    inproc = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     # (model, label, settings update, extra LLM kwargs, env, time bare too?, passes to estimate), by priority
     plan: list[tuple] = []
     for name in models:
-        plan.append((name, "tuned", tuned_settings, tuned_extra, None, True, 2 * args.reps + 1.5))
-        plan.append((name, "tuned+prefix", {**tuned_settings, "enable_prefix_caching": True}, tuned_extra, None,
+        plan.append((name, "tuned", tuned_settings, tuned_extra, mp, True, 2 * args.reps + 1.5))
+        plan.append((name, "tuned+prefix", {**tuned_settings, "enable_prefix_caching": True}, tuned_extra, mp,
                      False, args.reps + 1.5))  # fmt: skip
     if "0.6b" in models:
-        plan.append(("0.6b", "default", {}, {}, None, False, args.reps + 1.5))
+        plan.append(("0.6b", "default", {}, {}, mp, False, args.reps + 1.5))
         if not args.no_hf:
             plan.append(("0.6b", "hf", None, None, None, False, 3.0))
         plan.append(("0.6b", "tuned, in-process", tuned_settings, tuned_extra, inproc, False, args.reps + 1.5))
