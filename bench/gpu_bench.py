@@ -14,8 +14,8 @@ except ``tuned, in-process`` (0: what VllmEngine now defaults to).
                    rerankq engine path (VllmEngine.score_prompts) vs bare LLM.classify on the same LLM,
                    interleaved; score drift when the same pairs are scored again in shuffled order
 * ``tuned+prefix`` the same with enable_prefix_caching=True (prefix cache reset before every pass)
-* ``default``      engine_kwargs of default Settings (vLLM's H100 defaults: 16384 batched tokens, no async
-                   scheduling for pooling models), 0.6B only
+* ``default``      engine_kwargs(Settings()) without GPU defaults = vLLM's own H100 defaults (16384 batched
+                   tokens, no async scheduling for pooling models), 0.6B only
 * ``hf``           the transformers engine, 0.6B only, and its largest score difference to vLLM
 * ``tuned, in-process``  ``tuned`` with VLLM_ENABLE_V1_MULTIPROCESSING=0 (VllmEngine's default), 0.6B only
 
@@ -168,7 +168,7 @@ def llm_kwargs(path: str, args: argparse.Namespace, settings_update: dict, extra
     from worker.settings import Settings
 
     settings = Settings(model=path, enforce_eager=args.smoke, **settings_update)
-    kwargs = engine_kwargs(settings, path, args.dtype)
+    kwargs = engine_kwargs(settings, path, args.dtype)  # without GPU_DEFAULTS: every knob is explicit here
     kwargs.update(extra)
     return settings, kwargs
 
