@@ -73,6 +73,10 @@ class PromptBuilder:
     def from_model(cls, model_path: str | Path, max_length: int = 8192) -> PromptBuilder:
         return cls(Tokenizer.from_file(str(Path(model_path) / "tokenizer.json")), max_length)
 
+    def tokenizer_json(self) -> str:
+        """The tokenizer, serialized: another process builds the same prompts from it."""
+        return self._user.to_str()
+
     def head_tokens(self, instruction: str | None, query: str) -> int:
         """Tokens that instruction and query take in the body: they must leave room for the document."""
         instruction = self.default_instruction if instruction is None else instruction
