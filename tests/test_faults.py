@@ -62,6 +62,7 @@ class Stack:
             RERANKQ_RETRY_BACKOFF=1,
             RERANKQ_MAX_LENGTH=256,
             RERANKQ_WRITE_RETRY_SECONDS=120,
+            RERANKQ_PIPELINE_PAIRS=500,  # chunks of 1000+ pairs go through the tokenizer helper process
         )
         self.engine = create_engine(self.db_url, pool_pre_ping=True)
         self._n = 0

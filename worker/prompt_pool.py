@@ -2,12 +2,15 @@
 
 A thread does not overlap with vLLM's in-process engine loop (measured on an H100: no gain, see
 bench/RESULTS.md); a process does. The helper is spawned once per worker, holds its own copy of the
-prompt builder, and exits on its own when the worker dies (its pipe to the parent closes).
+prompt builder, and is killed by the kernel when the worker dies, even by SIGKILL.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
@@ -18,8 +21,19 @@ from worker.prompt import Pair, Prompt, PromptBuilder
 _builder: PromptBuilder | None = None
 
 
-def _init(tokenizer_json: str, max_length: int, default_instruction: str) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker killed with -9 must not leave this process behind (Linux: PR_SET_PDEATHSIG)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(0)
+
+
+def _init(parent_pid: int, tokenizer_json: str, max_length: int, default_instruction: str) -> None:
     global _builder
+    _die_with_parent(parent_pid)
     _builder = PromptBuilder(Tokenizer.from_str(tokenizer_json), max_length, default_instruction)
 
 
@@ -34,7 +48,7 @@ class PromptPool:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init,
-            initargs=(builder.tokenizer_json(), builder.max_length, builder.default_instruction),
+            initargs=(os.getpid(), builder.tokenizer_json(), builder.max_length, builder.default_instruction),
         )
 
     def submit(self, pairs: Sequence[Pair]) -> Future[list[Prompt]]:
