@@ -75,4 +75,3 @@ class RerankRequest(BaseModel):
     documents: list[str] = Field(min_length=1)
     instruction: str | None = None
     query_id: str = "q0"
-    doc_ids: list[str] | None = None

@@ -254,11 +254,6 @@ class Ledger:
             jobs = s.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
             return [self._status(s, j) for j in jobs]
 
-    def messages(self, job_id: str) -> list[ChunkMessage]:
-        with self.session() as s:
-            self._job(s, job_id)
-            return [self._message(c) for c in s.scalars(select(Chunk).where(Chunk.job_id == job_id).order_by(Chunk.seq))]
-
     def _status(self, s: Session, job: Job) -> JobStatus:
         counts = ChunkCounts()
         scored = failed = 0
