@@ -45,7 +45,7 @@ class Ranked:
 
 def ledger(settings: Settings | None = None) -> Ledger:
     settings = settings or get_settings()
-    return Ledger(settings.database, settings.connect_timeout)
+    return Ledger(settings.database, settings.connect_timeout, dead_after=settings.worker_dead_after)
 
 
 @functools.lru_cache(maxsize=4)

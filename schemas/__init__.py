@@ -9,10 +9,11 @@ from schemas.messages import (
     ManifestSpec,
     RerankRequest,
 )
-from schemas.status import ChunkCounts, JobStatus
+from schemas.status import ChunkCounts, ChunkHolder, JobStatus, WorkerStatus
 
 __all__ = [
     "ChunkCounts",
+    "ChunkHolder",
     "ChunkMessage",
     "InlinePair",
     "InlineSpec",
@@ -21,4 +22,5 @@ __all__ = [
     "ManifestSegment",
     "ManifestSpec",
     "RerankRequest",
+    "WorkerStatus",
 ]

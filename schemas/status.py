@@ -17,6 +17,35 @@ class ChunkCounts(BaseModel):
     cancelled: int = 0
 
 
+class WorkerStatus(BaseModel):
+    """A worker as the registry holds it. ``state`` is ``dead`` when its heartbeat is older than
+    RERANKQ_WORKER_DEAD_AFTER (presumed dead: its chunks are re-enqueued), whatever it last reported."""
+
+    worker_id: str
+    host: str
+    pid: int
+    model: str
+    engine: dict
+    fingerprint: str | None
+    state: str  # loading | ready | busy | stopped | dead
+    alive: bool
+    holding: list[int]
+    pairs_scored: int
+    pairs_per_second: float | None
+    started_at: datetime
+    last_seen: datetime
+    seconds_since_seen: float
+
+
+class ChunkHolder(BaseModel):
+    """A running chunk of a job and the worker holding it."""
+
+    chunk: int  # the chunk's sequence number in its job
+    worker_id: str | None
+    alive: bool
+    last_seen: datetime | None
+
+
 class JobStatus(BaseModel):
     job_id: str
     name: str | None
@@ -34,3 +63,4 @@ class JobStatus(BaseModel):
     elapsed_seconds: float | None
     pairs_per_second: float | None
     errors: list[str] = []
+    holders: list[ChunkHolder] = []

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(3 * 3600, description="seconds before an unacked chunk is redelivered")
     max_retries: int = Field(3, ge=0, description="retries of a chunk whose scoring raises")
     retry_backoff: float = Field(10.0, description="first retry delay in seconds, doubled each time")
+    heartbeat_interval: float = Field(10.0, gt=0, description="seconds between a worker's liveness heartbeats")
+    worker_dead_after: float = Field(
+        60.0, gt=0, description="a worker silent this long is presumed dead: its chunks are re-enqueued"
+    )
     write_retry_seconds: float = Field(600.0, description="how long a finished chunk retries its SQL write")
     max_inline_pairs: int = 10_000
     max_document_chars: int = 1_000_000

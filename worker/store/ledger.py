@@ -6,14 +6,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from schemas import ChunkCounts, ChunkMessage, JobState, JobStatus
+from schemas import ChunkCounts, ChunkHolder, ChunkMessage, JobState, JobStatus
 from worker.store.db import check_revision, session_factory
-from worker.store.models import Chunk, Job, Score
+from worker.store.models import Chunk, Job, Score, Worker
 
 _TERMINAL_CHUNK = ("done", "failed", "cancelled")
 
@@ -48,10 +48,11 @@ def _aware(value: datetime | None) -> datetime | None:
 class Ledger:
     copy_scores = True  # PostgreSQL+psycopg: COPY path (False: multi-row INSERT, kept for bench/write_bench.py)
 
-    def __init__(self, url: str, connect_timeout: float = 5.0, check: bool = True):
+    def __init__(self, url: str, connect_timeout: float = 5.0, check: bool = True, dead_after: float = 60.0):
         if check:
             check_revision(url, connect_timeout)
         self.session = session_factory(url, connect_timeout)
+        self.dead_after = dead_after  # a worker silent this long is presumed dead
         self.dialect = self.session.kw["bind"].dialect.name
 
     # --- jobs ---------------------------------------------------------------------------------
@@ -137,7 +138,7 @@ class Ledger:
                 return []
             chunks = s.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.state == "failed")).all()
             for c in chunks:
-                c.state, c.attempts, c.error, c.finished_at = "pending", 0, None, None
+                c.state, c.attempts, c.error, c.finished_at, c.worker = "pending", 0, None, None, None
             if chunks:
                 job.state = JobState.running if job.started_at else JobState.queued
                 job.finished_at = None
@@ -244,6 +245,69 @@ class Ledger:
             job.state = JobState.completed_with_errors
         job.finished_at = now()
 
+    # --- recovery (the sweeper) ---------------------------------------------------------------------
+    def reclaim_from_dead(self, dead_after: float) -> list[ChunkMessage]:
+        """Chunks of live jobs held (running, or pending a retry) by a worker silent for ``dead_after``
+        seconds, or by one the registry never saw, back to pending with no holder: the messages to
+        enqueue again. Each chunk is taken back by a conditional update, so a worker that finishes it
+        meanwhile wins and nothing is counted twice."""
+        cutoff = now() - timedelta(seconds=dead_after)
+        live = (JobState.queued.value, JobState.running.value)
+        with self.session() as s:
+            candidates = s.execute(
+                select(Chunk.id, Chunk.worker)
+                .join(Job, Job.id == Chunk.job_id)
+                .outerjoin(Worker, Worker.id == Chunk.worker)
+                .where(
+                    Job.state.in_(live),
+                    Chunk.state.in_(("running", "pending")),
+                    Chunk.worker.is_not(None),
+                    or_(
+                        Worker.last_seen < cutoff,
+                        Worker.state == "stopped",
+                        (Worker.id.is_(None)) & (Chunk.started_at < cutoff),
+                    ),
+                )
+            ).all()
+        messages: list[ChunkMessage] = []
+        for chunk_id, holder in candidates:
+            with self.session.begin() as s:
+                taken = s.execute(
+                    update(Chunk)
+                    .where(Chunk.id == chunk_id, Chunk.worker == holder, Chunk.state.in_(("running", "pending")))
+                    .values(state="pending", worker=None, enqueued_at=now())
+                ).rowcount
+                if taken:
+                    messages.append(self._message(s.get(Chunk, chunk_id)))  # type: ignore[arg-type]
+        return messages
+
+    def unheld_pending(self, older_than: float) -> list[ChunkMessage]:
+        """Pending chunks of live jobs that no worker holds, enqueued more than ``older_than`` seconds
+        ago (or never): the ones to look for in the broker."""
+        cutoff = now() - timedelta(seconds=older_than)
+        with self.session() as s:
+            chunks = s.scalars(
+                select(Chunk)
+                .join(Job, Job.id == Chunk.job_id)
+                .where(
+                    Job.state.in_((JobState.queued.value, JobState.running.value)),
+                    Chunk.state == "pending",
+                    Chunk.worker.is_(None),
+                    or_(and_(Chunk.enqueued_at.is_(None), Job.created_at < cutoff), Chunk.enqueued_at < cutoff),
+                )
+                .order_by(Chunk.job_id, Chunk.seq)
+            ).all()
+            return [self._message(c) for c in chunks]
+
+    def still_pending(self, chunk_ids: Iterable[int]) -> set[int]:
+        ids = list(chunk_ids)
+        if not ids:
+            return set()
+        with self.session() as s:
+            return set(
+                s.scalars(select(Chunk.id).where(Chunk.id.in_(ids), Chunk.state == "pending", Chunk.worker.is_(None)))
+            )
+
     # --- reading -------------------------------------------------------------------------------
     def status(self, job_id: str) -> JobStatus:
         with self.session() as s:
@@ -289,6 +353,7 @@ class Ledger:
             ]
         if job.error:
             errors.insert(0, job.error)
+        holders = self._holders(s, job.id)
         started, finished = _aware(job.started_at), _aware(job.finished_at)
         end = finished or (now() if started else None)
         elapsed = (end - started).total_seconds() if started and end else None
@@ -309,7 +374,27 @@ class Ledger:
             elapsed_seconds=elapsed,
             pairs_per_second=(scored / elapsed) if elapsed else None,
             errors=errors,
+            holders=holders,
         )
+
+    def _holders(self, s: Session, job_id: str) -> list[ChunkHolder]:
+        """Running chunks and their workers, alive or presumed dead (heartbeat older than dead_after)."""
+        cutoff = now() - timedelta(seconds=self.dead_after)
+        rows = s.execute(
+            select(Chunk.seq, Chunk.worker, Worker.last_seen, Worker.state)
+            .outerjoin(Worker, Worker.id == Chunk.worker)
+            .where(Chunk.job_id == job_id, Chunk.state == "running")
+            .order_by(Chunk.seq)
+        ).all()
+        return [
+            ChunkHolder(
+                chunk=seq,
+                worker_id=worker,
+                alive=seen is not None and state != "stopped" and _aware(seen) >= cutoff,  # type: ignore[operator]
+                last_seen=_aware(seen),
+            )
+            for seq, worker, seen, state in rows
+        ]
 
     def score_count(self, job_id: str) -> int:
         with self.session() as s:

@@ -1,10 +1,10 @@
-"""Tables of the SQL ledger: jobs, their chunks, and one row per scored (or failed) pair."""
+"""Tables of the SQL ledger: jobs, their chunks, one row per scored (or failed) pair, and the workers."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Double, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Double, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,3 +59,32 @@ class Score(Base):
     chunk_id: Mapped[int] = mapped_column(Integer)
     score: Mapped[float | None] = mapped_column(Double)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class Worker(Base):
+    """One worker process: registered at start, heartbeated on its own timer (``last_seen``)."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # host:pid:token (pids repeat in containers)
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(Text)
+    engine: Mapped[dict] = mapped_column(JSON)  # engine name, dtype, max_length, engine arguments
+    fingerprint: Mapped[str | None] = mapped_column(Text)  # the model files' digest, once loaded
+    state: Mapped[str] = mapped_column(String(16))  # loading | ready | stopped | dead (as last reported)
+    holding: Mapped[list] = mapped_column(JSON)  # chunk ids being scored
+    pairs_scored: Mapped[int] = mapped_column(BigInteger, default=0)
+    pairs_per_second: Mapped[float | None] = mapped_column(Double)  # over its last chunk
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Lease(Base):
+    """A named, expiring lock in the ledger (the sweeper's: one worker sweeps at a time)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
