@@ -57,6 +57,11 @@ class PromptPool:
             initargs=(os.getpid(), builder.tokenizer_json(), builder.max_length, builder.default_instruction),
         )
 
+    def warm(self) -> None:
+        """Start the helpers now (each loads its tokenizer) rather than on a chunk's first slice."""
+        for _ in range(self._pool._max_workers):
+            self._pool.submit(_build, [Pair("warm", "up")])
+
     def submit(self, pairs: Sequence[Pair]) -> Future[list[Prompt]]:
         return self._pool.submit(_build, list(pairs))
 

@@ -140,6 +140,13 @@ class Reranker:
                 self._pool, self._pool_broken = None, True
             return self.builder.build(pairs)
 
+    def warm(self) -> None:
+        """Start the tokenizer helpers in the background, so the first chunk does not wait for them."""
+        if self.pipeline_pairs:
+            pool = self._get_pool()
+            if pool is not None:
+                pool.warm()
+
     def close(self) -> None:
         """Helpers stopped, engine shut down (its loop thread joined). Safe to call twice."""
         with self._lock:
