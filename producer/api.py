@@ -12,15 +12,24 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
 
 from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest
-from worker.manifest_source import ManifestError
-from worker.model_files import local_model_path
-from worker.prompt import PromptBuilder
+from typing import TYPE_CHECKING, Any
 from worker.settings import Settings, get_settings
 from worker.store.ledger import Ledger, NewChunk
+
+if TYPE_CHECKING:  # pyarrow and the tokenizer load only for the commands that use them
+    from worker.manifest_source import ManifestError  # noqa: F401 - re-exported
+    from worker.prompt import PromptBuilder
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ManifestError":
+        from worker.manifest_source import ManifestError
+
+        return ManifestError
+    raise AttributeError(f"module 'producer.api' has no attribute {name!r}")
 
 
 SCORE_TASK = "rerankq.score_chunk"
@@ -71,7 +80,7 @@ def check_broker(settings: Settings) -> None:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=1, timeout=settings.connect_timeout)
     except Exception as exc:
         raise BrokerUnavailable(
-            f"cannot reach the broker {maybe_sanitize_url(settings.broker)}: {str(exc).splitlines()[0][:200]}"
+            f"cannot reach the broker {_sanitize(settings.broker)}: {str(exc).splitlines()[0][:200]}"
         ) from None
 
 
@@ -103,7 +112,16 @@ def _record_and_enqueue(store: Ledger, settings: Settings, **job: object) -> str
     return job_id
 
 
+def _sanitize(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
+
+
 def _prompt_builder(settings: Settings) -> PromptBuilder | None:
+    from worker.model_files import local_model_path
+    from worker.prompt import PromptBuilder
+
     """The model's tokenizer when its files are here: over-long queries are then caught at submission."""
     path = local_model_path(settings.model)
     return PromptBuilder.from_model(path, settings.max_length) if path else None

@@ -38,17 +38,20 @@ def friendly(fn):  # noqa: ANN001, ANN201
 
     @functools.wraps(fn)
     def run(*args, **kwargs):  # noqa: ANN202
-        from producer.api import BrokerUnavailable, InputError
-        from worker.manifest_source import ManifestError
-        from worker.store.db import DatabaseError
-        from worker.store.ledger import UnknownJob
-
         try:
             return fn(*args, **kwargs)
-        except (BrokerUnavailable, InputError, ManifestError, DatabaseError, UnknownJob, TimeoutError) as exc:
-            err.print(f"error: {exc.args[0] if exc.args else exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(ERROR_EXIT) from None
         except Exception as exc:  # a database or broker failure we did not word: still no URL in it
+            if isinstance(exc, typer.Exit):
+                raise
+            # imported only on failure: a read-only command must not pay for pyarrow or the tokenizer
+            from producer.api import BrokerUnavailable, InputError
+            from worker.manifest_source import ManifestError
+            from worker.store.db import DatabaseError
+            from worker.store.ledger import UnknownJob
+
+            if isinstance(exc, (BrokerUnavailable, InputError, ManifestError, DatabaseError, UnknownJob, TimeoutError)):
+                err.print(f"error: {exc.args[0] if exc.args else exc}", markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(ERROR_EXIT) from None
             from sqlalchemy.exc import DBAPIError
 
             if isinstance(exc, DBAPIError):

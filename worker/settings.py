@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     pipeline_pairs: int = Field(
         4096, ge=64, description="a larger chunk goes to the engine in slices this big, the next tokenized meanwhile"
     )
+    warm_up: bool = Field(True, description="GPU: score one synthetic full batch at load (JIT kernels before chunk 1)")
     hf_batch_tokens: int = Field(16384, description="hf engine: padded tokens per forward pass")
     tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
 

@@ -96,7 +96,7 @@ class VllmEngine:
             return LLM(**kwargs)
 
         self.loop = EngineLoop(make_llm)
-        if gpu:
+        if gpu and settings.warm_up:
             self._warm_up()
 
     def _warm_up(self) -> None:
