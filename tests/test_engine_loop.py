@@ -103,7 +103,8 @@ def test_gpu_default_is_batch_invariant_prefix_reuse(monkeypatch):
     assert engine_kwargs(Settings(), "/m", "float32", on_gpu=False)["enable_prefix_caching"] is False
     assert engine_kwargs(Settings(batch_invariant=False), "/m", "bfloat16", on_gpu=True)["enable_prefix_caching"] is False
     assert engine_kwargs(Settings(enable_prefix_caching=False), "/m", "bfloat16", on_gpu=True)["enable_prefix_caching"] is False
-    monkeypatch.delenv("VLLM_BATCH_INVARIANT", raising=False)
+    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "")  # restored (unset) after the test
+    monkeypatch.delenv("VLLM_BATCH_INVARIANT")
     set_vllm_env(Settings(), gpu=False)
     import os
 
