@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from worker.celery_app import app
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
 from worker.logs import configure_logging, get_logger
+from worker.metrics import observe_chunk
 from worker.prompt import Pair
 from worker.settings import get_settings
 from worker.store.db import check_revision
@@ -125,8 +127,11 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
             log.info("chunk_skipped", reason=skip, **ctx)
             return {"skipped": skip}
         try:
+            scoring_started = time.perf_counter()
             keyed = load_pairs(msg.spec)
             results = reranker.score([k.pair for k in keyed])
+            # --- worker metrics (issue 11; RERANKQ_METRICS_PORT) ---
+            observe_chunk(len(results), sum(r.tokens for r in results), time.perf_counter() - scoring_started)
         except Exception as exc:  # the chunk itself fails: retry with backoff, then mark it failed
             if not _engine_alive(reranker):
                 # A dead engine would fail every chunk: leave this one unacknowledged (it is redelivered)

@@ -313,10 +313,24 @@ class Ledger:
         with self.session() as s:
             return self._status(s, self._job(s, job_id))
 
-    def list_jobs(self, limit: int = 50) -> list[JobStatus]:
+    def list_jobs(self, limit: int = 50, exclude_name: str | None = None) -> list[JobStatus]:
+        """Newest first; ``exclude_name`` leaves out e.g. the many one-chunk jobs of interactive reranks."""
         with self.session() as s:
-            jobs = s.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
+            stmt = select(Job).order_by(Job.created_at.desc()).limit(limit)
+            if exclude_name is not None:
+                stmt = stmt.where(or_(Job.name.is_(None), Job.name != exclude_name))
+            jobs = s.scalars(stmt).all()
             return [self._status(s, j) for j in jobs]
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per state (metrics)."""
+        with self.session() as s:
+            return {state: n for state, n in s.execute(select(Job.state, func.count()).group_by(Job.state))}
+
+    def pairs_scored_total(self) -> int:
+        """Pairs scored by finished chunks, all jobs (metrics; grows as chunks finish)."""
+        with self.session() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(Chunk.scored), 0)).where(Chunk.state == "done")) or 0)
 
     def _status(self, s: Session, job: Job) -> JobStatus:
         counts = ChunkCounts()
