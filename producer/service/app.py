@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
     )
     app.state.settings = settings
-    app.state.api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.state.api_key = (settings.api_key.get_secret_value() if settings.api_key else None) or None  # "" = no key
     app.state.ledger = api.ledger(settings)
     app.state.registry = Registry(settings.database, settings.connect_timeout)
     app.state.metrics = metrics.ServiceMetrics(settings, app.state.ledger, app.state.registry)

@@ -14,7 +14,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None =
     from producer.service.app import create_app
 
     settings = settings or get_settings()
-    warning = exposure_warning(host, settings.api_key is not None)
+    warning = exposure_warning(host, bool(settings.api_key and settings.api_key.get_secret_value()))
     if warning:
         bar = "!" * min(100, len(warning))
         sys.stderr.write(f"\n{bar}\n{warning}\n{bar}\n\n")
