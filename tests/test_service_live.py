@@ -281,7 +281,7 @@ def test_console_try_it_shows_the_ranked_result(live, browser):
     assert [s[2] for s in shown] == [x["document"]["text"] for x in api["results"]], "same ranking as the API"
     assert [float(s[1]) for s in shown] == pytest.approx([x["relevance_score"] for x in api["results"]], abs=1e-6)
     assert "عاصمة الصين" in browser.page_source
-    _screenshot(browser, "try.png")
+    _screenshot(browser, "console-try.png")
 
 
 def test_console_shows_a_running_jobs_progress_moving(live, browser):
