@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
 
-from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest
+from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest, WorkerStatus
 from worker.manifest_source import ManifestError
 from worker.model_files import local_model_path
 from worker.prompt import PromptBuilder
 from worker.settings import Settings, get_settings
 from worker.store.ledger import Ledger, NewChunk
 
-
-SCORE_TASK = "rerankq.score_chunk"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -77,17 +75,18 @@ def check_broker(settings: Settings) -> None:
 
 def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None) -> int:
     """Publish chunk messages (JSON) on the queue; the ledger records when each went out."""
+    from worker.broker import publish
+
     settings = settings or get_settings()
-    app = _app(settings)
     sent: list[int] = []
     try:
-        for msg in messages:
-            app.send_task(SCORE_TASK, args=[msg.model_dump(mode="json")], queue=settings.queue)
-            sent.append(msg.chunk_id)
+        sent = publish(_app(settings), messages, settings.queue)
     except Exception as exc:
+        sent = getattr(exc, "sent", [])
         raise BrokerUnavailable(
             f"the broker failed after {len(sent)} of {len(messages)} chunks were enqueued "
-            f"({str(exc).splitlines()[0][:200]}); the job is recorded: run `producer resume {messages[0].job_id}`"
+            f"({str(exc).splitlines()[0][:200]}); the job is recorded: the workers re-send the rest "
+            f"(or run `producer resume {messages[0].job_id}`)"
         ) from None
     finally:
         if sent:
@@ -223,6 +222,15 @@ def rerank(
         Ranked(row["rank"], row["doc_id"], row["score"], request.documents[int(row["doc_id"])], row["error"])
         for row in iter_ranked(ledger(settings), job_id)
     ]
+
+
+def workers(settings: Settings | None = None) -> list[WorkerStatus]:
+    """Workers seen in the last day, live ones first (dead: silent for RERANKQ_WORKER_DEAD_AFTER)."""
+    from worker.store.registry import Registry
+
+    settings = settings or get_settings()
+    ledger(settings)  # the revision check: a clear error for a database at another revision
+    return Registry(settings.database, settings.connect_timeout).workers(settings.worker_dead_after)
 
 
 def cancel(job_id: str, settings: Settings | None = None) -> JobState:
