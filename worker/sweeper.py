@@ -33,8 +33,9 @@ class Sweeper:
     def __init__(self, ledger: Ledger, registry: Registry, app: Celery, settings: Settings, worker_id: str):
         self.ledger, self.registry, self.app = ledger, registry, app
         self.settings, self.worker_id = settings, worker_id
-        # The lease outlives a few missed sweeps, so it does not bounce between workers.
-        self.lease_ttl = max(3 * settings.heartbeat_interval, 15.0)
+        # The lease outlives a couple of missed beats, so it does not bounce between workers, and a
+        # dead holder's lease lapses well before its chunks are due back (RERANKQ_WORKER_DEAD_AFTER).
+        self.lease_ttl = max(3 * settings.heartbeat_interval, 3.0)
 
     def run_once(self, recheck_delay: float = 1.0) -> SweepResult:
         if not self.registry.acquire_lease(LEASE, self.worker_id, self.lease_ttl):
