@@ -19,6 +19,7 @@ from tests.workers import WorkerProcess
 pytestmark = pytest.mark.slow
 PAIRS = (40, 500)  # queries x documents = 20,000 pairs
 CHUNK = 500
+MAX_KILLS = 4  # a replacement takes ~40 s to load its engine here: more kills would only stall the job
 
 
 class Chaos:
@@ -37,7 +38,7 @@ class Chaos:
 
     def kill_one(self, rng: random.Random) -> None:
         ready = self.ready()
-        if len(ready) < 2:  # keep one worker scoring, so the job moves between kills
+        if not ready or sum(f.startswith("kill") for f in self.faults) >= MAX_KILLS:
             return
         victim = rng.choice(ready)
         victim.kill9()
@@ -105,7 +106,7 @@ def test_chaos_job_completes_exactly_once_with_reference_scores(tiny_model, tmp_
         drift = max(abs(got[k] - reference[k]) for k in expected)
         assert drift <= 1e-5, drift
         kills = sum(f.startswith("kill") for f in chaos.faults)
-        assert kills >= 1 and any("FLUSHALL" in f for f in chaos.faults) and any("PostgreSQL" in f for f in chaos.faults)
+        assert kills >= 2 and any("FLUSHALL" in f for f in chaos.faults) and any("PostgreSQL" in f for f in chaos.faults)
         attempts = stack.sql("SELECT max(attempts), sum(attempts) FROM chunks WHERE job_id=:j", j=chaos_job)[0]
         print(
             f"\nchaos: {len(expected):,} pairs, faults: {'; '.join(chaos.faults)}\n"
