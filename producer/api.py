@@ -20,7 +20,7 @@ from worker.manifest_source import ManifestError
 from worker.model_files import local_model_path
 from worker.prompt import PromptBuilder
 from worker.settings import Settings, get_settings
-from worker.store.ledger import Ledger, NewChunk
+from worker.store.ledger import INTERACTIVE_JOB_NAME, Ledger, NewChunk
 
 
 
@@ -73,14 +73,20 @@ def check_broker(settings: Settings) -> None:
         ) from None
 
 
-def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None) -> int:
-    """Publish chunk messages (JSON) on the queue; the ledger records when each went out."""
+def enqueue(
+    messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None, *, priority: int | None = None
+) -> int:
+    """Publish chunk messages (JSON) on the queue; the ledger records when each went out.
+
+    ``priority``: BATCH_PRIORITY (default) or INTERACTIVE_PRIORITY, taken first by the workers
+    (worker/celery_app.py names the Redis list of each)."""
     from worker.broker import publish
+    from worker.celery_app import BATCH_PRIORITY
 
     settings = settings or get_settings()
     sent: list[int] = []
     try:
-        sent = publish(_app(settings), messages, settings.queue)
+        sent = publish(_app(settings), messages, settings.queue, BATCH_PRIORITY if priority is None else priority)
     except Exception as exc:
         sent = getattr(exc, "sent", [])
         raise BrokerUnavailable(
@@ -94,11 +100,11 @@ def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings 
     return len(sent)
 
 
-def _record_and_enqueue(store: Ledger, settings: Settings, **job: object) -> str:
+def _record_and_enqueue(store: Ledger, settings: Settings, priority: int | None = None, **job: object) -> str:
     """Broker checked first (nothing recorded if it is away), then the job and its chunks in SQL, then the queue."""
     check_broker(settings)
     job_id, messages = store.create_job(**job)  # type: ignore[arg-type]
-    enqueue(messages, store, settings)
+    enqueue(messages, store, settings, priority=priority)
     return job_id
 
 
@@ -136,8 +142,10 @@ def submit_pairs(
     name: str | None = None,
     chunk_size: int | None = None,
     settings: Settings | None = None,
+    priority: int | None = None,
 ) -> str:
-    """A job whose pairs travel inside the messages (and are kept in the ledger for resume)."""
+    """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
+    ``priority``: see ``enqueue`` (interactive requests jump the batch queue)."""
     settings = settings or get_settings()
     items: list[InlinePair] = []
     for i, p in enumerate(pairs):
@@ -179,7 +187,9 @@ def submit_pairs(
             current = []
         current.extend(group)
     chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    return _record_and_enqueue(ledger(settings), settings, kind="inline", chunks=chunks, name=name, instruction=instruction)
+    return _record_and_enqueue(
+        ledger(settings), settings, priority, kind="inline", chunks=chunks, name=name, instruction=instruction
+    )
 
 
 def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:
@@ -193,6 +203,50 @@ def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings:
         time.sleep(poll)
 
 
+
+
+def check_rerank(
+    query: str, documents: Sequence[str], instruction: str | None = None, settings: Settings | None = None
+) -> RerankRequest:
+    """The rerank request's validation, shared by `producer rerank`, rerank() and /v1/rerank."""
+    settings = settings or get_settings()
+    try:
+        request = RerankRequest(query=query, documents=list(documents), instruction=instruction)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+    if len(request.documents) > settings.max_inline_pairs:
+        raise InputError(
+            f"field 'documents': {len(request.documents):,} documents, over the limit of "
+            f"{settings.max_inline_pairs:,} (RERANKQ_MAX_INLINE_PAIRS)"
+        )
+    return request  # empty texts and character limits: submit_pairs' checks, worded per pair
+
+
+def submit_rerank(request: RerankRequest, *, settings: Settings | None = None) -> str:
+    """One interactive chunk (highest priority: workers take it before the next batch chunk); the job id."""
+    from worker.celery_app import INTERACTIVE_PRIORITY
+
+    settings = settings or get_settings()
+    pairs = [
+        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=request.instruction)
+        for i, d in enumerate(request.documents)
+    ]
+    return submit_pairs(
+        pairs, settings=settings, chunk_size=len(pairs), name=INTERACTIVE_JOB_NAME, priority=INTERACTIVE_PRIORITY
+    )
+
+
+def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | None = None) -> list[Ranked]:
+    """A finished rerank job's results, best first (``doc_id`` is the document's position)."""
+    from producer.export import iter_ranked
+
+    return [
+        Ranked(row["rank"], row["doc_id"], row["score"], documents[int(row["doc_id"])], row["error"])
+        for row in iter_ranked(ledger(settings), job_id)
+    ]
+
+
 def rerank(
     query: str,
     documents: Sequence[str],
@@ -203,25 +257,37 @@ def rerank(
 ) -> list[Ranked]:
     """Score one query against a few documents through the workers; best first."""
     settings = settings or get_settings()
-    try:
-        request = RerankRequest(query=query, documents=list(documents), instruction=instruction)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InputError(f"field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
-    pairs = [
-        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=instruction)
-        for i, d in enumerate(request.documents)
-    ]
-    job_id = submit_pairs(pairs, settings=settings, chunk_size=len(pairs))
+    request = check_rerank(query, documents, instruction, settings)
+    job_id = submit_rerank(request, settings=settings)
     status = wait(job_id, timeout=timeout, settings=settings)
     if not status.state.terminal:
         raise TimeoutError(f"job {job_id} still {status.state.value} after {timeout} s")
-    from producer.export import iter_ranked
+    return rerank_results(job_id, request.documents, settings)
 
-    return [
-        Ranked(row["rank"], row["doc_id"], row["score"], request.documents[int(row["doc_id"])], row["error"])
-        for row in iter_ranked(ledger(settings), job_id)
-    ]
+
+def queue_depths(settings: Settings | None = None) -> dict[str, int]:
+    """Chunks waiting in the broker per priority (``interactive``, ``batch``); Redis only, else ``total``."""
+    from worker.celery_app import priority_lists
+
+    settings = settings or get_settings()
+    try:
+        with _app(settings).connection_for_read() as conn:
+            channel = conn.default_channel
+            if not settings.broker.startswith(("redis://", "rediss://")):
+                return {"total": channel.queue_declare(settings.queue, passive=True).message_count}
+            with channel.conn_or_acquire() as client:
+                names = priority_lists(settings.queue)
+                return {prio: int(client.llen(name)) for prio, name in names.items()}
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker {maybe_sanitize_url(settings.broker)}: {str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def interactive_backlog(settings: Settings | None = None) -> int:
+    """Interactive chunks no worker has taken yet (the service answers 429 above a limit)."""
+    depths = queue_depths(settings)
+    return depths.get("interactive", depths.get("total", 0))
 
 
 def workers(settings: Settings | None = None) -> list[WorkerStatus]:

@@ -297,6 +297,22 @@ def tiny_model(directory: Path, seed: int = 0) -> None:
 
 @app.command()
 @friendly
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on (non-loopback without RERANKQ_API_KEY: warning)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+) -> None:
+    """The HTTP service: /v1/rerank, the jobs API (/docs), the web console at / and /metrics."""
+    try:
+        from producer.service.server import serve as run
+    except ImportError as exc:
+        from producer.api import InputError
+
+        raise InputError(f"`producer serve` needs the service extra: pip install 'rerankq[service]' ({exc})") from None
+    run(host, port)
+
+
+@app.command()
+@friendly
 def demo(
     pairs_per_query: int = 25,
     queries: int = 8,

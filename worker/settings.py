@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     manifest_schemes: list[str] = ["file", "s3", "gs", "gcs"]
     manifest_roots: list[str] = Field(default_factory=list, description="allowed URI/path prefixes; empty = any")
 
+    # --- HTTP service (`producer serve`) and metrics ------------------------------------
+    api_key: SecretStr | None = Field(None, description="if set, every endpoint but /healthz and /metrics needs it as a Bearer token")
+    max_interactive_backlog: int = Field(
+        64, ge=1, description="interactive chunks waiting in the broker before /v1/rerank answers 429"
+    )
+    rerank_timeout: float = Field(120.0, gt=0, description="seconds /v1/rerank waits for the workers (then 504)")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    metrics_port: int | None = Field(
+        None, ge=0, description="worker metrics port: N + the worker's CUDA device index; 0 = any free port (logged)"
+    )
+
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True

@@ -75,10 +75,18 @@ class Sweeper:
         return sent
 
     def _send(self, messages: list) -> list[int]:
+        """Re-send at each job's own priority: an interactive request stays ahead of batch chunks."""
+        from worker.celery_app import BATCH_PRIORITY, INTERACTIVE_PRIORITY
+
+        interactive = self.ledger.interactive_jobs({m.job_id for m in messages})
+        sent: list[int] = []
         try:
-            sent = publish(self.app, messages, self.settings.queue)
+            for priority in (INTERACTIVE_PRIORITY, BATCH_PRIORITY):
+                group = [m for m in messages if (m.job_id in interactive) == (priority == INTERACTIVE_PRIORITY)]
+                if group:
+                    sent += publish(self.app, group, self.settings.queue, priority)
         except Exception as exc:  # the broker is away: the ledger still holds them pending; next sweep
-            sent = getattr(exc, "sent", [])
+            sent += getattr(exc, "sent", [])
             log.error("reclaim_publish_failed", error=str(exc)[:200], sent=len(sent), of=len(messages))
         if sent:
             self.ledger.mark_enqueued(sent)

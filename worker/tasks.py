@@ -12,6 +12,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from worker.celery_app import app
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
 from worker.logs import configure_logging, get_logger
+from worker.metrics import observe_chunk
 from worker.prompt import Pair
 from worker.settings import get_settings
 from worker.store.db import check_revision
@@ -175,9 +177,12 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
         scored = 0
         try:
             try:
+                scoring_started = time.perf_counter()
                 keyed = load_pairs(msg.spec)
                 with _scoring(reranker):
                     results = reranker.score([k.pair for k in keyed])
+                # --- worker metrics (RERANKQ_METRICS_PORT) ---
+                observe_chunk(len(results), sum(r.tokens for r in results), time.perf_counter() - scoring_started)
             except Exception as exc:  # the chunk itself fails: retry with backoff, then mark it failed
                 with _scoring(reranker):
                     alive = _engine_alive(reranker)

@@ -26,6 +26,7 @@ class PairScore:
     score: float | None
     error: str | None = None
     truncated: bool = False
+    tokens: int = 0  # prompt tokens scored (worker metrics)
 
 
 class Reranker:
@@ -74,7 +75,7 @@ class Reranker:
             raise RuntimeError(f"engine {self.engine.name} returned {len(scores)} scores for {len(ok)} prompts")
         out = [PairScore(None, p.error) for p in prompts]
         for i, s in zip(ok, scores):
-            out[i] = PairScore(float(s), None, prompts[i].truncated)
+            out[i] = PairScore(float(s), None, prompts[i].truncated, len(prompts[i].token_ids))  # type: ignore[arg-type]
         return out
 
     def close(self) -> None:
