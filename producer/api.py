@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
 
-from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest
+from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest, WorkerStatus
 from worker.manifest_source import ManifestError
 from worker.model_files import local_model_path
 from worker.prompt import PromptBuilder
 from worker.settings import Settings, get_settings
-from worker.store.ledger import Ledger, NewChunk
+from worker.store.ledger import INTERACTIVE_JOB_NAME, Ledger, NewChunk
 
-
-SCORE_TASK = "rerankq.score_chunk"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -82,20 +80,19 @@ def enqueue(
 
     ``priority``: BATCH_PRIORITY (default) or INTERACTIVE_PRIORITY, taken first by the workers
     (worker/celery_app.py names the Redis list of each)."""
+    from worker.broker import publish
     from worker.celery_app import BATCH_PRIORITY
 
     settings = settings or get_settings()
-    app = _app(settings)
-    priority = BATCH_PRIORITY if priority is None else priority
     sent: list[int] = []
     try:
-        for msg in messages:
-            app.send_task(SCORE_TASK, args=[msg.model_dump(mode="json")], queue=settings.queue, priority=priority)
-            sent.append(msg.chunk_id)
+        sent = publish(_app(settings), messages, settings.queue, BATCH_PRIORITY if priority is None else priority)
     except Exception as exc:
+        sent = getattr(exc, "sent", [])
         raise BrokerUnavailable(
             f"the broker failed after {len(sent)} of {len(messages)} chunks were enqueued "
-            f"({str(exc).splitlines()[0][:200]}); the job is recorded: run `producer resume {messages[0].job_id}`"
+            f"({str(exc).splitlines()[0][:200]}); the job is recorded: the workers re-send the rest "
+            f"(or run `producer resume {messages[0].job_id}`)"
         ) from None
     finally:
         if sent:
@@ -206,7 +203,6 @@ def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings:
         time.sleep(poll)
 
 
-INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `rerank` and /v1/rerank
 
 
 def check_rerank(
@@ -292,6 +288,15 @@ def interactive_backlog(settings: Settings | None = None) -> int:
     """Interactive chunks no worker has taken yet (the service answers 429 above a limit)."""
     depths = queue_depths(settings)
     return depths.get("interactive", depths.get("total", 0))
+
+
+def workers(settings: Settings | None = None) -> list[WorkerStatus]:
+    """Workers seen in the last day, live ones first (dead: silent for RERANKQ_WORKER_DEAD_AFTER)."""
+    from worker.store.registry import Registry
+
+    settings = settings or get_settings()
+    ledger(settings)  # the revision check: a clear error for a database at another revision
+    return Registry(settings.database, settings.connect_timeout).workers(settings.worker_dead_after)
 
 
 def cancel(job_id: str, settings: Settings | None = None) -> JobState:

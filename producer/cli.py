@@ -60,6 +60,13 @@ def friendly(fn):  # noqa: ANN001, ANN201
     return run
 
 
+def _ago(when) -> str:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    seconds = max(0.0, (datetime.now(UTC) - when).total_seconds())
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
 def _status_table(st: JobStatus) -> Table:
     table = Table(show_header=False, box=None)
     rows = [
@@ -74,6 +81,9 @@ def _status_table(st: JobStatus) -> Table:
     ]
     if st.elapsed_seconds is not None:
         rows.append(("elapsed", f"{st.elapsed_seconds:.1f} s, {st.pairs_per_second or 0:.1f} pairs/s"))
+    for h in st.holders:
+        seen = f"last seen {_ago(h.last_seen)}" if h.last_seen else "never registered"
+        rows.append(("held by", f"chunk {h.chunk}: {h.worker_id} ({'alive' if h.alive else 'presumed dead'}, {seen})"))
     rows += [("error", e) for e in st.errors]
     for k, v in rows:
         table.add_row(k, v)
@@ -180,6 +190,33 @@ def list_jobs(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] 
     for j in jobs:
         table.add_row(j.job_id, j.name or "", j.state.value, f"{j.pairs_scored:,}", f"{j.pairs_failed:,}", f"{j.pairs_total:,}", str(j.created_at)[:19])
     out.print(table)
+
+
+@app.command("workers")
+@friendly
+def list_workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Workers: state (loading, ready, busy, stopped, dead), model, chunk held, pairs/s, last seen."""
+    from producer.api import workers
+
+    found = workers()
+    if as_json:
+        print(json.dumps([w.model_dump(mode="json") for w in found], indent=2))
+        return
+    table = Table("state", "model", "holding", "pairs/s", "scored", "last seen", "worker")
+    table.columns[-1].overflow = table.columns[1].overflow = "fold"  # ids are copied whole
+    for w in found:
+        table.add_row(
+            w.state,
+            w.model,
+            ", ".join(map(str, w.holding)) or "-",
+            "-" if w.pairs_per_second is None else f"{w.pairs_per_second:,.0f}",
+            f"{w.pairs_scored:,}",
+            _ago(w.last_seen),
+            w.worker_id,
+        )
+    out.print(table)
+    if not any(w.alive for w in found):
+        err.print("no worker alive: start one with `celery -A worker worker -Q gpu`")
 
 
 @app.command()

@@ -1,9 +1,12 @@
 """The Celery app. `celery -A worker worker -Q gpu` runs one solo process holding one engine.
 
-Why each setting: vLLM starts an engine process, which prefork children cannot do (solo pool);
-a chunk is long and must survive a crash (late acks, prefetch 1, redelivery after the visibility
-timeout); only JSON is accepted (no pickle from the broker); interactive chunks outrank batch
-chunks (message priorities, below); task events are sent for Flower."""
+Why each setting: vLLM starts an engine process, which prefork children cannot do, so the engine
+lives in the worker's own process and chunk tasks run on threads (RERANKQ_CHUNKS_IN_FLIGHT of them,
+sharing that engine, so the next chunk is read while this one scores); a chunk is long and must
+survive a crash (late acks, prefetch 1 per thread); only JSON is accepted (no pickle from the broker).
+A dead worker's chunks come back through the worker registry's sweeper (worker/sweeper.py) within
+about RERANKQ_WORKER_DEAD_AFTER; the visibility timeout stays only as the broker's safety net.
+Interactive chunks outrank batch chunks (message priorities, below); task events are sent for Flower."""
 
 from __future__ import annotations
 
@@ -51,8 +54,8 @@ def configure(app: Celery, settings: Settings) -> None:
     """(Re)apply settings: the demo switches brokers after import, before the first connection."""
     app.conf.update(
         broker_url=settings.broker,
-        worker_pool="solo",
-        worker_concurrency=1,
+        worker_pool="threads",
+        worker_concurrency=settings.chunks_in_flight,
         worker_prefetch_multiplier=1,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

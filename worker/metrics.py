@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from worker.logs import get_logger
@@ -126,7 +126,7 @@ def start(port: int) -> int:
     return int(server.server_port)
 
 
-@worker_process_init.connect
+@worker_init.connect
 def _serve_metrics(**_: object) -> None:
     settings = get_settings()
     if settings.metrics_port is None:

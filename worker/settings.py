@@ -47,6 +47,9 @@ class Settings(BaseSettings):
 
     # --- jobs ------------------------------------------------------------------------------
     queue: str = "gpu"
+    chunks_in_flight: int = Field(
+        2, ge=1, description="chunk tasks a worker runs at once over its one engine (the next is read and tokenized meanwhile)"
+    )
     chunk_size: int = Field(16384, ge=1, description="pairs per chunk: tens of seconds on one GPU")
     visibility_timeout: int = Field(3 * 3600, description="seconds before an unacked chunk is redelivered")
     max_retries: int = Field(3, ge=0, description="retries of a chunk whose scoring raises")

@@ -16,6 +16,7 @@ from worker.store.db import check_revision, session_factory
 from worker.store.models import Chunk, Job, Score, Worker
 
 _TERMINAL_CHUNK = ("done", "failed", "cancelled")
+INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `producer rerank` and /v1/rerank
 
 
 class UnknownJob(LookupError):
@@ -298,6 +299,12 @@ class Ledger:
                 .order_by(Chunk.job_id, Chunk.seq)
             ).all()
             return [self._message(c) for c in chunks]
+
+    def interactive_jobs(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of these jobs are interactive (one-chunk ``rerank`` jobs, sent at the top priority)."""
+        ids = list(job_ids)
+        with self.session() as s:
+            return set(s.scalars(select(Job.id).where(Job.id.in_(ids), Job.name == INTERACTIVE_JOB_NAME))) if ids else set()
 
     def still_pending(self, chunk_ids: Iterable[int]) -> set[int]:
         ids = list(chunk_ids)
