@@ -179,7 +179,12 @@ def test_worker_metrics_and_service_metrics(live):
     assert re.search(r"^rerankq_worker_chunk_duration_seconds_count [1-9]", text, re.M)
     assert "rerankq_worker_engine_busy_ratio" in text and 'rerankq_worker_engine_memory_bytes{device="cpu"}' in text
     service = requests.get(f"{live.url}/metrics", timeout=10).text
-    assert re.search(r"^rerankq_workers_alive 1\.0$", service, re.M) or "rerankq_workers_alive" in service
+    assert re.search(r"^rerankq_workers_alive 1\.0$", service, re.M), service
+    workers = requests.get(f"{live.url}/v1/workers", timeout=10).json()
+    assert [w["alive"] for w in workers] == [True]
+    wait_for(  # the registry's count arrives with the worker's next heartbeat (RERANKQ_HEARTBEAT_INTERVAL)
+        lambda: requests.get(f"{live.url}/v1/workers", timeout=10).json()[0]["pairs_scored"] > 0, 60, "the heartbeat"
+    )
     assert re.search(r"^rerankq_pairs_scored_total [1-9]", service, re.M)
     assert re.search(r'^rerankq_jobs\{state="completed"\} [1-9]', service, re.M)
     assert re.search(r"^rerankq_rerank_duration_seconds_count [1-9]", service, re.M)

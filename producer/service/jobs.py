@@ -101,4 +101,4 @@ def export_job(job_id: str, request: Request) -> StreamingResponse:
 @router.get("/workers", response_model=list[WorkerStatus], tags=["workers"])
 def workers(request: Request) -> list[WorkerStatus]:
     """Workers seen recently, the live ones first (state loading | ready | busy | stopped | dead)."""
-    return request.app.state.registry.workers(request.app.state.settings.worker_dead_after)
+    return api.workers(request.app.state.settings)
