@@ -339,3 +339,18 @@ def test_worker_metrics_port_choice():
     busy.add(10, now - 5)
     busy.add(10, now - 10)  # overlaps the first by 5 s
     assert busy.fraction(now) == pytest.approx(15 / 60)
+
+
+def test_cohere_sdk_sends_the_key_as_a_bearer_token(settings):
+    """The SDK's own api_key is the service's RERANKQ_API_KEY (no worker here: an accepted request times out)."""
+    import cohere
+
+    with client(settings, api_key=KEY) as c:
+        wrong = cohere.ClientV2(api_key="wrong", base_url="http://testserver", httpx_client=c)
+        with pytest.raises(cohere.core.ApiError) as err:
+            wrong.rerank(model="m", query="q", documents=["a"], request_options={"max_retries": 0})
+        assert err.value.status_code == 401
+        right = cohere.ClientV2(api_key=KEY, base_url="http://testserver", httpx_client=c)
+        with pytest.raises(cohere.core.ApiError) as err:
+            right.rerank(model="m", query="q", documents=["a"], request_options={"max_retries": 0})
+        assert err.value.status_code == 504, err.value.body
