@@ -86,6 +86,11 @@ MODELS = {
         QWEN3_COMMON, num_hidden_layers=36, hidden_size=2560, intermediate_size=9728, num_attention_heads=32,
         max_window_layers=36,
     ),
+    # Qwen3-Reranker-8B: 36 layers, hidden 4096, MLP 12288, 32 heads, 8 KV heads, untied embeddings.
+    "8b": dict(
+        QWEN3_COMMON, num_hidden_layers=36, hidden_size=4096, intermediate_size=12288, num_attention_heads=32,
+        max_window_layers=36, tie_word_embeddings=False,
+    ),
 }  # fmt: skip
 SMOKE_MODEL = dict(
     QWEN3_COMMON, num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=2,

@@ -27,8 +27,11 @@ class Settings(BaseSettings):
     gpu_memory_utilization: float | None = None
     max_num_batched_tokens: int | None = Field(None, description="default 65536 on a GPU (vLLM's 16384 starves it)")
     max_num_seqs: int | None = None
-    enable_prefix_caching: bool = Field(
-        False, description="off by default: cached prefixes change scores by up to 1e-2 between batch orders"
+    enable_prefix_caching: bool | None = Field(
+        None, description="default: on exactly when batch_invariant is (without it a cached prefix moves scores ~1e-2)"
+    )
+    batch_invariant: bool | None = Field(
+        None, description="vLLM batch-invariant kernels (VLLM_BATCH_INVARIANT): default on with a GPU, off on CPU"
     )
     tensor_parallel_size: int = 1
     quantization: str | None = None

@@ -7,11 +7,9 @@ the next chunk's rows are read and tokenized while the current one is scored."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -43,7 +41,6 @@ class _State:
     ledger: Ledger | None = None
     reranker: Reranker | None = None
     liveness: object | None = None  # worker.liveness.Liveness once started
-    score_lock: threading.Lock = threading.Lock()  # engines that are not thread-safe score one chunk at a time
 
 
 state = _State()
@@ -153,12 +150,6 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
 
 
-def _scoring(reranker: Reranker):  # noqa: ANN202
-    """Engines that take requests from several threads at once say so (``thread_safe``); others are
-    serialised here, one chunk at a time."""
-    return contextlib.nullcontext() if getattr(reranker, "thread_safe", False) else state.score_lock
-
-
 @app.task(bind=True, name="rerankq.score_chunk", max_retries=None)
 def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
     settings = get_settings()
@@ -179,14 +170,11 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
             try:
                 scoring_started = time.perf_counter()
                 keyed = load_pairs(msg.spec)
-                with _scoring(reranker):
-                    results = reranker.score([k.pair for k in keyed])
+                results = reranker.score([k.pair for k in keyed])  # safe from several task threads
                 # --- worker metrics (RERANKQ_METRICS_PORT) ---
                 observe_chunk(len(results), sum(r.tokens for r in results), time.perf_counter() - scoring_started)
             except Exception as exc:  # the chunk itself fails: retry with backoff, then mark it failed
-                with _scoring(reranker):
-                    alive = _engine_alive(reranker)
-                if not alive:
+                if not _engine_alive(reranker):
                     # A dead engine would fail every chunk: leave this one unacknowledged (it is redelivered)
                     # and exit, so the process supervisor starts a fresh worker.
                     log.critical("engine_dead", error=_describe(exc), **ctx)

@@ -29,4 +29,6 @@ def load_reranker(settings: Settings) -> Reranker:
         engine = getattr(importlib.import_module(module), attr)(settings, model_path)
     else:
         raise ValueError(f"RERANKQ_ENGINE={settings.engine!r}: expected vllm, hf or module:factory")
-    return Reranker(builder, engine, settings.pipeline_pairs)
+    reranker = Reranker(builder, engine, settings.pipeline_pairs)
+    reranker.warm()
+    return reranker

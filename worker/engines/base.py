@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from worker.prompt import Pair, Prompt, PromptBuilder
 from worker.prompt_pool import PromptPool
 
+# Pairs per slice as a chunk starts: the engine gets its first prompts after a few milliseconds of
+# tokenizing instead of a whole slice's worth; later slices are ``pipeline_pairs`` long.
+RAMP = (256, 512, 1024, 2048)
+# Chunks this small (the health check, tiny inline jobs) are tokenized on the calling thread.
+INLINE_PAIRS = 64
+
 
 class Engine(Protocol):
-    """Scores ready-made prompts (token ids, each within max_length): P(yes) per prompt, in order."""
+    """Scores ready-made prompts (token ids, each within max_length): P(yes) per prompt, in order.
+
+    An engine may also offer ``submit(prompts) -> Future[list[float]]`` (safe from any thread, and
+    batches from several calls share the engine, as VllmEngine's loop does) and ``cancel(future)``.
+    One without them is called from one thread at a time."""
 
     name: str
 
@@ -29,48 +40,81 @@ class PairScore:
     tokens: int = 0  # prompt tokens scored (worker metrics)
 
 
+def slices(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) of each slice of n pairs: a short ramp, then ``size`` each."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for step in (*(r for r in RAMP if r < size), size):
+        while start < n:
+            end = min(n, start + step)
+            out.append((start, end))
+            start = end
+            if step != size:
+                break
+    return out
+
+
 class Reranker:
     """Prompt building plus an engine. Pairs that cannot be built get an error; the rest are scored.
 
-    A chunk of at least 2 x ``pipeline_pairs`` goes to the engine in slices of that size while a
-    helper process tokenizes the next ones: tokenizing first and scoring after left an H100 idle for
-    14 % of a 0.6B chunk, and a thread does not overlap with vLLM's in-process engine (bench/RESULTS.md)."""
+    ``score`` is safe to call from several threads at once (Celery's threads pool runs a few chunks over
+    one Reranker): each call streams its chunk through the helper tokenizer processes slice by slice,
+    and hands every slice to the engine as soon as it is tokenized, without waiting for earlier slices
+    to be scored. With VllmEngine all calls feed one engine loop, so the batch never drains between
+    slices or chunks; other engines are called one slice at a time."""
 
     def __init__(self, builder: PromptBuilder, engine: Engine, pipeline_pairs: int = 4096):
         self.builder = builder
         self.engine = engine
         self.pipeline_pairs = pipeline_pairs
+        self._lock = threading.Lock()
         self._pool: PromptPool | None = None
+        self._pool_broken = False
+        self._serial: ThreadPoolExecutor | None = None
+        if not callable(getattr(engine, "submit", None)):
+            self._serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankq-engine")
 
+    # ---------------------------------------------------------------- scoring
     def score(self, pairs: Sequence[Pair]) -> list[PairScore]:
-        n = self.pipeline_pairs
-        if not n or len(pairs) < 2 * n:
-            return self._score_prompts(self.builder.build(pairs))
-        if self._pool is None:
-            self._pool = PromptPool(self.builder)
-        slices = [pairs[i : i + n] for i in range(0, len(pairs), n)]
-        upcoming: Future[list[Prompt]] | None = self._pool.submit(slices[1])
-        prompts = self.builder.build(slices[0])  # here, while the helper does the second slice
-        out: list[PairScore] = []
-        for k, piece in enumerate(slices):
-            if k:  # the helper stays one slice ahead of the engine
-                prompts = self._take(upcoming, piece) if upcoming is not None else self.builder.build(piece)
-                upcoming = self._pool.submit(slices[k + 1]) if self._pool and k + 1 < len(slices) else None
-            out.extend(self._score_prompts(prompts))
-        return out
-
-    def _take(self, upcoming: Future[list[Prompt]], pairs: Sequence[Pair]) -> list[Prompt]:
+        if not pairs:
+            return []
+        pool = self._get_pool() if len(pairs) > INLINE_PAIRS and self.pipeline_pairs else None
+        bounds = slices(len(pairs), self.pipeline_pairs or len(pairs)) if pool else [(0, len(pairs))]
+        tokenized: list[Future[list[Prompt]] | None] = [pool.submit(pairs[a:b]) if pool else None for a, b in bounds]
+        submitted: list[tuple[list[Prompt], list[int], Future[list[float]] | None]] = []
         try:
-            return upcoming.result()
-        except Exception:  # the helper died (BrokenProcessPool): tokenize here from now on
-            if self._pool is not None:
-                self._pool.close()
-            self._pool, self.pipeline_pairs = None, 0
-            return self.builder.build(pairs)
+            for (a, b), upcoming in zip(bounds, tokenized):
+                prompts = self._take(upcoming, pairs[a:b])
+                ok = [i for i, p in enumerate(prompts) if p.token_ids is not None]
+                future = self._submit([prompts[i].token_ids for i in ok]) if ok else None  # type: ignore[misc]
+                submitted.append((prompts, ok, future))
+            out: list[PairScore] = []
+            for prompts, ok, future in submitted:
+                out.extend(self._collect(prompts, ok, future))
+            return out
+        except BaseException:
+            for upcoming in tokenized:
+                if upcoming is not None:
+                    upcoming.cancel()
+            for _, _, future in submitted:
+                if future is not None and not future.done():
+                    self._cancel(future)
+            raise
 
-    def _score_prompts(self, prompts: list[Prompt]) -> list[PairScore]:
-        ok = [i for i, p in enumerate(prompts) if p.token_ids is not None]
-        scores = self.engine.score_prompts([prompts[i].token_ids for i in ok]) if ok else []  # type: ignore[misc]
+    def _submit(self, prompts: list[list[int]]) -> Future[list[float]]:
+        if self._serial is not None:
+            return self._serial.submit(self.engine.score_prompts, prompts)
+        return self.engine.submit(prompts)  # type: ignore[attr-defined]
+
+    def _cancel(self, future: Future[list[float]]) -> None:
+        cancel = getattr(self.engine, "cancel", None)
+        if self._serial is None and callable(cancel):
+            cancel(future)
+        else:
+            future.cancel()
+
+    def _collect(self, prompts: list[Prompt], ok: list[int], future: Future[list[float]] | None) -> list[PairScore]:
+        scores = future.result() if future is not None else []
         if len(scores) != len(ok):
             raise RuntimeError(f"engine {self.engine.name} returned {len(scores)} scores for {len(ok)} prompts")
         out = [PairScore(None, p.error) for p in prompts]
@@ -78,7 +122,38 @@ class Reranker:
             out[i] = PairScore(float(s), None, prompts[i].truncated, len(prompts[i].token_ids))  # type: ignore[arg-type]
         return out
 
+    # ---------------------------------------------------------------- tokenizing
+    def _get_pool(self) -> PromptPool | None:
+        with self._lock:
+            if self._pool is None and not self._pool_broken:
+                self._pool = PromptPool(self.builder)
+            return self._pool
+
+    def _take(self, upcoming: Future[list[Prompt]] | None, pairs: Sequence[Pair]) -> list[Prompt]:
+        if upcoming is None:
+            return self.builder.build(pairs)
+        try:
+            return upcoming.result()
+        except Exception:  # a helper died (BrokenProcessPool): tokenize here from now on
+            with self._lock:
+                if self._pool is not None:
+                    self._pool.close()
+                self._pool, self._pool_broken = None, True
+            return self.builder.build(pairs)
+
+    def warm(self) -> None:
+        """Start the tokenizer helpers in the background, so the first chunk does not wait for them."""
+        if self.pipeline_pairs:
+            pool = self._get_pool()
+            if pool is not None:
+                pool.warm()
+
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        """Helpers stopped, engine shut down (its loop thread joined). Safe to call twice."""
+        with self._lock:
+            pool, self._pool, self._pool_broken = self._pool, None, True
+        if pool is not None:
+            pool.close()
+        if self._serial is not None:
+            self._serial.shutdown(wait=True, cancel_futures=True)
         self.engine.close()

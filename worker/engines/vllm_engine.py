@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from worker.settings import Settings
@@ -20,6 +21,37 @@ HF_OVERRIDES = {
 GPU_DEFAULTS: dict[str, Any] = {"max_num_batched_tokens": 65536, "async_scheduling": True}
 
 
+def on_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def deterministic_mode(settings: Settings, gpu: bool) -> bool:
+    """Batch-invariant kernels: on by default with a GPU (RERANKQ_BATCH_INVARIANT overrides).
+
+    With them a pair's score does not depend on what else is in the batch, so cached query prefixes
+    can be reused without moving scores (bench/RESULTS.md: bitwise equal across order, batch size,
+    cold/warm cache and processes on vLLM 0.26, H100)."""
+    return settings.batch_invariant if settings.batch_invariant is not None else gpu
+
+
+def prefix_caching(settings: Settings, gpu: bool) -> bool:
+    """Prefix reuse only where it cannot move scores: by default exactly when batch-invariant mode is on."""
+    if settings.enable_prefix_caching is not None:
+        return settings.enable_prefix_caching
+    return deterministic_mode(settings, gpu)
+
+
+def set_vllm_env(settings: Settings, gpu: bool) -> None:
+    """Environment vLLM reads at import: must run before the first ``import vllm`` in this process."""
+    # The engine core runs in this process (vLLM's default spawns it): a worker killed with -9
+    # then leaves no orphaned engine holding the GPU's memory. VLLM_ENABLE_V1_MULTIPROCESSING=1 overrides.
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if deterministic_mode(settings, gpu):
+        os.environ.setdefault("VLLM_BATCH_INVARIANT", "1")
+
+
 def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool = False) -> dict[str, Any]:
     """``vllm.LLM`` arguments from settings; unset knobs take GPU_DEFAULTS on a GPU, else vLLM's defaults."""
     kwargs: dict[str, Any] = dict(
@@ -30,7 +62,7 @@ def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool 
         max_model_len=settings.max_length,
         seed=settings.seed,
         tensor_parallel_size=settings.tensor_parallel_size,
-        enable_prefix_caching=settings.enable_prefix_caching,
+        enable_prefix_caching=prefix_caching(settings, on_gpu),
         enforce_eager=settings.enforce_eager,
     )
     optional = {
@@ -47,25 +79,44 @@ def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool 
 
 
 class VllmEngine:
+    """Thread-safe: every call goes to one engine loop that keeps the batch full across calls."""
+
     name = "vllm"
 
     def __init__(self, settings: Settings, model_path: str, dtype: str):
-        # The engine core runs in this process (vLLM's default spawns it): a worker killed with -9
-        # then leaves no orphaned engine holding the GPU's memory. VLLM_ENABLE_V1_MULTIPROCESSING=1 overrides.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        import torch
-        from vllm import LLM
+        gpu = on_gpu()
+        set_vllm_env(settings, gpu)
+        from worker.engines.engine_loop import EngineLoop
 
-        self.llm = LLM(**engine_kwargs(settings, model_path, dtype, on_gpu=torch.cuda.is_available()))
+        kwargs = engine_kwargs(settings, model_path, dtype, on_gpu=gpu)
+
+        def make_llm() -> Any:
+            from vllm import LLM
+
+            return LLM(**kwargs)
+
+        self.loop = EngineLoop(make_llm)
+        if gpu:
+            self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One full batch before the first chunk: kernels that JIT-compile on first use (batch-invariant
+        matmuls, slot mapping) would otherwise stall the first chunk on an H100 by seconds."""
+        ids = [[1000 + (i * 7919 + j * 13) % 50000 for j in range(400)] for i in range(192)]
+        self.loop.submit(ids).result()
+
+    @property
+    def llm(self) -> Any:
+        return self.loop.llm
+
+    def submit(self, prompts: Sequence[list[int]]) -> Future[list[float]]:
+        return self.loop.submit(prompts)
+
+    def cancel(self, future: Future[list[float]]) -> None:
+        self.loop.cancel(future)
 
     def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
-        # One classify call for the whole chunk: vLLM's scheduler keeps the batch full.
-        outputs = self.llm.classify([{"prompt_token_ids": list(p)} for p in prompts], use_tqdm=False)
-        return [float(o.outputs.probs[0]) for o in outputs]
+        return self.loop.submit(prompts).result()
 
     def close(self) -> None:
-        engine = getattr(self.llm, "llm_engine", None)
-        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
-        if callable(shutdown):
-            shutdown()
-        del self.llm
+        self.loop.close()

@@ -1,0 +1,230 @@
+"""One long-lived vLLM engine loop per worker process: the GPU never drains between slices or chunks.
+
+``LLM.classify`` adds a list of requests and steps the engine until all of them finish, so the batch
+empties at the end of every call: with one call per slice the GPU idled at every slice and chunk
+boundary. Here one thread owns the engine for the life of the worker. It creates the ``LLM`` (so
+every engine call, CUDA graphs and streams included, happens on that thread, whichever thread or
+Celery signal loads the engine), then loops: move queued requests into the engine, ``step()``,
+resolve finished ones. Any thread submits a batch of token-id prompts and gets a Future of its scores,
+so the next slice and the next chunk join the running batch while the current one is scored.
+
+The request interface (``LLMEngine.add_request`` / ``step`` / ``abort_request`` with a
+``vllm.inputs.tokens_input`` prompt and ``PoolingParams(task="classify")``) is what ``LLM.classify``
+itself uses in vLLM 0.26 and 0.32, and it keeps at most ``2 x max_num_seqs`` requests in the engine,
+as ``LLM.classify`` does: the scheduler's per-step cost grows with its queue.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.logs import get_logger
+
+log = get_logger("rerankq.engine")
+
+
+class EngineClosed(RuntimeError):
+    """The engine loop was closed before (or while) this batch was scored."""
+
+
+@dataclass(eq=False)
+class _Batch:
+    """Prompts of one ``submit`` call; resolved as a whole, in input order."""
+
+    prompts: Sequence[Sequence[int]]
+    future: Future[list[float]]
+    scores: list[float] = field(default_factory=list)
+    remaining: int = 0
+    next_index: int = 0  # the next prompt to hand to the engine
+    in_engine: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.scores = [0.0] * len(self.prompts)
+        self.remaining = len(self.prompts)
+
+
+class EngineLoop:
+    """Owns a ``vllm.LLM`` on a dedicated thread; ``submit`` is safe from any number of threads."""
+
+    def __init__(self, make_llm: Callable[[], Any], name: str = "rerankq-engine"):
+        self._cond = threading.Condition()
+        self._queue: deque[_Batch] = deque()  # batches with prompts not yet in the engine, FIFO
+        self._owner: dict[str, tuple[_Batch, int]] = {}  # request id -> (batch, index)
+        self._cancel: list[_Batch] = []
+        self._ids = itertools.count()
+        self._closing = False
+        self._ready: Future[None] = Future()
+        self.llm: Any = None
+        self._thread = threading.Thread(target=self._run, args=(make_llm,), name=name, daemon=True)
+        self._thread.start()
+        self._ready.result()  # the engine's load error, if any, raised in the loading thread
+
+    # ------------------------------------------------------------------ callers (any thread)
+    def submit(self, prompts: Sequence[Sequence[int]]) -> Future[list[float]]:
+        """Queue prompts (token ids); the Future holds P(yes) per prompt, in order."""
+        batch = _Batch(prompts, Future())
+        if not prompts:
+            batch.future.set_result([])
+            return batch.future
+        batch.future.set_running_or_notify_cancel()
+        with self._cond:
+            if self._closing:
+                raise EngineClosed("the engine is closed")
+            self._queue.append(batch)
+            self._cond.notify()
+        return batch.future
+
+    def cancel(self, future: Future[list[float]]) -> None:
+        """Drop a batch's remaining prompts (its other slices failed): the engine stops spending time on them."""
+        with self._cond:
+            for batch in itertools.chain(self._queue, (b for b, _ in self._owner.values())):
+                if batch.future is future:
+                    self._cancel.append(batch)
+                    self._cond.notify()
+                    return
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Fail what is still queued, shut the engine core down on its own thread, and wait for it."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ------------------------------------------------------------------ the loop (engine thread)
+    def _run(self, make_llm: Callable[[], Any]) -> None:
+        try:
+            self.llm = make_llm()
+            from vllm import PoolingParams
+            from vllm.inputs import tokens_input
+
+            engine = self.llm.llm_engine
+            limit = 2 * int(engine.vllm_config.scheduler_config.max_num_seqs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loading thread
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        params = PoolingParams(task="classify")
+        try:
+            while True:
+                with self._cond:
+                    while not (self._closing or self._queue or self._owner or self._cancel):
+                        self._cond.wait()
+                    if self._closing:
+                        break
+                    cancelled, self._cancel = self._cancel, []
+                for batch in cancelled:
+                    self._drop(engine, batch, EngineClosed("cancelled"))
+                self._fill(engine, params, tokens_input, limit)
+                if self._owner:
+                    self._step(engine)
+        except BaseException as exc:  # noqa: BLE001 - the engine died: fail everyone, refuse new work
+            log.critical("engine_loop_died", error=str(exc)[:500])
+            self._fail_all(exc)
+            with self._cond:
+                self._closing = True
+            self._shutdown()
+            return
+        self._fail_all(EngineClosed("the engine was closed"))
+        self._shutdown()
+
+    def _fill(self, engine: Any, params: Any, tokens_input: Callable[..., Any], limit: int) -> None:
+        """Top the engine up to ``limit`` requests from the queue, oldest batch first."""
+        while len(self._owner) < limit:
+            with self._cond:
+                if not self._queue:
+                    return
+                batch = self._queue[0]
+            start = batch.next_index
+            end = min(len(batch.prompts), start + limit - len(self._owner))
+            try:
+                for i in range(start, end):
+                    rid = str(next(self._ids))
+                    engine.add_request(rid, tokens_input(list(batch.prompts[i])), params)
+                    self._owner[rid] = (batch, i)
+                    batch.in_engine.add(rid)
+                    batch.next_index = i + 1
+            except Exception as exc:  # a prompt the engine refuses fails its batch, not the others
+                self._drop(engine, batch, exc)
+                continue
+            if batch.next_index >= len(batch.prompts):
+                with self._cond:
+                    if self._queue and self._queue[0] is batch:
+                        self._queue.popleft()
+
+    def _step(self, engine: Any) -> None:
+        try:
+            outputs = engine.step()
+        except Exception as exc:
+            # One failing step fails every batch in flight; the loop stays up, so a health check can
+            # tell a bad batch from a dead engine (the next step raises again).
+            log.error("engine_step_failed", error=str(exc)[:500], in_flight=len(self._owner))
+            for batch in {b for b, _ in self._owner.values()}:
+                self._drop(engine, batch, exc)
+            return
+        for out in outputs:
+            owner = self._owner.pop(out.request_id, None)
+            if owner is None:
+                continue
+            batch, i = owner
+            batch.in_engine.discard(out.request_id)
+            batch.scores[i] = float(out.outputs.data[0])
+            batch.remaining -= 1
+            if batch.remaining == 0 and not batch.future.done():
+                batch.future.set_result(batch.scores)
+
+    def _drop(self, engine: Any, batch: _Batch, exc: BaseException) -> None:
+        with self._cond:
+            try:
+                self._queue.remove(batch)
+            except ValueError:
+                pass
+        if batch.in_engine:
+            ids = list(batch.in_engine)
+            for rid in ids:
+                self._owner.pop(rid, None)
+            batch.in_engine.clear()
+            try:
+                engine.abort_request(ids)
+            except Exception as abort_exc:  # noqa: BLE001 - the batch fails anyway
+                log.warning("engine_abort_failed", error=str(abort_exc)[:200])
+        if not batch.future.done():
+            batch.future.set_exception(exc)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._cond:
+            batches = list(self._queue) + [b for b, _ in self._owner.values()]
+            self._queue.clear()
+        self._owner.clear()
+        for batch in batches:
+            if not batch.future.done():
+                batch.future.set_exception(exc)
+
+    def _shutdown(self) -> None:
+        """Engine core down and the process group destroyed (vLLM warns at exit otherwise)."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        shutdown = getattr(getattr(getattr(llm, "llm_engine", None), "engine_core", None), "shutdown", None)
+        try:
+            if callable(shutdown):
+                shutdown()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("engine_shutdown_failed", error=str(exc)[:200])
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("engine_teardown_failed", error=str(exc)[:200])
+        del llm
