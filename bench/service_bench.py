@@ -123,8 +123,8 @@ def main() -> None:
 
         from sqlalchemy import select
 
-        from worker.store.db import session_factory
-        from worker.store.models import Chunk
+        from rerankq.store.db import session_factory
+        from rerankq.store.models import Chunk
 
         with session_factory(db)() as session:
             spans = session.execute(

@@ -16,11 +16,11 @@ from kombu.utils.url import maybe_sanitize_url
 from pydantic import ValidationError
 
 from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest, WorkerStatus
-from worker.manifest_source import ManifestError
-from worker.model_files import local_model_path
-from worker.prompt import PromptBuilder
-from worker.settings import Settings, get_settings
-from worker.store.ledger import INTERACTIVE_JOB_NAME, Ledger, NewChunk
+from rerankq.manifest_source import ManifestError
+from rerankq.model_files import local_model_path
+from rerankq.prompt import PromptBuilder
+from rerankq.settings import Settings, get_settings
+from rerankq.store.ledger import INTERACTIVE_JOB_NAME, Ledger, NewChunk
 
 
 
@@ -80,7 +80,7 @@ def enqueue(
 
     ``priority``: BATCH_PRIORITY (default) or INTERACTIVE_PRIORITY, taken first by the workers
     (worker/celery_app.py names the Redis list of each)."""
-    from worker.broker import publish
+    from rerankq.broker import publish
     from worker.celery_app import BATCH_PRIORITY
 
     settings = settings or get_settings()
@@ -292,7 +292,7 @@ def interactive_backlog(settings: Settings | None = None) -> int:
 
 def workers(settings: Settings | None = None) -> list[WorkerStatus]:
     """Workers seen in the last day, live ones first (dead: silent for RERANKQ_WORKER_DEAD_AFTER)."""
-    from worker.store.registry import Registry
+    from rerankq.store.registry import Registry
 
     settings = settings or get_settings()
     ledger(settings)  # the revision check: a clear error for a database at another revision

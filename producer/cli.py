@@ -39,9 +39,9 @@ def friendly(fn):  # noqa: ANN001, ANN201
     @functools.wraps(fn)
     def run(*args, **kwargs):  # noqa: ANN202
         from producer.api import BrokerUnavailable, InputError
-        from worker.manifest_source import ManifestError
-        from worker.store.db import DatabaseError
-        from worker.store.ledger import UnknownJob
+        from rerankq.manifest_source import ManifestError
+        from rerankq.store.db import DatabaseError
+        from rerankq.store.ledger import UnknownJob
 
         try:
             return fn(*args, **kwargs)
@@ -268,8 +268,8 @@ def export(job: str, out_file: Annotated[Path, typer.Option("--out", help="FILE.
 @friendly
 def db_upgrade() -> None:
     """Apply the migrations (same as `alembic upgrade head`)."""
-    from worker.settings import get_settings
-    from worker.store.db import safe_url, upgrade
+    from rerankq.settings import get_settings
+    from rerankq.store.db import safe_url, upgrade
 
     settings = get_settings()
     rev = upgrade(settings.database)
@@ -280,8 +280,8 @@ def db_upgrade() -> None:
 @friendly
 def db_current() -> None:
     """The database's revision and the one this code needs."""
-    from worker.settings import get_settings
-    from worker.store.db import current_revision, get_engine, head_revision
+    from rerankq.settings import get_settings
+    from rerankq.store.db import current_revision, get_engine, head_revision
 
     settings = get_settings()
     print(f"database {current_revision(get_engine(settings.database))}, code {head_revision()}")
@@ -329,7 +329,7 @@ def _settings_ok() -> bool:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from worker.settings import get_settings
+    from rerankq.settings import get_settings
 
     try:
         get_settings()

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
-from worker.store.ledger import Ledger
-from worker.store.models import Score
+from rerankq.store.ledger import Ledger
+from rerankq.store.models import Score
 
 EXPORT_SCHEMA = pa.schema(
     [("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float64()), ("rank", pa.int64()), ("error", pa.string())]

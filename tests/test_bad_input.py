@@ -48,7 +48,7 @@ def with_password(url: str) -> str:
 
 
 def masked(url: str) -> str:
-    from worker.store.db import safe_url
+    from rerankq.store.db import safe_url
 
     return safe_url(url)
 
@@ -204,7 +204,7 @@ def good_manifest(tmp_path) -> Path:
 
 
 def head() -> str:
-    from worker.store.db import head_revision
+    from rerankq.store.db import head_revision
 
     return head_revision()
 
@@ -533,7 +533,7 @@ PAIR = {"query_id": "q", "doc_id": "d", "query": "q", "document": "x"}
 )
 def test_submit_pairs_python_api(pairs: list[dict], needle: str, tiny_model, sqlite_url: str, redis_url: str):
     from producer import InputError, submit_pairs
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     migrate(sqlite_url)
     settings = Settings(model=str(tiny_model), database_url=sqlite_url, broker_url=redis_url, max_inline_pairs=3)

@@ -13,12 +13,12 @@ from sqlalchemy import update
 
 from schemas import InlinePair, InlineSpec
 from tests.conftest import migrate
-from worker.broker import chunks_in_broker, publish
+from rerankq.broker import chunks_in_broker, publish
 from worker.celery_app import make_app
-from worker.settings import Settings
-from worker.store.ledger import Ledger, NewChunk, ScoreRow, now
-from worker.store.models import Chunk, Job, Worker
-from worker.store.registry import Registry, WorkerInfo
+from rerankq.settings import Settings
+from rerankq.store.ledger import Ledger, NewChunk, ScoreRow, now
+from rerankq.store.models import Chunk, Job, Worker
+from rerankq.store.registry import Registry, WorkerInfo
 from worker.sweeper import Sweeper
 
 DEAD_AFTER = 60.0

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
 from tests.services import free_port, wait_port
-from worker.settings import Settings
+from rerankq.settings import Settings
 
 KEY = "k3y-Sup3r-s3cret"
 
@@ -218,7 +218,7 @@ def test_serve_warns_loudly_on_a_public_address_without_a_key(settings, tmp_path
 
 def test_jobs_api_mirrors_the_cli(settings, tmp_path):
     from producer import api
-    from worker.store.ledger import ScoreRow
+    from rerankq.store.ledger import ScoreRow
 
     bad = tmp_path / "bad.parquet"
     columns = rows(n_queries=2, docs_per_query=3, seed=3)

@@ -106,7 +106,7 @@ def test_the_seeds_requests_snippet_runs_as_is(live, capsys):
 
     # The same scores as the CLI's path (producer.api.rerank), per document.
     from producer import api
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     ranked = api.rerank(q, docs, settings=Settings(**{k.removeprefix("RERANKQ_").lower(): v for k, v in live.env.items() if k.startswith("RERANKQ_")}))
     by_index = {item["index"]: item["relevance_score"] for item in r["results"]}
@@ -130,7 +130,7 @@ def test_request_options(live):
     cut = post({"query": Q, "documents": [long_doc, DOCS[1]], "max_tokens_per_doc": 5}).json()
     assert cut["results"][0]["document"]["text"] in (long_doc, DOCS[1]), "the original text comes back"
     from producer.service.tokens import Tokens
-    from worker.prompt import PromptBuilder
+    from rerankq.prompt import PromptBuilder
 
     tokens = Tokens(PromptBuilder.from_model(live.env["RERANKQ_MODEL"], MAX_LENGTH))
     short = tokens.truncate(long_doc, 5)
@@ -193,7 +193,7 @@ def test_worker_metrics_and_service_metrics(live):
 def test_worker_sends_task_events(live):
     """Celery's own event receiver sees the chunk task sent, received, started and succeeded."""
     from producer import api
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     settings = Settings(broker_url=live.env["RERANKQ_BROKER_URL"], database_url=live.env["RERANKQ_DATABASE_URL"])
     app = api._app(settings)

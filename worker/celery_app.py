@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker.settings import Settings, get_settings
+from rerankq.settings import Settings, get_settings
 
 # Message priorities on Redis (kombu): 0 is the HIGHEST and is taken first. A consumer BRPOPs the
 # priority lists in PRIORITY_STEPS order, so a worker finishing a chunk takes any waiting

@@ -11,8 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from worker.logs import get_logger
-from worker.store.registry import Registry, WorkerInfo
+from rerankq.logs import get_logger
+from rerankq.store.registry import Registry, WorkerInfo
 
 log = get_logger("rerankq.liveness")
 

@@ -17,8 +17,8 @@ from collections import deque
 from celery.signals import worker_init
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
-from worker.logs import get_logger
-from worker.settings import get_settings
+from rerankq.logs import get_logger
+from rerankq.settings import get_settings
 
 log = get_logger("rerankq.worker")
 BUSY_WINDOW = 60.0  # seconds over which the engine's busy fraction is measured

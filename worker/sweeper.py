@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from worker.broker import chunks_in_broker, publish
-from worker.logs import get_logger
-from worker.settings import Settings
-from worker.store.ledger import Ledger
-from worker.store.registry import Registry
+from rerankq.broker import chunks_in_broker, publish
+from rerankq.logs import get_logger
+from rerankq.settings import Settings
+from rerankq.store.ledger import Ledger
+from rerankq.store.registry import Registry
 
 log = get_logger("rerankq.sweeper")
 LEASE = "sweeper"

@@ -23,13 +23,13 @@ from schemas import ChunkMessage
 from worker.celery_app import app
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
-from worker.logs import configure_logging, get_logger
+from rerankq.logs import configure_logging, get_logger
 from worker.metrics import observe_chunk
-from worker.prompt import Pair
-from worker.settings import get_settings
-from worker.store.db import check_revision
-from worker.store.ledger import Ledger, ScoreRow
-from worker.store.registry import Registry, WorkerInfo
+from rerankq.prompt import Pair
+from rerankq.settings import get_settings
+from rerankq.store.db import check_revision
+from rerankq.store.ledger import Ledger, ScoreRow
+from rerankq.store.registry import Registry, WorkerInfo
 
 log = get_logger("rerankq.worker")
 # host:pid:token: a container's pid (often 1) repeats across restarts; the token makes each life unique.

@@ -295,7 +295,7 @@ def main() -> int:
         env["PYTHONPATH"] = str(HERE) + ":" + env["PYTHONPATH"]
     producer = [sys.executable, "-m", "producer.cli"]
     defaults = subprocess.run(
-        [sys.executable, "-c", "from worker.settings import Settings; import json; s=Settings(); print(json.dumps({k: str(v) for k, v in s.model_dump().items() if k not in ('broker_url', 'database_url')}))"],
+        [sys.executable, "-c", "from rerankq.settings import Settings; import json; s=Settings(); print(json.dumps({k: str(v) for k, v in s.model_dump().items() if k not in ('broker_url', 'database_url')}))"],
         env=env, cwd=project, capture_output=True, text=True,
     )  # fmt: skip
     RESULT["settings"] = json.loads(defaults.stdout) if defaults.returncode == 0 else defaults.stderr[-1000:]

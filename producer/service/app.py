@@ -9,8 +9,8 @@ from producer import api
 from producer.service import console, errors, jobs, metrics, rerank
 from producer.service.limits import BodyLimit
 from producer.service.security import ApiKeyGuard
-from worker.settings import Settings, get_settings
-from worker.store.registry import Registry
+from rerankq.settings import Settings, get_settings
+from rerankq.store.registry import Registry
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

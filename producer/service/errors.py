@@ -9,10 +9,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from producer.api import BrokerUnavailable, InputError
-from worker.logs import get_logger
-from worker.manifest_source import ManifestError
-from worker.store.db import DatabaseError
-from worker.store.ledger import UnknownJob
+from rerankq.logs import get_logger
+from rerankq.manifest_source import ManifestError
+from rerankq.store.db import DatabaseError
+from rerankq.store.ledger import UnknownJob
 
 log = get_logger("rerankq.service")
 

@@ -16,10 +16,10 @@ from prometheus_client.registry import Collector
 
 from producer import api
 from schemas import JobState
-from worker.logs import get_logger
-from worker.settings import Settings
-from worker.store.ledger import Ledger
-from worker.store.registry import Registry
+from rerankq.logs import get_logger
+from rerankq.settings import Settings
+from rerankq.store.ledger import Ledger
+from rerankq.store.registry import Registry
 
 log = get_logger("rerankq.service")
 router = APIRouter(tags=["metrics"])

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from producer import api
 from producer.service.errors import Overloaded, ServiceError
 from producer.service.tokens import tokens_for
-from worker.settings import Settings
+from rerankq.settings import Settings
 
 router = APIRouter(tags=["rerank"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from producer.service.security import exposure_warning
-from worker.settings import Settings, get_settings
+from rerankq.settings import Settings, get_settings
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, settings: Settings | None = None) -> None:

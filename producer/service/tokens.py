@@ -1,5 +1,5 @@
 """Token counts (``usage``) and ``max_tokens_per_doc`` with the model's own tokenizer, when its files are
-on the service's host. The prompts are built exactly as the workers build them (worker/prompt.py)."""
+on the service's host. The prompts are built exactly as the workers build them (rerankq/prompt.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from tokenizers import Tokenizer
 
-from worker.model_files import local_model_path
-from worker.prompt import Pair, PromptBuilder
-from worker.settings import Settings
+from rerankq.model_files import local_model_path
+from rerankq.prompt import Pair, PromptBuilder
+from rerankq.settings import Settings
 
 
 class Tokens:

@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.prompt import Pair, Prompt, PromptBuilder
+from rerankq.prompt import Pair, Prompt, PromptBuilder
 from worker.prompt_pool import PromptPool
 
 # Pairs per slice as a chunk starts: the engine gets its first prompts after a few milliseconds of

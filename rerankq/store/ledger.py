@@ -12,8 +12,8 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from schemas import ChunkCounts, ChunkHolder, ChunkMessage, JobState, JobStatus
-from worker.store.db import check_revision, session_factory
-from worker.store.models import Chunk, Job, Score, Worker
+from rerankq.store.db import check_revision, session_factory
+from rerankq.store.models import Chunk, Job, Score, Worker
 
 _TERMINAL_CHUNK = ("done", "failed", "cancelled")
 INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `producer rerank` and /v1/rerank
