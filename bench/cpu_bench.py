@@ -53,8 +53,8 @@ def main() -> None:
     from worker.engines import load_reranker
     from worker.engines.hf_engine import HfEngine
     from worker.engines.vllm_engine import engine_kwargs
-    from worker.model_files import resolve_dtype
-    from worker.settings import Settings
+    from rerankq.model_files import resolve_dtype
+    from rerankq.settings import Settings
 
     settings = Settings(enforce_eager=True)  # RERANKQ_* from the environment still apply
     model = args.model or str(ensure_tiny_model(settings.tiny_model_dir))

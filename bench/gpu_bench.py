@@ -170,7 +170,7 @@ def max_drift(a: list[float], b: list[float]) -> float:
 def llm_kwargs(path: str, args: argparse.Namespace, settings_update: dict, extra: dict):
     """rerankq's engine_kwargs for Settings(**settings_update), plus LLM kwargs Settings has no field for."""
     from worker.engines.vllm_engine import engine_kwargs
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     settings = Settings(model=path, enforce_eager=args.smoke, **settings_update)
     kwargs = engine_kwargs(settings, path, args.dtype)  # without GPU_DEFAULTS: every knob is explicit here
@@ -354,7 +354,7 @@ class Bench:
         import torch
 
         from worker.engines.hf_engine import HfEngine
-        from worker.settings import Settings
+        from rerankq.settings import Settings
 
         wait_for_gpu_memory()
         start_s, hf = timed(
@@ -460,7 +460,7 @@ def main() -> None:
 
     meta.update(vllm=vllm.__version__, transformers=transformers.__version__)
     from bench.pairs import make_pairs
-    from worker.prompt import PromptBuilder
+    from rerankq.prompt import PromptBuilder
 
     bench = Bench(args, out)
 

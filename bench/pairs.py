@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from worker.prompt import Pair
+from rerankq.prompt import Pair
 
 _WORDS = """
 the of and to in is was for on that with as by at from his her this which or an are be it not have

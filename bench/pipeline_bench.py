@@ -42,7 +42,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     from worker.engines import load_reranker
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     results = []
     for name in args.models.split(","):

@@ -18,8 +18,8 @@ import uuid
 import psycopg
 
 from schemas import InlinePair, InlineSpec
-from worker.store.db import upgrade
-from worker.store.ledger import Ledger, NewChunk, ScoreRow
+from rerankq.store.db import upgrade
+from rerankq.store.ledger import Ledger, NewChunk, ScoreRow
 
 
 def scratch(url: str) -> tuple[str, callable]:

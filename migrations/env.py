@@ -2,9 +2,9 @@
 
 from alembic import context
 
-from worker.settings import get_settings
-from worker.store.db import make_engine
-from worker.store.models import Base
+from rerankq.settings import get_settings
+from rerankq.store.db import make_engine
+from rerankq.store.models import Base
 
 config = context.config
 url = config.attributes.get("url") or get_settings().database

@@ -12,27 +12,26 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import ValidationError
 
-from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest
-from typing import TYPE_CHECKING, Any
-from worker.settings import Settings, get_settings
-from worker.store.ledger import Ledger, NewChunk
+from schemas import ChunkMessage, InlinePair, InlineSpec, JobState, JobStatus, RerankRequest, WorkerStatus
+from rerankq.settings import Settings, get_settings
+from rerankq.store.ledger import INTERACTIVE_JOB_NAME, Ledger, NewChunk
 
 if TYPE_CHECKING:  # pyarrow and the tokenizer load only for the commands that use them
-    from worker.manifest_source import ManifestError  # noqa: F401 - re-exported
-    from worker.prompt import PromptBuilder
+    from rerankq.manifest_source import ManifestError  # noqa: F401 - re-exported
+    from rerankq.prompt import PromptBuilder
 
 
 def __getattr__(name: str) -> Any:
     if name == "ManifestError":
-        from worker.manifest_source import ManifestError
+        from rerankq.manifest_source import ManifestError
 
         return ManifestError
     raise AttributeError(f"module 'producer.api' has no attribute {name!r}")
 
-
-SCORE_TASK = "rerankq.score_chunk"
 
 
 class BrokerUnavailable(RuntimeError):
@@ -84,19 +83,26 @@ def check_broker(settings: Settings) -> None:
         ) from None
 
 
-def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None) -> int:
-    """Publish chunk messages (JSON) on the queue; the ledger records when each went out."""
+def enqueue(
+    messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None, *, priority: int | None = None
+) -> int:
+    """Publish chunk messages (JSON) on the queue; the ledger records when each went out.
+
+    ``priority``: BATCH_PRIORITY (default) or INTERACTIVE_PRIORITY, taken first by the workers
+    (worker/celery_app.py names the Redis list of each)."""
+    from rerankq.broker import publish
+    from worker.celery_app import BATCH_PRIORITY
+
     settings = settings or get_settings()
-    app = _app(settings)
     sent: list[int] = []
     try:
-        for msg in messages:
-            app.send_task(SCORE_TASK, args=[msg.model_dump(mode="json")], queue=settings.queue)
-            sent.append(msg.chunk_id)
+        sent = publish(_app(settings), messages, settings.queue, BATCH_PRIORITY if priority is None else priority)
     except Exception as exc:
+        sent = getattr(exc, "sent", [])
         raise BrokerUnavailable(
             f"the broker failed after {len(sent)} of {len(messages)} chunks were enqueued "
-            f"({str(exc).splitlines()[0][:200]}); the job is recorded: run `producer resume {messages[0].job_id}`"
+            f"({str(exc).splitlines()[0][:200]}); the job is recorded: the workers re-send the rest "
+            f"(or run `producer resume {messages[0].job_id}`)"
         ) from None
     finally:
         if sent:
@@ -104,11 +110,11 @@ def enqueue(messages: Sequence[ChunkMessage], store: Ledger, settings: Settings 
     return len(sent)
 
 
-def _record_and_enqueue(store: Ledger, settings: Settings, **job: object) -> str:
+def _record_and_enqueue(store: Ledger, settings: Settings, priority: int | None = None, **job: object) -> str:
     """Broker checked first (nothing recorded if it is away), then the job and its chunks in SQL, then the queue."""
     check_broker(settings)
     job_id, messages = store.create_job(**job)  # type: ignore[arg-type]
-    enqueue(messages, store, settings)
+    enqueue(messages, store, settings, priority=priority)
     return job_id
 
 
@@ -119,8 +125,8 @@ def _sanitize(url: str) -> str:
 
 
 def _prompt_builder(settings: Settings) -> PromptBuilder | None:
-    from worker.model_files import local_model_path
-    from worker.prompt import PromptBuilder
+    from rerankq.model_files import local_model_path
+    from rerankq.prompt import PromptBuilder
 
     """The model's tokenizer when its files are here: over-long queries are then caught at submission."""
     path = local_model_path(settings.model)
@@ -155,8 +161,10 @@ def submit_pairs(
     name: str | None = None,
     chunk_size: int | None = None,
     settings: Settings | None = None,
+    priority: int | None = None,
 ) -> str:
-    """A job whose pairs travel inside the messages (and are kept in the ledger for resume)."""
+    """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
+    ``priority``: see ``enqueue`` (interactive requests jump the batch queue)."""
     settings = settings or get_settings()
     items: list[InlinePair] = []
     for i, p in enumerate(pairs):
@@ -198,7 +206,9 @@ def submit_pairs(
             current = []
         current.extend(group)
     chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    return _record_and_enqueue(ledger(settings), settings, kind="inline", chunks=chunks, name=name, instruction=instruction)
+    return _record_and_enqueue(
+        ledger(settings), settings, priority, kind="inline", chunks=chunks, name=name, instruction=instruction
+    )
 
 
 def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:
@@ -212,6 +222,50 @@ def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings:
         time.sleep(poll)
 
 
+
+
+def check_rerank(
+    query: str, documents: Sequence[str], instruction: str | None = None, settings: Settings | None = None
+) -> RerankRequest:
+    """The rerank request's validation, shared by `producer rerank`, rerank() and /v1/rerank."""
+    settings = settings or get_settings()
+    try:
+        request = RerankRequest(query=query, documents=list(documents), instruction=instruction)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+    if len(request.documents) > settings.max_inline_pairs:
+        raise InputError(
+            f"field 'documents': {len(request.documents):,} documents, over the limit of "
+            f"{settings.max_inline_pairs:,} (RERANKQ_MAX_INLINE_PAIRS)"
+        )
+    return request  # empty texts and character limits: submit_pairs' checks, worded per pair
+
+
+def submit_rerank(request: RerankRequest, *, settings: Settings | None = None) -> str:
+    """One interactive chunk (highest priority: workers take it before the next batch chunk); the job id."""
+    from worker.celery_app import INTERACTIVE_PRIORITY
+
+    settings = settings or get_settings()
+    pairs = [
+        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=request.instruction)
+        for i, d in enumerate(request.documents)
+    ]
+    return submit_pairs(
+        pairs, settings=settings, chunk_size=len(pairs), name=INTERACTIVE_JOB_NAME, priority=INTERACTIVE_PRIORITY
+    )
+
+
+def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | None = None) -> list[Ranked]:
+    """A finished rerank job's results, best first (``doc_id`` is the document's position)."""
+    from producer.export import iter_ranked
+
+    return [
+        Ranked(row["rank"], row["doc_id"], row["score"], documents[int(row["doc_id"])], row["error"])
+        for row in iter_ranked(ledger(settings), job_id)
+    ]
+
+
 def rerank(
     query: str,
     documents: Sequence[str],
@@ -222,25 +276,46 @@ def rerank(
 ) -> list[Ranked]:
     """Score one query against a few documents through the workers; best first."""
     settings = settings or get_settings()
-    try:
-        request = RerankRequest(query=query, documents=list(documents), instruction=instruction)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise InputError(f"field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
-    pairs = [
-        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=instruction)
-        for i, d in enumerate(request.documents)
-    ]
-    job_id = submit_pairs(pairs, settings=settings, chunk_size=len(pairs))
+    request = check_rerank(query, documents, instruction, settings)
+    job_id = submit_rerank(request, settings=settings)
     status = wait(job_id, timeout=timeout, settings=settings)
     if not status.state.terminal:
         raise TimeoutError(f"job {job_id} still {status.state.value} after {timeout} s")
-    from producer.export import iter_ranked
+    return rerank_results(job_id, request.documents, settings)
 
-    return [
-        Ranked(row["rank"], row["doc_id"], row["score"], request.documents[int(row["doc_id"])], row["error"])
-        for row in iter_ranked(ledger(settings), job_id)
-    ]
+
+def queue_depths(settings: Settings | None = None) -> dict[str, int]:
+    """Chunks waiting in the broker per priority (``interactive``, ``batch``); Redis only, else ``total``."""
+    from worker.celery_app import priority_lists
+
+    settings = settings or get_settings()
+    try:
+        with _app(settings).connection_for_read() as conn:
+            channel = conn.default_channel
+            if not settings.broker.startswith(("redis://", "rediss://")):
+                return {"total": channel.queue_declare(settings.queue, passive=True).message_count}
+            with channel.conn_or_acquire() as client:
+                names = priority_lists(settings.queue)
+                return {prio: int(client.llen(name)) for prio, name in names.items()}
+    except Exception as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker {_sanitize(settings.broker)}: {str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def interactive_backlog(settings: Settings | None = None) -> int:
+    """Interactive chunks no worker has taken yet (the service answers 429 above a limit)."""
+    depths = queue_depths(settings)
+    return depths.get("interactive", depths.get("total", 0))
+
+
+def workers(settings: Settings | None = None) -> list[WorkerStatus]:
+    """Workers seen in the last day, live ones first (dead: silent for RERANKQ_WORKER_DEAD_AFTER)."""
+    from rerankq.store.registry import Registry
+
+    settings = settings or get_settings()
+    ledger(settings)  # the revision check: a clear error for a database at another revision
+    return Registry(settings.database, settings.connect_timeout).workers(settings.worker_dead_after)
 
 
 def cancel(job_id: str, settings: Settings | None = None) -> JobState:

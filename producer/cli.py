@@ -45,9 +45,9 @@ def friendly(fn):  # noqa: ANN001, ANN201
                 raise
             # imported only on failure: a read-only command must not pay for pyarrow or the tokenizer
             from producer.api import BrokerUnavailable, InputError
-            from worker.manifest_source import ManifestError
-            from worker.store.db import DatabaseError
-            from worker.store.ledger import UnknownJob
+            from rerankq.manifest_source import ManifestError
+            from rerankq.store.db import DatabaseError
+            from rerankq.store.ledger import UnknownJob
 
             if isinstance(exc, (BrokerUnavailable, InputError, ManifestError, DatabaseError, UnknownJob, TimeoutError)):
                 err.print(f"error: {exc.args[0] if exc.args else exc}", markup=False, highlight=False, soft_wrap=True)
@@ -61,6 +61,13 @@ def friendly(fn):  # noqa: ANN001, ANN201
             raise
 
     return run
+
+
+def _ago(when) -> str:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    seconds = max(0.0, (datetime.now(UTC) - when).total_seconds())
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
 def _status_table(st: JobStatus) -> Table:
@@ -77,6 +84,9 @@ def _status_table(st: JobStatus) -> Table:
     ]
     if st.elapsed_seconds is not None:
         rows.append(("elapsed", f"{st.elapsed_seconds:.1f} s, {st.pairs_per_second or 0:.1f} pairs/s"))
+    for h in st.holders:
+        seen = f"last seen {_ago(h.last_seen)}" if h.last_seen else "never registered"
+        rows.append(("held by", f"chunk {h.chunk}: {h.worker_id} ({'alive' if h.alive else 'presumed dead'}, {seen})"))
     rows += [("error", e) for e in st.errors]
     for k, v in rows:
         table.add_row(k, v)
@@ -185,6 +195,33 @@ def list_jobs(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] 
     out.print(table)
 
 
+@app.command("workers")
+@friendly
+def list_workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Workers: state (loading, ready, busy, stopped, dead), model, chunk held, pairs/s, last seen."""
+    from producer.api import workers
+
+    found = workers()
+    if as_json:
+        print(json.dumps([w.model_dump(mode="json") for w in found], indent=2))
+        return
+    table = Table("state", "model", "holding", "pairs/s", "scored", "last seen", "worker")
+    table.columns[-1].overflow = table.columns[1].overflow = "fold"  # ids are copied whole
+    for w in found:
+        table.add_row(
+            w.state,
+            w.model,
+            ", ".join(map(str, w.holding)) or "-",
+            "-" if w.pairs_per_second is None else f"{w.pairs_per_second:,.0f}",
+            f"{w.pairs_scored:,}",
+            _ago(w.last_seen),
+            w.worker_id,
+        )
+    out.print(table)
+    if not any(w.alive for w in found):
+        err.print("no worker alive: start one with `celery -A worker worker -Q gpu`")
+
+
 @app.command()
 @friendly
 def cancel(job: str) -> None:
@@ -234,8 +271,8 @@ def export(job: str, out_file: Annotated[Path, typer.Option("--out", help="FILE.
 @friendly
 def db_upgrade() -> None:
     """Apply the migrations (same as `alembic upgrade head`)."""
-    from worker.settings import get_settings
-    from worker.store.db import safe_url, upgrade
+    from rerankq.settings import get_settings
+    from rerankq.store.db import safe_url, upgrade
 
     settings = get_settings()
     rev = upgrade(settings.database)
@@ -246,8 +283,8 @@ def db_upgrade() -> None:
 @friendly
 def db_current() -> None:
     """The database's revision and the one this code needs."""
-    from worker.settings import get_settings
-    from worker.store.db import current_revision, get_engine, head_revision
+    from rerankq.settings import get_settings
+    from rerankq.store.db import current_revision, get_engine, head_revision
 
     settings = get_settings()
     print(f"database {current_revision(get_engine(settings.database))}, code {head_revision()}")
@@ -259,6 +296,22 @@ def tiny_model(directory: Path, seed: int = 0) -> None:
     from producer.tiny_model import write_tiny_model
 
     print(write_tiny_model(directory, seed))
+
+
+@app.command()
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on (non-loopback without RERANKQ_API_KEY: warning)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+) -> None:
+    """The HTTP service: /v1/rerank, the jobs API (/docs), the web console at / and /metrics."""
+    try:
+        from producer.service.server import serve as run
+    except ImportError as exc:
+        from producer.api import InputError
+
+        raise InputError(f"`producer serve` needs the service extra: pip install 'rerankq[service]' ({exc})") from None
+    run(host, port)
 
 
 @app.command()
@@ -279,7 +332,7 @@ def _settings_ok() -> bool:
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
-    from worker.settings import get_settings
+    from rerankq.settings import get_settings
 
     try:
         get_settings()

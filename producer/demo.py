@@ -77,8 +77,8 @@ def _broker_answers(url: str, timeout: float) -> bool:
 def choose_environment(workdir: Path, console: Console) -> dict[str, str]:
     """RERANKQ_* for this demo: what the user set, else embedded defaults that need no server."""
     from producer.tiny_model import ensure_tiny_model
-    from worker.model_files import local_model_path
-    from worker.settings import Settings
+    from rerankq.model_files import local_model_path
+    from rerankq.settings import Settings
 
     settings = Settings()
     env: dict[str, str] = {}
@@ -117,7 +117,7 @@ def stop_worker(proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err: Console) -> int:
-    from worker.settings import get_settings
+    from rerankq.settings import get_settings
 
     workdir.mkdir(parents=True, exist_ok=True)
     env = choose_environment(workdir, err)
@@ -129,7 +129,7 @@ def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err
     from producer.api import submit_manifest, wait
     from producer.export import export_parquet, iter_ranked
     from producer.api import ledger
-    from worker.store.db import safe_url, upgrade
+    from rerankq.store.db import safe_url, upgrade
 
     settings = get_settings()
     upgrade(settings.database)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
-from worker.store.ledger import Ledger
-from worker.store.models import Score
+from rerankq.store.ledger import Ledger
+from rerankq.store.models import Score
 
 EXPORT_SCHEMA = pa.schema(
     [("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float64()), ("rank", pa.int64()), ("error", pa.string())]
@@ -18,8 +18,9 @@ EXPORT_SCHEMA = pa.schema(
 ROWS_PER_BATCH = 50_000
 
 
-def iter_ranked(store: Ledger, job_id: str) -> Iterator[dict]:
-    """Rows ordered by query, then rank (1 = best; ties by doc_id in byte order; failed pairs last, unranked)."""
+def iter_ranked(store: Ledger, job_id: str, query_id: str | None = None) -> Iterator[dict]:
+    """Rows ordered by query, then rank (1 = best; ties by doc_id in byte order; failed pairs last, unranked).
+    ``query_id``: that query's rows only."""
     store.status(job_id)  # UnknownJob for an unknown id
 
     def byte_order(column):  # noqa: ANN001, ANN202 - same order on PostgreSQL as SQLite's BINARY
@@ -30,7 +31,8 @@ def iter_ranked(store: Ledger, job_id: str) -> Iterator[dict]:
         .over(partition_by=Score.query_id, order_by=(Score.score.desc().nulls_last(), byte_order(Score.doc_id)))
         .label("rank")
     )
-    inner = select(Score.query_id, Score.doc_id, Score.score, Score.error, rank).where(Score.job_id == job_id).subquery()
+    where = [Score.job_id == job_id] + ([Score.query_id == query_id] if query_id is not None else [])
+    inner = select(Score.query_id, Score.doc_id, Score.score, Score.error, rank).where(*where).subquery()
     stmt = select(inner).order_by(byte_order(inner.c.query_id), inner.c.rank)
     with store.session() as s:
         for row in s.execute(stmt.execution_options(yield_per=ROWS_PER_BATCH)).mappings():
@@ -40,6 +42,61 @@ def iter_ranked(store: Ledger, job_id: str) -> Iterator[dict]:
             yield item
 
 
+def _batches(store: Ledger, job_id: str) -> Iterator[pa.RecordBatch]:
+    batch: list[dict] = []
+    for item in iter_ranked(store, job_id):
+        batch.append(item)
+        if len(batch) >= ROWS_PER_BATCH:
+            yield pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA)
+            batch = []
+    if batch:
+        yield pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA)
+
+
+class _Spool:
+    """A write-only file for ParquetWriter whose bytes are taken out as they come (HTTP streaming)."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._pos = 0
+
+    def write(self, data: bytes) -> int:
+        self._parts.append(bytes(data))
+        self._pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        out, self._parts = b"".join(self._parts), []
+        return out
+
+
+def iter_parquet_bytes(store: Ledger, job_id: str) -> Iterator[bytes]:
+    """The export as Parquet bytes, one row group at a time (bounded memory); the job is checked first."""
+    store.status(job_id)  # UnknownJob before the first byte
+    spool = _Spool()
+
+    def chunks() -> Iterator[bytes]:
+        with pq.ParquetWriter(spool, EXPORT_SCHEMA) as writer:
+            for batch in _batches(store, job_id):
+                writer.write_batch(batch)
+                if data := spool.take():
+                    yield data
+        yield spool.take()
+
+    return chunks()
+
+
 def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
     """Write ``query_id, doc_id, score, rank, error`` to a Parquet file in bounded memory; returns rows."""
     out = Path(out)
@@ -47,16 +104,9 @@ def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
     rows = 0
     try:
         with pq.ParquetWriter(tmp, EXPORT_SCHEMA) as writer:
-            batch: list[dict] = []
-            for item in iter_ranked(store, job_id):
-                batch.append(item)
-                if len(batch) >= ROWS_PER_BATCH:
-                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA))
-                    rows += len(batch)
-                    batch = []
-            if batch:
-                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA))
-                rows += len(batch)
+            for batch in _batches(store, job_id):
+                writer.write_batch(batch)
+                rows += batch.num_rows
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half-written export left behind
         raise

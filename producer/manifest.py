@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas import ManifestSegment, ManifestSpec
-from worker.manifest_source import (
+from rerankq.manifest_source import (
     COLUMNS,
     OPTIONAL_COLUMNS,
     REQUIRED_COLUMNS,
@@ -27,9 +27,9 @@ from worker.manifest_source import (
     open_parquet,
     texts,
 )
-from worker.prompt import PromptBuilder
-from worker.settings import Settings
-from worker.store.ledger import NewChunk
+from rerankq.prompt import PromptBuilder
+from rerankq.settings import Settings
+from rerankq.store.ledger import NewChunk
 
 BATCH_ROWS = 16_384
 MAX_REPORTED = 50

@@ -33,3 +33,8 @@ ensure_postgres() {
   pg_ok "$url" || { echo "cannot reach PostgreSQL at ${url/:rerankq@/:***@}; set RERANKQ_TEST_POSTGRES_URL" >&2; exit 1; }
   export RERANKQ_TEST_POSTGRES_URL=$url
 }
+
+# The console's browser tests: Debian's chromium driven through chromium-driver (Selenium).
+ensure_chromium() {
+  { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
+}

@@ -73,6 +73,6 @@ def producer(
 
 
 def migrate(url: str) -> None:
-    from worker.store.db import upgrade
+    from rerankq.store.db import upgrade
 
     upgrade(url)

@@ -13,7 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from worker.engines.vllm_engine import VllmEngine
-from worker.settings import Settings
+from rerankq.settings import Settings
 
 MARKER = "POISONPILL"
 

@@ -48,7 +48,7 @@ def with_password(url: str) -> str:
 
 
 def masked(url: str) -> str:
-    from worker.store.db import safe_url
+    from rerankq.store.db import safe_url
 
     return safe_url(url)
 
@@ -90,7 +90,10 @@ def assert_clear_error(result: subprocess.CompletedProcess, *needles: str, code:
 
 def assert_nothing_written(db_url: str | None, redis_url: str) -> None:
     """No job, chunk or score row in the ledger and no message in the queue."""
-    assert redis.Redis.from_url(redis_url).llen(QUEUE) == 0, "a message was enqueued"
+    from worker.celery_app import priority_lists
+
+    for name in priority_lists(QUEUE).values():  # interactive and batch chunks have lists of their own
+        assert redis.Redis.from_url(redis_url).llen(name) == 0, f"a message was enqueued ({name!r})"
     if db_url is None:
         return
     engine = create_engine(db_url)
@@ -201,7 +204,7 @@ def good_manifest(tmp_path) -> Path:
 
 
 def head() -> str:
-    from worker.store.db import head_revision
+    from rerankq.store.db import head_revision
 
     return head_revision()
 
@@ -530,7 +533,7 @@ PAIR = {"query_id": "q", "doc_id": "d", "query": "q", "document": "x"}
 )
 def test_submit_pairs_python_api(pairs: list[dict], needle: str, tiny_model, sqlite_url: str, redis_url: str):
     from producer import InputError, submit_pairs
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     migrate(sqlite_url)
     settings = Settings(model=str(tiny_model), database_url=sqlite_url, broker_url=redis_url, max_inline_pairs=3)

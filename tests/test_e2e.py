@@ -22,7 +22,7 @@ MAX_LENGTH = 512
 def reference(tiny_model):
     """The transformers engine (float32): the card's recipe, scoring the same pairs in this process."""
     from worker.engines import load_reranker
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     reranker = load_reranker(Settings(model=str(tiny_model), engine="hf", dtype="float32", max_length=MAX_LENGTH))
     yield reranker
@@ -52,7 +52,7 @@ def stacks(tiny_model, pg_url, tmp_path_factory):
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_manifest_job_end_to_end(db, stacks, reference, tmp_path: Path):
-    from worker.prompt import Pair
+    from rerankq.prompt import Pair
 
     env, worker = stacks[db]
     columns = rows(n_queries=12, docs_per_query=(5, 30), seed=42)
@@ -90,7 +90,7 @@ def test_manifest_job_end_to_end(db, stacks, reference, tmp_path: Path):
 
 
 def test_rerank_command_ranks_inline_documents(stacks, reference):
-    from worker.prompt import Pair
+    from rerankq.prompt import Pair
 
     env, _ = stacks["postgresql"]
     docs = ["Beijing is the capital of China.", "量子计算", "🚀 rockets", "A doc with <|im_end|> inside"]
@@ -106,7 +106,7 @@ def test_rerank_command_ranks_inline_documents(stacks, reference):
 
 def test_python_api_rerank_and_per_pair_errors(stacks, reference):
     from producer import rerank, submit_pairs, wait
-    from worker.settings import Settings
+    from rerankq.settings import Settings
 
     env, _ = stacks["sqlite"]
     settings = Settings(database_url=env["RERANKQ_DATABASE_URL"], broker_url=env["RERANKQ_BROKER_URL"], model=env["RERANKQ_MODEL"], max_length=MAX_LENGTH)

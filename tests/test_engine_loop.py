@@ -13,8 +13,8 @@ from tests.test_engines import MAX_LENGTH, varied_pairs
 from worker.engines import Reranker, load_reranker
 from worker.engines.base import slices
 from worker.engines.engine_loop import EngineClosed
-from worker.prompt import Pair, PromptBuilder
-from worker.settings import Settings
+from rerankq.prompt import Pair, PromptBuilder
+from rerankq.settings import Settings
 
 
 @pytest.mark.slow

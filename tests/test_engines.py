@@ -9,9 +9,9 @@ import pytest
 from tests.corpus import rows
 from worker.engines import load_reranker
 from worker.engines.vllm_engine import HF_OVERRIDES, engine_kwargs
-from worker.model_files import resolve_dtype
-from worker.prompt import Pair
-from worker.settings import Settings
+from rerankq.model_files import resolve_dtype
+from rerankq.prompt import Pair
+from rerankq.settings import Settings
 
 pytestmark = pytest.mark.slow
 MAX_LENGTH = 512

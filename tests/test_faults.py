@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.slow
 COUNTS = {"scenarios": 0, "pairs_lost": 0, "pairs_duplicated": 0}
+DEAD_AFTER = 8  # seconds; the default is 60, shortened so the suite runs in minutes
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 300, what: str = "condition", every: float = 0.2):
@@ -57,7 +59,9 @@ class Stack:
             RERANKQ_ENGINE="tests.fault_engines:poisonable",
             RERANKQ_TEST_POISON_FILE=str(self.poison_flag),
             RERANKQ_TEST_DEAD_FILE=str(self.dead_flag),
-            RERANKQ_VISIBILITY_TIMEOUT=15,
+            # Default visibility timeout (3 h): recovery must come from the worker registry's sweeper.
+            RERANKQ_WORKER_DEAD_AFTER=DEAD_AFTER,
+            RERANKQ_HEARTBEAT_INTERVAL=1,
             RERANKQ_MAX_RETRIES=2,
             RERANKQ_RETRY_BACKOFF=1,
             RERANKQ_MAX_LENGTH=256,
@@ -93,7 +97,7 @@ class Stack:
 
     def running_chunk(self, job_id: str, worker_pid: int | None = None):
         for c in self.chunks(job_id):
-            if c.state == "running" and (worker_pid is None or c.worker.endswith(f":{worker_pid}")):
+            if c.state == "running" and (worker_pid is None or f":{worker_pid}:" in c.worker):
                 return c
         return None
 
@@ -151,6 +155,10 @@ def test_kill9_mid_chunk_is_redelivered_to_a_new_worker(stack):
     first.kill9()
     wait_for(lambda: not first.group_alive(), 30, "the killed worker's processes to be gone")
     assert stack.sql("SELECT state FROM chunks WHERE id=:c", c=victim.id)[0][0] == "running"
+    held = lambda: json.loads(producer("status", job, "--json", env=stack.env, check=True).stdout)["holders"]  # noqa: E731
+    wait_for(lambda: any(not h["alive"] and f":{first.proc.pid}:" in h["worker_id"] for h in held()), 60, "presumed dead")
+    text = producer("status", job, env=stack.env, check=True).stdout
+    assert "presumed dead" in text and f":{first.proc.pid}:" in text
     second = stack.worker().wait_ready()
     try:
         assert stack.wait_state(job, ("completed",)) == "completed"
@@ -171,7 +179,7 @@ def test_two_workers_one_killed_mid_chunk(stack, steady):
     assert stack.wait_state(job, ("completed",)) == "completed"
     stack.assert_exactly_once(job, expected)
     chunks = {c.id: c for c in stack.chunks(job)}
-    assert chunks[victim.id].attempts == 2 and chunks[victim.id].worker.endswith(f":{steady.proc.pid}")
+    assert chunks[victim.id].attempts == 2 and f":{steady.proc.pid}:" in chunks[victim.id].worker
     assert all(chunks[c].attempts == 1 for c in done_before)
 
 
@@ -185,6 +193,57 @@ def test_redis_restart_then_resume(stack, steady):
     out = producer("resume", job, env=stack.env, check=True)
     assert "chunk(s) enqueued" in out.stdout and not out.stdout.startswith("0 ")
     assert stack.wait_state(job, ("completed",)) == "completed"
+    stack.assert_exactly_once(job, expected)
+
+
+def test_redis_loses_its_queue_and_the_workers_heal_it(stack, steady):
+    """No `producer resume`: the sweeper finds the pending chunks the broker no longer holds."""
+    job, expected = stack.submit(n_queries=20, docs=250, chunk_size=1000, seed=9)
+    wait_for(lambda: stack.running_chunk(job), what="a running chunk")
+    stack.redis.restart()
+    assert stack.redis.client().llen("gpu") == 0
+    assert stack.wait_state(job, ("completed",)) == "completed"
+    stack.assert_exactly_once(job, expected)
+    assert "lost by the broker" in steady.log()
+
+
+def test_frozen_worker_races_its_successor(stack, steady):
+    """A worker that stops heartbeating (SIGSTOP) but is alive: its chunk goes to another worker after
+    RERANKQ_WORKER_DEAD_AFTER; when it wakes up and finishes too, nothing is counted twice."""
+    frozen = stack.worker().wait_ready()
+    job, expected = stack.submit(n_queries=24, docs=250, chunk_size=1000, seed=10)
+    victim = wait_for(lambda: stack.running_chunk(job, frozen.proc.pid), what="the frozen worker busy")
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: stack.sql("SELECT attempts FROM chunks WHERE id=:c", c=victim.id)[0][0] >= 2, 120, "re-delivery")
+        workers = json.loads(producer("workers", "--json", env=stack.env, check=True).stdout)
+        assert {w["pid"]: w["state"] for w in workers}[frozen.proc.pid] == "dead"
+    finally:
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+    try:
+        assert stack.wait_state(job, ("completed",)) == "completed"
+        stack.assert_exactly_once(job, expected)
+        alive = lambda: any(w["pid"] == frozen.proc.pid and w["alive"] for w in json.loads(producer("workers", "--json", env=stack.env).stdout))  # noqa: E731
+        wait_for(alive, 60, "the woken worker to be seen alive again")
+    finally:
+        frozen.terminate()
+
+
+def test_second_delivery_of_a_finished_chunk_changes_nothing(stack, steady):
+    from schemas import ChunkMessage
+    from rerankq.broker import publish
+    from worker.celery_app import make_app
+    from rerankq.settings import Settings
+
+    job, expected = stack.submit(n_queries=4, docs=50, chunk_size=100, seed=11)
+    assert stack.wait_state(job, ("completed",)) == "completed"
+    before = stack.sql("SELECT query_id, doc_id, score FROM scores WHERE job_id=:j ORDER BY 1, 2", j=job)
+    cid, spec = stack.sql("SELECT id, spec FROM chunks WHERE job_id=:j ORDER BY seq LIMIT 1", j=job)[0]
+    spec = json.loads(spec) if isinstance(spec, str) else spec
+    publish(make_app(Settings(broker_url=stack.redis.url)), [ChunkMessage(job_id=job, chunk_id=cid, spec=spec)], "gpu")
+    skipped = lambda: any("chunk already done" in line and f'"chunk_id": {cid},' in line for line in steady.log().splitlines())  # noqa: E731
+    wait_for(skipped, 60, "the second delivery to be skipped")
+    assert stack.sql("SELECT query_id, doc_id, score FROM scores WHERE job_id=:j ORDER BY 1, 2", j=job) == before
     stack.assert_exactly_once(job, expected)
 
 

@@ -10,8 +10,8 @@ import pytest
 from producer.export import export_parquet, iter_ranked
 from schemas import InlinePair, InlineSpec, JobState
 from tests.conftest import migrate
-from worker.store.db import DatabaseError, check_revision
-from worker.store.ledger import Ledger, NewChunk, ScoreRow, UnknownJob
+from rerankq.store.db import DatabaseError, check_revision
+from rerankq.store.ledger import Ledger, NewChunk, ScoreRow, UnknownJob
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

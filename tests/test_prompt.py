@@ -11,8 +11,8 @@ import pytest
 
 from producer.qwen_vocab import build_qwen3_tokenizer
 from tests.corpus import SNIPPETS, rows
-from worker.prompt import PREFIX, SUFFIX, Pair, PromptBuilder
-from worker.settings import DEFAULT_INSTRUCTION
+from rerankq.prompt import PREFIX, SUFFIX, Pair, PromptBuilder
+from rerankq.settings import DEFAULT_INSTRUCTION
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "qwen3_reranker_prompts.json").read_text())
 

@@ -1,14 +1,36 @@
 """The Celery app. `celery -A worker worker -Q gpu` runs one solo process holding one engine.
 
-Why each setting: vLLM starts an engine process, which prefork children cannot do (solo pool);
-a chunk is long and must survive a crash (late acks, prefetch 1, redelivery after the visibility
-timeout); only JSON is accepted (no pickle from the broker)."""
+Why each setting: vLLM starts an engine process, which prefork children cannot do, so the engine
+lives in the worker's own process and chunk tasks run on threads (RERANKQ_CHUNKS_IN_FLIGHT of them,
+sharing that engine, so the next chunk is read while this one scores); a chunk is long and must
+survive a crash (late acks, prefetch 1 per thread); only JSON is accepted (no pickle from the broker).
+A dead worker's chunks come back through the worker registry's sweeper (worker/sweeper.py) within
+about RERANKQ_WORKER_DEAD_AFTER; the visibility timeout stays only as the broker's safety net.
+Interactive chunks outrank batch chunks (message priorities, below); task events are sent for Flower."""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from worker.settings import Settings, get_settings
+from rerankq.settings import Settings, get_settings
+
+# Message priorities on Redis (kombu): 0 is the HIGHEST and is taken first. A consumer BRPOPs the
+# priority lists in PRIORITY_STEPS order, so a worker finishing a chunk takes any waiting
+# interactive chunk (/v1/rerank, `producer rerank`) before the next batch chunk: a nightly job
+# cannot starve an interactive request. Redis lists per queue (the sweeper scans these):
+#   priority 0 (INTERACTIVE_PRIORITY): "<queue>"              e.g. "gpu"
+#   priority 9 (BATCH_PRIORITY):       "<queue>\x06\x169"     e.g. "gpu\x06\x169" (kombu's separator + "9")
+# Unacknowledged chunks (being scored) sit in kombu's "unacked" hash and go back to their own list.
+# A message sent with no priority lands in the interactive list: enqueue() always gives one.
+INTERACTIVE_PRIORITY = 0
+BATCH_PRIORITY = 9
+PRIORITY_STEPS = [INTERACTIVE_PRIORITY, BATCH_PRIORITY]
+REDIS_PRIORITY_SEP = "\x06\x16"  # kombu.transport.redis.Channel.sep
+
+
+def priority_lists(queue: str) -> dict[str, str]:
+    """The Redis list holding each priority's messages of ``queue`` (kombu's naming)."""
+    return {"interactive": queue, "batch": f"{queue}{REDIS_PRIORITY_SEP}{BATCH_PRIORITY}"}
 
 
 def broker_options(settings: Settings) -> dict:
@@ -22,6 +44,9 @@ def broker_options(settings: Settings) -> dict:
         # sweep for abandoned (unacked) chunks often; a sweep is one cheap Redis call
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
         "unacked_restore_throttle": 1,
+        # message priorities (see PRIORITY_STEPS); "priority" also orders several queues by name
+        "priority_steps": PRIORITY_STEPS,
+        "queue_order_strategy": "priority",
     }
 
 
@@ -29,8 +54,8 @@ def configure(app: Celery, settings: Settings) -> None:
     """(Re)apply settings: the demo switches brokers after import, before the first connection."""
     app.conf.update(
         broker_url=settings.broker,
-        worker_pool="solo",
-        worker_concurrency=1,
+        worker_pool="threads",
+        worker_concurrency=settings.chunks_in_flight,
         worker_prefetch_multiplier=1,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -46,13 +71,15 @@ def configure(app: Celery, settings: Settings) -> None:
         broker_connection_timeout=settings.connect_timeout,
         broker_connection_retry_on_startup=True,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 1, "interval_max": 2},
-        worker_send_task_events=False,
+        # Task events for Flower (`celery -A worker flower`) and other event consumers.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         worker_enable_remote_control=False,
     )
 
 
 def make_app(settings: Settings | None = None) -> Celery:
-    app = Celery("rerankq", include=["worker.tasks"])
+    app = Celery("rerankq", include=["worker.tasks", "worker.metrics"])
     configure(app, settings or get_settings())
     return app
 

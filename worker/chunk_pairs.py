@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas import InlineSpec, ManifestSpec
-from worker.manifest_source import filesystem, read_segment, texts
-from worker.prompt import Pair
+from rerankq.manifest_source import filesystem, read_segment, texts
+from rerankq.prompt import Pair
 
 
 @dataclass(frozen=True, slots=True)

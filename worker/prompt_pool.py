@@ -17,7 +17,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from tokenizers import Tokenizer
 
-from worker.prompt import Pair, Prompt, PromptBuilder
+from rerankq.prompt import Pair, Prompt, PromptBuilder
 
 _builder: PromptBuilder | None = None
 

@@ -1,14 +1,21 @@
-"""The chunk task and the worker's life cycle: the engine is loaded once per process, at start-up."""
+"""The chunk task and the worker's life cycle.
+
+At start-up (``worker_init``, in the worker's own process, whatever the pool) the worker checks the
+ledger's revision, registers in the worker registry and starts its heartbeat, then loads the engine
+once. Chunk tasks run on a threads pool, RERANKQ_CHUNKS_IN_FLIGHT at a time over that one engine, so
+the next chunk's rows are read and tokenized while the current one is scored."""
 
 from __future__ import annotations
 
 import os
 import socket
 import sys
+import time
 import traceback
+import uuid
 from dataclasses import dataclass
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_shutdown
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
@@ -16,20 +23,24 @@ from schemas import ChunkMessage
 from worker.celery_app import app
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
-from worker.logs import configure_logging, get_logger
-from worker.prompt import Pair
-from worker.settings import get_settings
-from worker.store.db import check_revision
-from worker.store.ledger import Ledger, ScoreRow
+from rerankq.logs import configure_logging, get_logger
+from worker.metrics import observe_chunk
+from rerankq.prompt import Pair
+from rerankq.settings import get_settings
+from rerankq.store.db import check_revision
+from rerankq.store.ledger import Ledger, ScoreRow
+from rerankq.store.registry import Registry, WorkerInfo
 
 log = get_logger("rerankq.worker")
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+# host:pid:token: a container's pid (often 1) repeats across restarts; the token makes each life unique.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
 class _State:
     ledger: Ledger | None = None
     reranker: Reranker | None = None
+    liveness: object | None = None  # worker.liveness.Liveness once started
 
 
 state = _State()
@@ -43,28 +54,63 @@ def _fatal(event: str, exc: BaseException) -> None:
     os._exit(2)
 
 
+def _engine_info(settings) -> dict:  # noqa: ANN001
+    return {
+        "engine": settings.engine,
+        "dtype": settings.dtype,
+        "max_length": settings.max_length,
+        "chunks_in_flight": settings.chunks_in_flight,
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        "quantization": settings.quantization,
+        "max_num_batched_tokens": settings.max_num_batched_tokens,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
 @worker_init.connect
-def _check_database(**_: object) -> None:
-    """Refuse to start against a ledger at another migration revision (before loading any engine)."""
+def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
+    """Refuse a ledger at another revision, register and heartbeat, then load the engine once."""
+    from worker.celery_app import app
+    from worker.liveness import Liveness
+    from worker.sweeper import Sweeper
+
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     try:
         check_revision(settings.database, settings.connect_timeout)
+        state.ledger = Ledger(settings.database, settings.connect_timeout, dead_after=settings.worker_dead_after)
+        registry = Registry(settings.database, settings.connect_timeout)
+        info = WorkerInfo(WORKER_ID, socket.gethostname(), os.getpid(), settings.model, _engine_info(settings))
+        sweeper = Sweeper(state.ledger, registry, app, settings, WORKER_ID)
+        liveness = Liveness(registry, info, settings.heartbeat_interval, settings.worker_dead_after, sweeper.run_once)
+        state.liveness = liveness.start()
     except Exception as exc:
         _fatal("database_refused", exc)
-
-
-@worker_process_init.connect
-def _load_engine(**_: object) -> None:
-    settings = get_settings()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     try:
-        state.ledger = Ledger(settings.database, settings.connect_timeout)
-        log.info("engine_loading", model=settings.model, engine=settings.engine, max_length=settings.max_length)
+        log.info("engine_loading", worker=WORKER_ID, model=settings.model, engine=settings.engine, max_length=settings.max_length)
         state.reranker = load_reranker(settings)
     except Exception as exc:
         _fatal("engine_failed", exc)
-    log.info("engine_ready", model=settings.model, engine=settings.engine)
+    liveness.set(state="ready")
+    log.info("engine_ready", worker=WORKER_ID, model=settings.model, engine=settings.engine)
+
+
+@worker_shutdown.connect
+def _stop_worker(**_: object) -> None:
+    """Warm shutdown (SIGTERM): running chunks have finished; say so in the registry, close the engine.
+    (``worker_process_shutdown`` is sent by the prefork pool only, so it cannot be used here.)"""
+    if state.liveness is not None:
+        try:
+            state.liveness.stop()  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning("deregister_failed", error=str(exc)[:200])
+    if state.reranker is not None:
+        try:
+            state.reranker.close()
+        except Exception as exc:
+            log.warning("engine_close_failed", error=str(exc)[:200])
+        state.reranker = None
 
 
 def _engine_alive(reranker: Reranker) -> bool:
@@ -73,13 +119,6 @@ def _engine_alive(reranker: Reranker) -> bool:
         return len(reranker.score([Pair("health check", "ok")])) == 1
     except Exception:
         return False
-
-
-@worker_process_shutdown.connect
-def _close_engine(**_: object) -> None:
-    if state.reranker is not None:
-        state.reranker.close()
-        state.reranker = None
 
 
 def _transient(exc: BaseException) -> bool:
@@ -115,7 +154,7 @@ def _describe(exc: BaseException) -> str:
 def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
     settings = get_settings()
     msg = ChunkMessage.model_validate(message)
-    ledger, reranker = state.ledger, state.reranker
+    ledger, reranker, liveness = state.ledger, state.reranker, state.liveness
     if ledger is None or reranker is None:
         raise RuntimeError("worker engine not loaded (start workers with `celery -A worker worker -Q gpu`)")
     ctx = dict(job_id=msg.job_id, chunk_id=msg.chunk_id, delivery=self.request.retries)
@@ -124,24 +163,35 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
         if skip:
             log.info("chunk_skipped", reason=skip, **ctx)
             return {"skipped": skip}
+        if liveness is not None:
+            liveness.hold(msg.chunk_id)
+        scored = 0
         try:
-            keyed = load_pairs(msg.spec)
-            results = reranker.score([k.pair for k in keyed])
-        except Exception as exc:  # the chunk itself fails: retry with backoff, then mark it failed
-            if not _engine_alive(reranker):
-                # A dead engine would fail every chunk: leave this one unacknowledged (it is redelivered)
-                # and exit, so the process supervisor starts a fresh worker.
-                log.critical("engine_dead", error=_describe(exc), **ctx)
-                with_db_retry(ledger.chunk_attempt_failed, msg.job_id, msg.chunk_id, _describe(exc), False)
-                os._exit(3)
-            final = self.request.retries >= settings.max_retries
-            with_db_retry(ledger.chunk_attempt_failed, msg.job_id, msg.chunk_id, _describe(exc), final)
-            log.error("chunk_error", final=final, error=_describe(exc), **ctx)
-            if final:
-                return {"failed": _describe(exc)}
-            raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries)
-        rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error) for k, r in zip(keyed, results)]
-        written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows)
+            try:
+                scoring_started = time.perf_counter()
+                keyed = load_pairs(msg.spec)
+                results = reranker.score([k.pair for k in keyed])  # safe from several task threads
+                # --- worker metrics (RERANKQ_METRICS_PORT) ---
+                observe_chunk(len(results), sum(r.tokens for r in results), time.perf_counter() - scoring_started)
+            except Exception as exc:  # the chunk itself fails: retry with backoff, then mark it failed
+                if not _engine_alive(reranker):
+                    # A dead engine would fail every chunk: leave this one unacknowledged (it is redelivered)
+                    # and exit, so the process supervisor starts a fresh worker.
+                    log.critical("engine_dead", error=_describe(exc), **ctx)
+                    with_db_retry(ledger.chunk_attempt_failed, msg.job_id, msg.chunk_id, _describe(exc), False)
+                    os._exit(3)
+                final = self.request.retries >= settings.max_retries
+                with_db_retry(ledger.chunk_attempt_failed, msg.job_id, msg.chunk_id, _describe(exc), final)
+                log.error("chunk_error", final=final, error=_describe(exc), **ctx)
+                if final:
+                    return {"failed": _describe(exc)}
+                raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries)
+            rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error) for k, r in zip(keyed, results)]
+            written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows)
+            scored = len(rows)
+        finally:
+            if liveness is not None:
+                liveness.release(msg.chunk_id, scored)
         log.info("chunk_done", pairs=len(rows), errors=sum(r.error is not None for r in rows), written=written, **ctx)
         return {"pairs": len(rows), "written": written}
     except DBAPIError as exc:

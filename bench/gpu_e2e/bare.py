@@ -34,9 +34,9 @@ args = ap.parse_args()
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from worker.model_files import resolve_dtype, resolve_model  # noqa: E402
-from worker.prompt import Pair, PromptBuilder  # noqa: E402
-from worker.settings import Settings  # noqa: E402
+from rerankq.model_files import resolve_dtype, resolve_model  # noqa: E402
+from rerankq.prompt import Pair, PromptBuilder  # noqa: E402
+from rerankq.settings import Settings  # noqa: E402
 
 settings = Settings()
 if not args.smoke:  # the worker's vLLM environment (in-process core, batch-invariant mode), before vllm is imported

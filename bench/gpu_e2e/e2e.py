@@ -217,7 +217,7 @@ class Worker:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="0.6b", help="0.6b | 4b | 8b (random bf16 weights, real Qwen3 config)")
-    ap.add_argument("--pool", default="threads", help="threads (default) | solo | default (the app's own pool)")
+    ap.add_argument("--pool", default="default", help="default (the app's own: threads, RERANKQ_CHUNKS_IN_FLIGHT) | threads | solo")
     ap.add_argument("--concurrency", type=int, default=2, help="chunk tasks in flight (threads pool)")
     ap.add_argument("--set", action="append", default=[], metavar="RERANKQ_X=V", help="extra settings, worker and bare")
     ap.add_argument("--shuffle-pass", action="store_true", help="bare: one more pass in shuffled order")
@@ -295,7 +295,7 @@ def main() -> int:
         env["PYTHONPATH"] = str(HERE) + ":" + env["PYTHONPATH"]
     producer = [sys.executable, "-m", "producer.cli"]
     defaults = subprocess.run(
-        [sys.executable, "-c", "from worker.settings import Settings; import json; s=Settings(); print(json.dumps({k: str(v) for k, v in s.model_dump().items() if k not in ('broker_url', 'database_url')}))"],
+        [sys.executable, "-c", "from rerankq.settings import Settings; import json; s=Settings(); print(json.dumps({k: str(v) for k, v in s.model_dump().items() if k not in ('broker_url', 'database_url')}))"],
         env=env, cwd=project, capture_output=True, text=True,
     )  # fmt: skip
     RESULT["settings"] = json.loads(defaults.stdout) if defaults.returncode == 0 else defaults.stderr[-1000:]

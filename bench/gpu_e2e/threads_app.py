@@ -17,8 +17,9 @@ __all__ = ["app"]
 
 @worker_init.connect
 def _load(**_: object) -> None:
-    if tasks.state.reranker is None:
-        tasks._load_engine()
+    load = getattr(tasks, "_load_engine", None)  # gone once the worker loads on worker_init itself
+    if tasks.state.reranker is None and load is not None:
+        load()
 
 
 @worker_shutdown.connect

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib
 
 from worker.engines.base import Engine, PairScore, Reranker
-from worker.model_files import resolve_dtype, resolve_model
-from worker.prompt import PromptBuilder
-from worker.settings import Settings
+from rerankq.model_files import resolve_dtype, resolve_model
+from rerankq.prompt import PromptBuilder
+from rerankq.settings import Settings
 
 __all__ = ["Engine", "PairScore", "Reranker", "load_reranker"]
 

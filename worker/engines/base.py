@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from worker.prompt import Pair, Prompt, PromptBuilder
+from rerankq.prompt import Pair, Prompt, PromptBuilder
 from worker.prompt_pool import PromptPool
 
 # Pairs per slice as a chunk starts: the engine gets its first prompts after a few milliseconds of
@@ -37,6 +37,7 @@ class PairScore:
     score: float | None
     error: str | None = None
     truncated: bool = False
+    tokens: int = 0  # prompt tokens scored (worker metrics)
 
 
 def slices(n: int, size: int) -> list[tuple[int, int]]:
@@ -118,7 +119,7 @@ class Reranker:
             raise RuntimeError(f"engine {self.engine.name} returned {len(scores)} scores for {len(ok)} prompts")
         out = [PairScore(None, p.error) for p in prompts]
         for i, s in zip(ok, scores):
-            out[i] = PairScore(float(s), None, prompts[i].truncated)
+            out[i] = PairScore(float(s), None, prompts[i].truncated, len(prompts[i].token_ids))  # type: ignore[arg-type]
         return out
 
     # ---------------------------------------------------------------- tokenizing

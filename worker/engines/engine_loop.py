@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.logs import get_logger
+from rerankq.logs import get_logger
 
 log = get_logger("rerankq.engine")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from worker.settings import Settings
+from rerankq.settings import Settings
 
 
 class HfEngine:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from worker.settings import Settings
+from rerankq.settings import Settings
 
 HF_OVERRIDES = {
     "architectures": ["Qwen3ForSequenceClassification"],

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
 
     # --- jobs ------------------------------------------------------------------------------
     queue: str = "gpu"
+    chunks_in_flight: int = Field(
+        2, ge=1, description="chunk tasks a worker runs at once over its one engine (the next is read and tokenized meanwhile)"
+    )
     chunk_size: int = Field(16384, ge=1, description="pairs per chunk: tens of seconds on one GPU")
     visibility_timeout: int = Field(3 * 3600, description="seconds before an unacked chunk is redelivered")
     max_retries: int = Field(3, ge=0, description="retries of a chunk whose scoring raises")
@@ -65,6 +68,17 @@ class Settings(BaseSettings):
     max_query_chars: int = 100_000
     manifest_schemes: list[str] = ["file", "s3", "gs", "gcs"]
     manifest_roots: list[str] = Field(default_factory=list, description="allowed URI/path prefixes; empty = any")
+
+    # --- HTTP service (`producer serve`) and metrics ------------------------------------
+    api_key: SecretStr | None = Field(None, description="if set, every endpoint but /healthz and /metrics needs it as a Bearer token")
+    max_interactive_backlog: int = Field(
+        64, ge=1, description="interactive chunks waiting in the broker before /v1/rerank answers 429"
+    )
+    rerank_timeout: float = Field(120.0, gt=0, description="seconds /v1/rerank waits for the workers (then 504)")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    metrics_port: int | None = Field(
+        None, ge=0, description="worker metrics port: N + the worker's CUDA device index; 0 = any free port (logged)"
+    )
 
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"

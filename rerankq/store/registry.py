@@ -12,9 +12,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from schemas import WorkerStatus
-from worker.store.db import session_factory
-from worker.store.ledger import _aware, now
-from worker.store.models import Lease, Worker
+from rerankq.store.db import session_factory
+from rerankq.store.ledger import _aware, now
+from rerankq.store.models import Lease, Worker
 
 
 @dataclass(frozen=True, slots=True)

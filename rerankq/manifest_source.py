@@ -13,7 +13,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from schemas import ManifestSegment
-from worker.settings import Settings
+from rerankq.settings import Settings
 
 REQUIRED_COLUMNS = ("query_id", "query", "doc_id", "document")
 OPTIONAL_COLUMNS = ("instruction",)

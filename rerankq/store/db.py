@@ -87,7 +87,9 @@ def alembic_config(url: str):  # noqa: ANN201 - alembic.config.Config
     return cfg
 
 
+@lru_cache(maxsize=1)
 def head_revision() -> str:
+    """The code's migration head (fixed for the process: cached, as the service checks it per request)."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()  # type: ignore[return-value]

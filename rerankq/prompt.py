@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from worker.settings import DEFAULT_INSTRUCTION
+from rerankq.settings import DEFAULT_INSTRUCTION
 
 PREFIX = (
     "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "

@@ -12,10 +12,11 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from schemas import ChunkCounts, ChunkHolder, ChunkMessage, JobState, JobStatus
-from worker.store.db import check_revision, session_factory
-from worker.store.models import Chunk, Job, Score, Worker
+from rerankq.store.db import check_revision, session_factory
+from rerankq.store.models import Chunk, Job, Score, Worker
 
 _TERMINAL_CHUNK = ("done", "failed", "cancelled")
+INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `producer rerank` and /v1/rerank
 
 
 class UnknownJob(LookupError):
@@ -299,6 +300,12 @@ class Ledger:
             ).all()
             return [self._message(c) for c in chunks]
 
+    def interactive_jobs(self, job_ids: Iterable[str]) -> set[str]:
+        """Which of these jobs are interactive (one-chunk ``rerank`` jobs, sent at the top priority)."""
+        ids = list(job_ids)
+        with self.session() as s:
+            return set(s.scalars(select(Job.id).where(Job.id.in_(ids), Job.name == INTERACTIVE_JOB_NAME))) if ids else set()
+
     def still_pending(self, chunk_ids: Iterable[int]) -> set[int]:
         ids = list(chunk_ids)
         if not ids:
@@ -313,10 +320,24 @@ class Ledger:
         with self.session() as s:
             return self._status(s, self._job(s, job_id))
 
-    def list_jobs(self, limit: int = 50) -> list[JobStatus]:
+    def list_jobs(self, limit: int = 50, exclude_name: str | None = None) -> list[JobStatus]:
+        """Newest first; ``exclude_name`` leaves out e.g. the many one-chunk jobs of interactive reranks."""
         with self.session() as s:
-            jobs = s.scalars(select(Job).order_by(Job.created_at.desc()).limit(limit)).all()
+            stmt = select(Job).order_by(Job.created_at.desc()).limit(limit)
+            if exclude_name is not None:
+                stmt = stmt.where(or_(Job.name.is_(None), Job.name != exclude_name))
+            jobs = s.scalars(stmt).all()
             return [self._status(s, j) for j in jobs]
+
+    def job_counts(self) -> dict[str, int]:
+        """Jobs per state (metrics)."""
+        with self.session() as s:
+            return {state: n for state, n in s.execute(select(Job.state, func.count()).group_by(Job.state))}
+
+    def pairs_scored_total(self) -> int:
+        """Pairs scored by finished chunks, all jobs (metrics; grows as chunks finish)."""
+        with self.session() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(Chunk.scored), 0)).where(Chunk.state == "done")) or 0)
 
     def _status(self, s: Session, job: Job) -> JobStatus:
         counts = ChunkCounts()

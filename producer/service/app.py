@@ -1,0 +1,44 @@
+"""The FastAPI app: rerank, jobs API, console and metrics over the same core as the CLI (producer.api)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from producer import api
+from producer.service import console, errors, jobs, metrics, rerank
+from producer.service.limits import BodyLimit
+from producer.service.security import ApiKeyGuard
+from rerankq.settings import Settings, get_settings
+from rerankq.store.registry import Registry
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """One app per settings; the ledger is checked (database at this code's migration) at creation."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="rerankq",
+        summary="Qwen3-Reranker on GPU workers: the vLLM/Jina/Cohere rerank interface, batch jobs, console, metrics.",
+        version="0.1.0",
+    )
+    app.state.settings = settings
+    app.state.api_key = (settings.api_key.get_secret_value() if settings.api_key else None) or None  # "" = no key
+    app.state.ledger = api.ledger(settings)
+    app.state.registry = Registry(settings.database, settings.connect_timeout)
+    app.state.metrics = metrics.ServiceMetrics(settings, app.state.ledger, app.state.registry)
+    errors.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness of the service itself (no key needed)."""
+        return {"status": "ok"}
+
+    app.include_router(rerank.router)
+    app.include_router(jobs.router)
+    app.include_router(metrics.router)
+    app.include_router(console.router)
+    app.mount("/static", StaticFiles(directory=console.HERE / "static"), name="static")
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    if app.state.api_key:
+        app.add_middleware(ApiKeyGuard, key=app.state.api_key)  # added last: outermost, before the body is read
+    return app

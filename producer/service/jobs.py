@@ -1,0 +1,104 @@
+"""The jobs API, mirroring the CLI: submit a manifest, list, status, cancel, export (streamed Parquet)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from producer import api
+from producer.export import iter_parquet_bytes, iter_ranked
+from schemas import JobState, JobStatus, WorkerStatus
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+class JobRequest(BaseModel):
+    """`producer submit MANIFEST [--name] [--instruction] [--chunk-size]`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: StrictStr = Field(description="Parquet file, directory of Parquet files, or s3:// gs:// file:// URI")
+    name: StrictStr | None = None
+    instruction: StrictStr | None = Field(None, description="for rows without one")
+    chunk_size: StrictInt | None = Field(None, ge=1, description="pairs per chunk (default RERANKQ_CHUNK_SIZE)")
+
+
+class CancelResponse(BaseModel):
+    job_id: str
+    state: JobState
+
+
+class RankedPair(BaseModel):
+    query_id: str
+    doc_id: str
+    score: float | None
+    rank: int | None
+    error: str | None
+
+
+@router.post("/jobs", status_code=201, response_model=JobStatus, responses={400: {}, 503: {}})
+async def submit_job(body: JobRequest, request: Request) -> JobStatus:
+    """Validate the whole manifest (every problem listed), record the job, enqueue its chunks."""
+    settings = request.app.state.settings
+    job_id = await asyncio.to_thread(
+        api.submit_manifest,
+        body.manifest,
+        instruction=body.instruction,
+        name=body.name,
+        chunk_size=body.chunk_size,
+        settings=settings,
+    )
+    return await asyncio.to_thread(request.app.state.ledger.status, job_id)
+
+
+@router.get("/jobs", response_model=list[JobStatus])
+def list_jobs(
+    request: Request,
+    limit: int = Query(50, ge=1, le=1000),
+    interactive: bool = Query(False, description="include the one-chunk jobs of /v1/rerank"),
+) -> list[JobStatus]:
+    """Recent jobs, newest first."""
+    exclude = None if interactive else api.INTERACTIVE_JOB_NAME
+    return request.app.state.ledger.list_jobs(limit, exclude_name=exclude)
+
+
+@router.get("/jobs/{job_id}", response_model=JobStatus, responses={404: {}})
+def job_status(job_id: str, request: Request) -> JobStatus:
+    """State, pairs scored/failed, chunks by state, errors, and the workers holding running chunks."""
+    return request.app.state.ledger.status(job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=CancelResponse, responses={404: {}})
+def cancel_job(job_id: str, request: Request) -> CancelResponse:
+    """No further chunk is scored; scores already written stay."""
+    return CancelResponse(job_id=job_id, state=api.cancel(job_id, settings=request.app.state.settings))
+
+
+@router.get("/jobs/{job_id}/queries/{query_id}", response_model=list[RankedPair], responses={404: {}})
+def query_scores(job_id: str, query_id: str, request: Request) -> list[RankedPair]:
+    """One query's documents, best first (the console's search)."""
+    return [RankedPair(**row) for row in iter_ranked(request.app.state.ledger, job_id, query_id)]
+
+
+@router.get(
+    "/jobs/{job_id}/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/vnd.apache.parquet": {}}}, 404: {}},
+)
+def export_job(job_id: str, request: Request) -> StreamingResponse:
+    """``query_id, doc_id, score, rank, error`` as Parquet, streamed a row group at a time."""
+    body = iter_parquet_bytes(request.app.state.ledger, job_id)  # UnknownJob (404) before any byte
+    return StreamingResponse(
+        body,
+        media_type="application/vnd.apache.parquet",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.parquet"'},
+    )
+
+
+@router.get("/workers", response_model=list[WorkerStatus], tags=["workers"])
+def workers(request: Request) -> list[WorkerStatus]:
+    """Workers seen recently, the live ones first (state loading | ready | busy | stopped | dead)."""
+    return api.workers(request.app.state.settings)

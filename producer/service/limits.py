@@ -1,0 +1,69 @@
+"""Request bodies over RERANKQ_MAX_REQUEST_BYTES get 413 before they are read into memory."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def _message(max_bytes: int) -> str:
+    return f"request body: over the limit of {max_bytes:,} bytes (RERANKQ_MAX_REQUEST_BYTES)"
+
+
+class _TooLarge(HTTPException):
+    """An HTTPException, so FastAPI's body parsing passes it on (as 413) instead of making it a 400."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, _message(max_bytes))
+
+
+class BodyLimit:
+    """Pure ASGI: checks Content-Length up front and counts the bytes of chunked bodies as they arrive."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": _message(self.max_bytes)}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,86 @@
+"""GET /metrics: the service's Prometheus metrics (prometheus_client's text format).
+
+Read from the ledger, the broker and the worker registry at scrape time by a custom collector, so
+several service replicas report the same truth. A part that cannot be read (database or broker
+away) is left out of that scrape, and ``rerankq_scrape_errors_total`` counts it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from producer import api
+from schemas import JobState
+from rerankq.logs import get_logger
+from rerankq.settings import Settings
+from rerankq.store.ledger import Ledger
+from rerankq.store.registry import Registry
+
+log = get_logger("rerankq.service")
+router = APIRouter(tags=["metrics"])
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+
+class LedgerCollector(Collector):
+    def __init__(self, settings: Settings, ledger: Ledger, registry: Registry, errors: Counter):
+        self.settings, self.ledger, self.registry, self.errors = settings, ledger, registry, errors
+
+    def _part(self, name: str, fn):  # noqa: ANN001, ANN202
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - a scrape must not fail because one source is away
+            self.errors.labels(source=name).inc()
+            log.warning("metrics_source_failed", source=name, error=type(exc).__name__)
+            return None
+
+    def collect(self) -> Iterator[Metric]:
+        counts = self._part("database", self.ledger.job_counts)
+        if counts is not None:
+            jobs = GaugeMetricFamily("rerankq_jobs", "Jobs in the ledger by state", labels=["state"])
+            for state in JobState:
+                jobs.add_metric([state.value], counts.get(state.value, 0))
+            yield jobs
+        scored = self._part("database", self.ledger.pairs_scored_total)
+        if scored is not None:
+            yield CounterMetricFamily("rerankq_pairs_scored", "Pairs scored by finished chunks, all jobs", value=scored)
+        depths = self._part("broker", lambda: api.queue_depths(self.settings))
+        if depths is not None:
+            queue = GaugeMetricFamily(
+                "rerankq_queue_depth", "Chunks waiting in the broker (not yet taken by a worker)", labels=["queue", "priority"]
+            )
+            for priority, n in depths.items():
+                queue.add_metric([self.settings.queue, priority], n)
+            yield queue
+        alive = self._part("database", lambda: self.registry.alive(self.settings.worker_dead_after))
+        if alive is not None:
+            yield GaugeMetricFamily("rerankq_workers_alive", "Workers whose heartbeat is recent", value=len(alive))
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # no collection at registration time (the database may not be up yet)
+
+
+class ServiceMetrics:
+    def __init__(self, settings: Settings, ledger: Ledger, registry: Registry):
+        self.registry = CollectorRegistry(auto_describe=False)
+        errors = Counter("rerankq_scrape_errors", "Metric sources that could not be read", ["source"], registry=None)
+        self.registry.register(LedgerCollector(settings, ledger, registry, errors))
+        self.registry.register(errors)  # after the collector: this scrape's failures show in this scrape
+        self.rerank_latency = Histogram(
+            "rerankq_rerank_duration_seconds",
+            "Time to answer a successful /v1/rerank request",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

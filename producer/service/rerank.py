@@ -1,0 +1,157 @@
+"""POST /v1/rerank (and /rerank, /v2/rerank): the vLLM / Jina / Cohere rerank interface.
+
+The request becomes a one-chunk inline job sent at the interactive priority: it goes through the
+queue to the GPU workers like any job, and a worker takes it before its next batch chunk. The
+endpoint waits by polling the ledger in a thread with ``asyncio.sleep`` between polls, so the event
+loop keeps serving while a request waits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+
+from producer import api
+from producer.service.errors import Overloaded, ServiceError
+from producer.service.tokens import tokens_for
+from rerankq.settings import Settings
+
+router = APIRouter(tags=["rerank"])
+
+
+class RerankBody(BaseModel):
+    """vLLM's /v1/rerank request (Jina- and Cohere-compatible). Unknown fields are ignored, as vLLM does."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: StrictStr
+    documents: list[Any] = Field(description='strings, or objects with a "text" string')
+    model: StrictStr | None = Field(None, description="accepted for compatibility; the workers' model answers")
+    top_n: StrictInt | None = Field(None, ge=0, description="the best N results (0 or absent: all)")
+    return_documents: StrictBool = True
+    instruction: StrictStr | None = Field(None, description="Qwen3-Reranker's task instruction (default: web search)")
+    max_tokens_per_doc: StrictInt | None = Field(None, ge=1, description="cut each document to its first N tokens")
+
+    @field_validator("documents")
+    @classmethod
+    def _texts(cls, value: list[Any]) -> list[str]:
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                out.append(item)
+            elif isinstance(item, dict) and isinstance(item.get("text"), str):
+                out.append(item["text"])
+            else:
+                raise ValueError(f'item {i} is not a string or an object with a "text" string')
+        return out
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankResult(BaseModel):
+    index: int = Field(description="the document's position in the request")
+    relevance_score: float
+    document: RerankDocument | None = None
+
+
+class RerankUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class RerankResponse(BaseModel):
+    id: str
+    model: str
+    usage: RerankUsage
+    results: list[RerankResult] = Field(description="best first")
+
+
+def _prepare(body: RerankBody, settings: Settings) -> tuple[Any, list[str], int]:
+    """Validated request (the CLI's checks), the texts to score, and their prompt tokens."""
+    documents: list[str] = body.documents  # type: ignore[assignment]
+    request = api.check_rerank(body.query, documents, body.instruction, settings)
+    tokens = tokens_for(settings)
+    scored = documents
+    if body.max_tokens_per_doc is not None:
+        if tokens is None:
+            raise api.InputError(
+                "field 'max_tokens_per_doc': needs the model's tokenizer on the service's host (RERANKQ_MODEL)"
+            )
+        scored = [tokens.truncate(d, body.max_tokens_per_doc) for d in documents]
+        request = request.model_copy(update={"documents": scored})
+    used = tokens.prompt_tokens(request.query, scored, request.instruction) if tokens else 0
+    return request, documents, used
+
+
+def _submit(request: Any, settings: Settings) -> str:
+    backlog = api.interactive_backlog(settings)
+    if backlog >= settings.max_interactive_backlog:
+        raise Overloaded(
+            f"the interactive queue is full ({backlog} requests waiting for a worker, "
+            f"RERANKQ_MAX_INTERACTIVE_BACKLOG={settings.max_interactive_backlog}); retry shortly"
+        )
+    return api.submit_rerank(request, settings=settings)
+
+
+async def _wait(request: Request, job_id: str, settings: Settings) -> None:
+    store = request.app.state.ledger
+    deadline = time.monotonic() + settings.rerank_timeout
+    pause = 0.01
+    while True:
+        status = await asyncio.to_thread(store.status, job_id)
+        if status.state.terminal:
+            return
+        if time.monotonic() >= deadline:
+            await asyncio.to_thread(store.cancel, job_id)
+            raise ServiceError(
+                504, f"no worker scored the request within {settings.rerank_timeout:g} s (RERANKQ_RERANK_TIMEOUT)"
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 1.5, 0.1)
+
+
+async def rerank(body: RerankBody, request: Request) -> RerankResponse:
+    """Score ``documents`` against ``query``; results sorted by score, ``index`` = position in the request."""
+    settings: Settings = request.app.state.settings
+    started = time.perf_counter()
+    prepared, documents, used = await asyncio.to_thread(_prepare, body, settings)
+    job_id = await asyncio.to_thread(_submit, prepared, settings)
+    await _wait(request, job_id, settings)
+    ranked = await asyncio.to_thread(api.rerank_results, job_id, documents, settings)
+    failed = next((r for r in ranked if r.error is not None), None)
+    if failed is not None:
+        raise api.InputError(f"field 'documents.{failed.doc_id}': {failed.error}")
+    top = ranked[: body.top_n] if body.top_n else ranked
+    results = [
+        RerankResult(
+            index=int(r.doc_id),
+            relevance_score=r.score,  # type: ignore[arg-type]
+            document=RerankDocument(text=r.document) if body.return_documents else None,
+        )
+        for r in top
+    ]
+    request.app.state.metrics.rerank_latency.observe(time.perf_counter() - started)
+    return RerankResponse(
+        id=f"rerank-{job_id}",
+        model=settings.model,
+        usage=RerankUsage(prompt_tokens=used, total_tokens=used),
+        results=results,
+    )
+
+
+for _path, _hidden in (("/v1/rerank", False), ("/rerank", True), ("/v2/rerank", True)):
+    router.add_api_route(
+        _path,
+        rerank,
+        methods=["POST"],
+        response_model=RerankResponse,
+        response_model_exclude_none=True,
+        include_in_schema=not _hidden,
+        responses={400: {}, 413: {}, 429: {}, 503: {}, 504: {}},
+        summary="Rerank documents for a query" + (" (alias of /v1/rerank)" if _hidden else ""),
+    )

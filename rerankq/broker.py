@@ -1,0 +1,84 @@
+"""Chunk messages on the broker: publishing them with recognisable task ids, and finding which
+chunks the broker still holds (queued, or delivered to a live worker) so lost ones can be re-sent.
+
+Redis keeps a queue as lists (one per priority step, kombu's ``_q_for_pri``) and delivered but
+unacknowledged messages in the ``unacked`` hash with their delivery time in ``unacked_index``."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+
+from celery import Celery
+
+from schemas import ChunkMessage
+
+SCORE_TASK = "rerankq.score_chunk"
+_PREFIX = "rerankq-chunk-"
+
+
+def task_id(chunk_id: int) -> str:
+    return f"{_PREFIX}{chunk_id}-{uuid.uuid4().hex[:12]}"
+
+
+def chunk_of(task: str | None) -> int | None:
+    if not task or not task.startswith(_PREFIX):
+        return None
+    try:
+        return int(task[len(_PREFIX) :].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def publish(app: Celery, messages: Sequence[ChunkMessage], queue: str, priority: int | None = None) -> list[int]:
+    """Send each chunk as a JSON task; returns the chunk ids sent (all of them unless the broker fails,
+    in which case the exception carries on after the partial list is known to the caller)."""
+    sent: list[int] = []
+    try:
+        for msg in messages:
+            app.send_task(
+                SCORE_TASK,
+                args=[msg.model_dump(mode="json")],
+                queue=queue,
+                task_id=task_id(msg.chunk_id),
+                priority=priority,
+            )
+            sent.append(msg.chunk_id)
+    except Exception as exc:
+        exc.sent = sent  # type: ignore[attr-defined]
+        raise
+    return sent
+
+
+def _ids(raw_messages: Iterable[bytes | str]) -> set[int]:
+    found: set[int] = set()
+    for raw in raw_messages:
+        try:
+            payload = json.loads(raw)
+            if isinstance(payload, list):  # unacked entries are [message, exchange, routing_key]
+                payload = payload[0]
+            cid = chunk_of(payload.get("headers", {}).get("id"))
+        except (ValueError, AttributeError, IndexError, TypeError):
+            continue
+        if cid is not None:
+            found.add(cid)
+    return found
+
+
+def chunks_in_broker(app: Celery, queue: str, delivered_within: float) -> set[int] | None:
+    """Chunk ids queued on ``queue`` (every priority) or delivered less than ``delivered_within``
+    seconds ago and not yet acknowledged. None when the broker cannot be inspected (not Redis)."""
+    if not str(app.conf.broker_url).startswith(("redis://", "rediss://")):
+        return None
+    with app.connection_for_read() as conn, conn.default_channel.conn_or_acquire() as client:
+        channel = conn.default_channel
+        lists = {channel._q_for_pri(queue, pri) for pri in channel.priority_steps}
+        found: set[int] = set()
+        for name in lists:
+            found |= _ids(client.lrange(name, 0, -1))
+        recent = client.zrangebyscore(channel.unacked_index_key, time.time() - delivered_within, "+inf")
+        if recent:
+            found |= _ids(v for v in client.hmget(channel.unacked_key, recent) if v is not None)
+        return found
