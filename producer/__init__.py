@@ -1,5 +1,7 @@
 """rerankq producer: push rerank work (inline pairs or Parquet manifests) and follow it in SQL."""
 
+import worker.torch_compat  # noqa: F401, I001  (first: hides torch companions built for another torch)
+
 from producer.api import (
     BrokerUnavailable,
     InputError,

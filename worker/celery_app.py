@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+import worker.worker_logging  # noqa: F401  (JSON logs for the worker program, via Celery's signals)
 from worker.settings import Settings, get_settings
 
 
