@@ -83,6 +83,8 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         root.removeHandler(_handler)
     root.addHandler(handler)
     root.setLevel(numeric)
+    # Alembic narrates every revision check at INFO (plugins, "Context impl ..."): nothing for an operator.
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
     _handler = handler
     logging.captureWarnings(True)  # the warnings module's lines become records too
 
