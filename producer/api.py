@@ -214,17 +214,19 @@ def wait(
     on_wait: Callable[[JobStatus, str], object] | None = None,
 ) -> JobStatus:
     """Poll the ledger until the job is final or ``timeout`` passes; returns the last status.
-    ``on_wait(status, note)`` is called each poll with what the job is waiting for (see ``waiting_note``)."""
+    ``on_wait(status, note)`` is called whenever what the job waits for changes (see ``waiting_note``)."""
     settings = settings or get_settings()
     store = ledger(settings)
     job_id = store.resolve_job(job_id)
     deadline = None if timeout is None else time.monotonic() + timeout
+    said = None
     while True:
         st = store.status(job_id)
         if st.state.terminal or (deadline is not None and time.monotonic() >= deadline):
             return st
-        if on_wait is not None:
-            on_wait(st, waiting_note(st, settings))
+        if on_wait is not None and (note := waiting_note(st, settings)) != said:
+            on_wait(st, note)
+            said = note
         time.sleep(poll)
 
 

@@ -133,12 +133,8 @@ def rerank(
     """Rank a few documents for one query through the workers (documents travel in the message)."""
     from producer.api import rerank as run
 
-    said: list[str] = []
-
-    def say(_st: JobStatus, note: str) -> None:  # each change of what we wait for, once
-        if not said or said[-1] != note:
-            said.append(note)
-            err.print(note, markup=False, highlight=False, soft_wrap=True)
+    def say(_st: JobStatus, note: str) -> None:  # what the job waits for, each time that changes
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
 
     ranked = run(query, doc, instruction, timeout=timeout, on_wait=say)
     if as_json:

