@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from typing import TYPE_CHECKING, Any
@@ -211,14 +211,51 @@ def submit_pairs(
     )
 
 
-def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:
-    """Poll the ledger until the job is final or ``timeout`` passes; returns the last status."""
+def resolve_job(job: str, settings: Settings | None = None) -> str:
+    """The full id of a job given by its id or a unique prefix of it (like git); UnknownJob otherwise."""
+    return ledger(settings).resolve_job(job)
+
+
+def status(job: str, settings: Settings | None = None) -> JobStatus:
+    """A job's state as the ledger holds it (``job``: its id or a unique prefix)."""
     store = ledger(settings)
+    return store.status(store.resolve_job(job))
+
+
+def _alive_workers(settings: Settings) -> list[WorkerStatus]:
+    from rerankq.store.registry import Registry
+
+    return Registry(settings.database, settings.connect_timeout).alive(settings.worker_dead_after)
+
+
+def waiting_note(st: JobStatus, settings: Settings | None = None) -> str:
+    """What the job waits for, in one line ("queued, 1 worker loading its engine"; see producer/waiting.py)."""
+    from producer.waiting import waiting_for
+
+    return waiting_for(st, _alive_workers(settings or get_settings()))
+
+
+def wait(
+    job_id: str,
+    timeout: float | None = None,
+    poll: float = 0.5,
+    settings: Settings | None = None,
+    on_wait: Callable[[JobStatus, str], object] | None = None,
+) -> JobStatus:
+    """Poll the ledger until the job is final or ``timeout`` passes; returns the last status.
+    ``on_wait(status, note)`` is called whenever what the job waits for changes (see ``waiting_note``)."""
+    settings = settings or get_settings()
+    store = ledger(settings)
+    job_id = store.resolve_job(job_id)
     deadline = None if timeout is None else time.monotonic() + timeout
+    said = None
     while True:
-        status = store.status(job_id)
-        if status.state.terminal or (deadline is not None and time.monotonic() >= deadline):
-            return status
+        st = store.status(job_id)
+        if st.state.terminal or (deadline is not None and time.monotonic() >= deadline):
+            return st
+        if on_wait is not None and (note := waiting_note(st, settings)) != said:
+            on_wait(st, note)
+            said = note
         time.sleep(poll)
 
 
@@ -273,14 +310,21 @@ def rerank(
     *,
     timeout: float | None = 600,
     settings: Settings | None = None,
+    on_wait: Callable[[JobStatus, str], object] | None = None,
 ) -> list[Ranked]:
-    """Score one query against a few documents through the workers; best first."""
+    """Score one query against a few documents through the workers; best first. A job still
+    unfinished after ``timeout`` seconds is cancelled (TimeoutError says why it did not finish)."""
     settings = settings or get_settings()
     request = check_rerank(query, documents, instruction, settings)
     job_id = submit_rerank(request, settings=settings)
-    status = wait(job_id, timeout=timeout, settings=settings)
-    if not status.state.terminal:
-        raise TimeoutError(f"job {job_id} still {status.state.value} after {timeout} s")
+    st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)
+    if not st.state.terminal and ledger(settings).cancel(job_id) == JobState.cancelled:
+        from producer.waiting import describe_workers
+
+        raise TimeoutError(
+            f"job {job_id} still {st.state.value} after {timeout:g} s, so it was cancelled; "
+            f"{describe_workers(_alive_workers(settings))}"
+        )
     return rerank_results(job_id, request.documents, settings)
 
 
@@ -319,14 +363,15 @@ def workers(settings: Settings | None = None) -> list[WorkerStatus]:
 
 
 def cancel(job_id: str, settings: Settings | None = None) -> JobState:
-    return ledger(settings).cancel(job_id)
+    store = ledger(settings)
+    return store.cancel(store.resolve_job(job_id))
 
 
 def resume(job_id: str, settings: Settings | None = None) -> int:
     """Re-enqueue every chunk the ledger does not hold as finished (e.g. after Redis lost its queue)."""
     settings = settings or get_settings()
     store = ledger(settings)
-    messages = store.resumable(job_id)
+    messages = store.resumable(store.resolve_job(job_id))
     if messages:
         check_broker(settings)
     return enqueue(messages, store, settings) if messages else 0
@@ -336,7 +381,7 @@ def retry_failed(job_id: str, settings: Settings | None = None) -> int:
     """Run the failed chunks again (and only those)."""
     settings = settings or get_settings()
     store = ledger(settings)
-    store.status(job_id)
+    job_id = store.resolve_job(job_id)
     check_broker(settings)
     messages = store.reopen_failed(job_id)
     return enqueue(messages, store, settings) if messages else 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,6 +32,7 @@ app.add_typer(dev_app, name="dev")
 out = Console()
 err = Console(stderr=True)
 ERROR_EXIT = 3
+JobArg = Annotated[str, typer.Argument(metavar="JOB", help="a job id, or a unique prefix of one (as with git)")]
 
 
 def friendly(fn):  # noqa: ANN001, ANN201
@@ -70,7 +72,14 @@ def _ago(when) -> str:  # noqa: ANN001
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
-def _status_table(st: JobStatus) -> Table:
+def _when(value) -> str:  # noqa: ANN001
+    """A ledger timestamp to the second, in UTC (microseconds say nothing to a person)."""
+    from datetime import UTC
+
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""
+
+
+def _status_table(st: JobStatus, waiting: str | None = None) -> Table:
     table = Table(show_header=False, box=None)
     rows = [
         ("job", st.job_id),
@@ -78,10 +87,12 @@ def _status_table(st: JobStatus) -> Table:
         ("state", st.state.value),
         ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
         ("chunks", ", ".join(f"{k} {v}" for k, v in st.chunks.model_dump().items() if v) + f" (of {st.chunks_total})"),
-        ("created", str(st.created_at)),
-        ("started", str(st.started_at or "")),
-        ("finished", str(st.finished_at or "")),
+        ("created", _when(st.created_at)),
+        ("started", _when(st.started_at)),
+        ("finished", _when(st.finished_at)),
     ]
+    if waiting and not st.state.terminal:
+        rows.insert(3, ("waiting", waiting))
     if st.elapsed_seconds is not None:
         rows.append(("elapsed", f"{st.elapsed_seconds:.1f} s, {st.pairs_per_second or 0:.1f} pairs/s"))
     for h in st.holders:
@@ -120,12 +131,15 @@ def rerank(
     doc: Annotated[list[str], typer.Option("--doc", "-d", help="a document; repeat for more")],
     instruction: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600,
+    timeout: Annotated[float, typer.Option(help="seconds to wait; then the job is cancelled")] = 600,
 ) -> None:
     """Rank a few documents for one query through the workers (documents travel in the message)."""
     from producer.api import rerank as run
 
-    ranked = run(query, doc, instruction, timeout=timeout)
+    def say(_st: JobStatus, note: str) -> None:  # what the job waits for, each time that changes
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
+
+    ranked = run(query, doc, instruction, timeout=timeout, on_wait=say)
     if as_json:
         print(json.dumps([asdict(r) for r in ranked], ensure_ascii=False, indent=2))
         return
@@ -137,33 +151,42 @@ def rerank(
 
 @app.command()
 @friendly
-def status(job: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(job: JobArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """State, pairs scored/failed, chunks and timings of a job."""
-    from producer.api import ledger
+    from producer.api import status as job_status
+    from producer.api import waiting_note
 
-    st = ledger().status(job)
+    st = job_status(job)
     if as_json:
         print(st.model_dump_json(indent=2))
     else:
-        out.print(_status_table(st))
+        out.print(_status_table(st, None if st.state.terminal else waiting_note(st)))
 
 
 def _follow(job_id: str, timeout: float | None) -> int:
-    from producer.api import ledger
+    """A progress bar whose text says what the job waits for (a worker to start, to load, ...)."""
+    from producer.api import ledger, waiting_note
 
     store = ledger()
-    store.status(job_id)  # an unknown job fails here, before a progress bar is drawn
+    job_id = store.resolve_job(job_id)  # an unknown job fails here, before a progress bar is drawn
     deadline = None if timeout is None else time.monotonic() + timeout
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    said = ""
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("queued", total=None)
         while True:
             st = store.status(job_id)
-            progress.update(task, total=st.pairs_total, completed=st.pairs_scored + st.pairs_failed, description=st.state.value)
+            done = st.pairs_scored + st.pairs_failed
             if st.state.terminal:
+                progress.update(task, total=st.pairs_total, completed=done, description=st.state.value)
                 break
+            note = waiting_note(st)
+            progress.update(task, total=st.pairs_total, completed=done, description=note)
+            if note != said and not err.is_terminal:  # no live bar (a log, a pipe): one line per change
+                err.print(note, markup=False, highlight=False, soft_wrap=True)
+            said = note
             if deadline is not None and time.monotonic() >= deadline:
-                err.print(f"timeout: job {job_id} is still {st.state.value}")
+                err.print(f"timeout: job {job_id} is still {note}", markup=False, highlight=False, soft_wrap=True)
                 return 2
             time.sleep(0.5)
     err.print(f"job {job_id}: {st.state.value} ({st.pairs_scored:,} scored, {st.pairs_failed:,} failed)")
@@ -174,7 +197,7 @@ def _follow(job_id: str, timeout: float | None) -> int:
 
 @app.command()
 @friendly
-def wait(job: str, timeout: Annotated[float | None, typer.Option(help="seconds")] = None) -> None:
+def wait(job: JobArg, timeout: Annotated[float | None, typer.Option(help="seconds")] = None) -> None:
     """Follow a job: exit 0 completed, 1 failed/completed_with_errors/cancelled, 2 timeout."""
     raise typer.Exit(_follow(job, timeout))
 
@@ -189,9 +212,16 @@ def list_jobs(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] 
     if as_json:
         print(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
         return
-    table = Table("job", "name", "state", "scored", "failed", "total", "created")
+    # Ids whole and on one line at any width: they are copied into other commands (a unique prefix
+    # is enough for those, as with git). The name goes last and folds when space runs out.
+    table = Table("job", "state", "pairs", "created (UTC)", "name", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.columns[0].no_wrap, table.columns[0].min_width = True, max((len(j.job_id) for j in jobs), default=3)
+    table.columns[3].no_wrap = True
+    for column in table.columns[1:]:
+        column.overflow = "fold"
     for j in jobs:
-        table.add_row(j.job_id, j.name or "", j.state.value, f"{j.pairs_scored:,}", f"{j.pairs_failed:,}", f"{j.pairs_total:,}", str(j.created_at)[:19])
+        done = f"{j.pairs_scored + j.pairs_failed:,}/{j.pairs_total:,}"
+        table.add_row(j.job_id, j.state.value, done, _when(j.created_at)[:16], j.name or "")
     out.print(table)
 
 
@@ -224,7 +254,7 @@ def list_workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
 @app.command()
 @friendly
-def cancel(job: str) -> None:
+def cancel(job: JobArg) -> None:
     """Stop a job: no further chunk is scored; scores already written stay."""
     from producer.api import cancel as run
 
@@ -233,7 +263,7 @@ def cancel(job: str) -> None:
 
 @app.command()
 @friendly
-def resume(job: str) -> None:
+def resume(job: JobArg) -> None:
     """Re-enqueue the chunks the ledger does not hold as done (after the broker lost its queue)."""
     from producer.api import resume as run
 
@@ -242,7 +272,7 @@ def resume(job: str) -> None:
 
 @app.command()
 @friendly
-def retry(job: str) -> None:
+def retry(job: JobArg) -> None:
     """Run the failed chunks of a job again, and only those."""
     from producer.api import retry_failed
 
@@ -251,7 +281,7 @@ def retry(job: str) -> None:
 
 @app.command()
 @friendly
-def export(job: str, out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")]) -> None:
+def export(job: JobArg, out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")]) -> None:
     """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet."""
     import os
 
@@ -259,7 +289,7 @@ def export(job: str, out_file: Annotated[Path, typer.Option("--out", help="FILE.
     from producer.export import export_parquet
 
     store = ledger()
-    store.status(job)  # an unknown job fails here, before any file is created
+    job = store.resolve_job(job)  # an unknown job fails here, before any file is created
     try:
         rows = export_parquet(store, job, out_file)
     except OSError as exc:  # no such directory, no permission, disk full ...
@@ -319,12 +349,14 @@ def serve(
 def demo(
     pairs_per_query: int = 25,
     queries: int = 8,
-    workdir: Annotated[Path, typer.Option(help="where the sample corpus, export and worker log go")] = Path("rerankq-demo"),
+    workdir: Annotated[
+        Path | None, typer.Option(help="where the sample corpus, export and worker log go [default: ~/.cache/rerankq/demo]")
+    ] = None,
 ) -> None:
     """The main job end to end on this machine: sample corpus → worker → SQL → export → top documents."""
-    from producer.demo import run_demo
+    from producer.demo import default_workdir, run_demo
 
-    raise typer.Exit(run_demo(workdir, queries, pairs_per_query, out, err))
+    raise typer.Exit(run_demo(workdir or default_workdir(), queries, pairs_per_query, out, err))
 
 
 def _settings_ok() -> bool:

@@ -228,7 +228,7 @@ def plan_manifest(
     """One streaming pass over the manifest; raises ManifestError listing every problem found."""
     uri = normalize_uri(uri)
     check_allowed(uri, settings)
-    fs, files = list_files(uri)
+    fs, files = list_files(uri, settings)
     problems = Problems()
     planner = ChunkPlanner(chunk_size or settings.chunk_size)
     tracker = _QueryTracker(planner, problems, builder)

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_query_chars: int = 100_000
     manifest_schemes: list[str] = ["file", "s3", "gs", "gcs"]
     manifest_roots: list[str] = Field(default_factory=list, description="allowed URI/path prefixes; empty = any")
+    s3_endpoint_url: str | None = Field(
+        None, description="an S3-compatible store for s3:// manifests, e.g. http://minio:9000 (credentials: AWS_* env)"
+    )
 
     # --- HTTP service (`producer serve`) and metrics ------------------------------------
     api_key: SecretStr | None = Field(None, description="if set, every endpoint but /healthz and /metrics needs it as a Bearer token")

@@ -24,6 +24,15 @@ class UnknownJob(LookupError):
         super().__init__(f"no job {job_id!r} in the ledger (see `producer list`)")
 
 
+class AmbiguousJob(UnknownJob):
+    """A job id prefix that several jobs share."""
+
+    def __init__(self, prefix: str, matches: Sequence[str]):
+        LookupError.__init__(
+            self, f"job id prefix {prefix!r} is ambiguous: it matches {', '.join(matches)} (give more characters)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreRow:
     query_id: str
@@ -316,6 +325,24 @@ class Ledger:
             )
 
     # --- reading -------------------------------------------------------------------------------
+    def resolve_job(self, job: str, show: int = 10) -> str:
+        """The full id of the job whose id is ``job`` or starts with it, as git resolves a commit.
+        UnknownJob when none matches, AmbiguousJob (listing up to ``show`` of them) when several do."""
+        job = job.strip()
+        if not job:
+            raise UnknownJob(job)
+        pattern = job.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self.session() as s:
+            if s.get(Job, job) is not None:
+                return job
+            query = select(Job.id).where(Job.id.like(pattern, escape="\\")).order_by(Job.id).limit(show + 1)
+            matches = s.scalars(query).all()
+        if not matches:
+            raise UnknownJob(job)
+        if len(matches) > 1:
+            raise AmbiguousJob(job, [*matches[:show], *(["…"] if len(matches) > show else [])])
+        return matches[0]
+
     def status(self, job_id: str) -> JobStatus:
         with self.session() as s:
             return self._status(s, self._job(s, job_id))
