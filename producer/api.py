@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from kombu.utils.url import maybe_sanitize_url
@@ -109,6 +109,23 @@ def _prompt_builder(settings: Settings) -> PromptBuilder | None:
     return PromptBuilder.from_model(path, settings.max_length) if path else None
 
 
+def _reuse_context(store: Ledger, settings: Settings, reuse: bool, report: Callable[[str], None] | None) -> str | None:
+    """The scoring context to reuse cached scores under (producer/reuse.py), or None: score everything."""
+    if not reuse:
+        return None
+    from producer.reuse import choose_context
+
+    choice = choose_context(store, settings)
+    if choice.digest is None and report is not None:
+        report(f"no reuse, every pair is scored: {choice.reason}")
+    return choice.digest
+
+
+def _reused(report: Callable[[str], None] | None, reused: int, total: int, messages: Sequence, context: str) -> None:
+    if report is not None:
+        report(f"reused {reused:,} of {total:,} pairs from the score cache (context {context[:12]}); {len(messages)} chunk(s) to score")
+
+
 def submit_manifest(
     manifest: str,
     *,
@@ -116,12 +133,31 @@ def submit_manifest(
     name: str | None = None,
     chunk_size: int | None = None,
     settings: Settings | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> str:
-    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id."""
+    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id.
+
+    ``reuse``: pairs whose score is cached under the workers' scoring context are copied into the
+    job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py).
+    ``report`` receives a line on what was reused, or why nothing was."""
     from producer.manifest import plan_manifest
 
     settings = settings or get_settings()
     store = ledger(settings)
+    context = _reuse_context(store, settings, reuse, report)
+    if context is not None:
+        from producer.reuse import submit_manifest_reusing
+
+        check_broker(settings)
+        job_id, messages, reused, total = submit_manifest_reusing(
+            store, settings, context, manifest, instruction=instruction, name=name, chunk_size=chunk_size,
+            builder=_prompt_builder(settings),
+        )  # fmt: skip
+        _reused(report, reused, total, messages, context)
+        if messages:
+            enqueue(messages, store, settings)
+        return job_id
     plan = plan_manifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
     )
@@ -137,8 +173,11 @@ def submit_pairs(
     name: str | None = None,
     chunk_size: int | None = None,
     settings: Settings | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> str:
-    """A job whose pairs travel inside the messages (and are kept in the ledger for resume)."""
+    """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
+    ``reuse`` and ``report`` as for ``submit_manifest``."""
     settings = settings or get_settings()
     items: list[InlinePair] = []
     for i, p in enumerate(pairs):
@@ -172,6 +211,20 @@ def submit_pairs(
             dup = next(d for d in ids if ids.count(d) > 1)
             raise InputError(f"duplicate pair (query_id={qid!r}, doc_id={dup!r})")
     size = chunk_size or settings.chunk_size
+    store = ledger(settings)
+    context = _reuse_context(store, settings, reuse, report)
+    if context is not None:
+        from producer.reuse import submit_pairs_reusing
+
+        check_broker(settings)
+        grouped = [p for group in groups.values() for p in group]
+        job_id, messages, reused, _ = submit_pairs_reusing(
+            store, context, grouped, instruction=instruction, name=name, chunk_size=size
+        )
+        _reused(report, reused, len(grouped), messages, context)
+        if messages:
+            enqueue(messages, store, settings)
+        return job_id
     chunks: list[NewChunk] = []
     current: list[InlinePair] = []
     for group in groups.values():
@@ -180,7 +233,7 @@ def submit_pairs(
             current = []
         current.extend(group)
     chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    return _record_and_enqueue(ledger(settings), settings, kind="inline", chunks=chunks, name=name, instruction=instruction)
+    return _record_and_enqueue(store, settings, kind="inline", chunks=chunks, name=name, instruction=instruction)
 
 
 def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
         4096, ge=64, description="a larger chunk goes to the engine in slices this big, the next tokenized meanwhile"
     )
     hf_batch_tokens: int = Field(16384, description="hf engine: padded tokens per forward pass")
+    fingerprint_full_weights: bool = Field(
+        False, description="score-cache key: hash every weight byte (slow for large checkpoints) instead of samples"
+    )
+    reuse_context_max_age: float = Field(
+        30 * 86400.0, gt=0, description="seconds a worker's recorded scoring context stays usable for reuse"
+    )
     tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
 
     # --- services ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
 from worker.logs import configure_logging, get_logger
 from worker.prompt import Pair
+from worker.score_key import ScoringContext, worker_context
 from worker.settings import get_settings
 from worker.store.db import check_revision
 from worker.store.ledger import Ledger, ScoreRow
@@ -30,6 +31,7 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 class _State:
     ledger: Ledger | None = None
     reranker: Reranker | None = None
+    context: ScoringContext | None = None  # score-cache keys of this worker's scores (worker/score_key.py)
 
 
 state = _State()
@@ -64,7 +66,15 @@ def _load_engine(**_: object) -> None:
         state.reranker = load_reranker(settings)
     except Exception as exc:
         _fatal("engine_failed", exc)
-    log.info("engine_ready", model=settings.model, engine=settings.engine)
+    try:  # without a context the worker scores as before, it just fills no cache
+        from worker.store.score_cache import record_worker_context
+
+        state.context = worker_context(settings)
+        record_worker_context(state.ledger, WORKER_ID, settings, state.context)
+    except Exception as exc:
+        state.context = None
+        log.warning("score_context_unavailable", error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+    log.info("engine_ready", model=settings.model, engine=settings.engine, context=state.context and state.context.digest)
 
 
 def _engine_alive(reranker: Reranker) -> bool:
@@ -140,7 +150,8 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
             if final:
                 return {"failed": _describe(exc)}
             raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries)
-        rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error) for k, r in zip(keyed, results)]
+        keys = state.context.keys(*zip(*[(k.pair.instruction, k.pair.query, k.pair.document) for k in keyed])) if state.context and keyed else [None] * len(keyed)
+        rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error, key) for k, r, key in zip(keyed, results, keys)]
         written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows)
         log.info("chunk_done", pairs=len(rows), errors=sum(r.error is not None for r in rows), written=written, **ctx)
         return {"pairs": len(rows), "written": written}
