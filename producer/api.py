@@ -152,11 +152,9 @@ def submit_manifest(
         check_broker(settings)
         job_id, messages, reused, total = submit_manifest_reusing(
             store, settings, context, manifest, instruction=instruction, name=name, chunk_size=chunk_size,
-            builder=_prompt_builder(settings),
+            builder=_prompt_builder(settings), enqueue=lambda ms: ms and enqueue(ms, store, settings),
         )  # fmt: skip
         _reused(report, reused, total, messages, context)
-        if messages:
-            enqueue(messages, store, settings)
         return job_id
     plan = plan_manifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
@@ -219,11 +217,10 @@ def submit_pairs(
         check_broker(settings)
         grouped = [p for group in groups.values() for p in group]
         job_id, messages, reused, _ = submit_pairs_reusing(
-            store, context, grouped, instruction=instruction, name=name, chunk_size=size
-        )
+            store, settings, context, grouped, instruction=instruction, name=name, chunk_size=size,
+            enqueue=lambda ms: ms and enqueue(ms, store, settings),
+        )  # fmt: skip
         _reused(report, reused, len(grouped), messages, context)
-        if messages:
-            enqueue(messages, store, settings)
         return job_id
     chunks: list[NewChunk] = []
     current: list[InlinePair] = []

@@ -320,11 +320,14 @@ def cache_prune(
     unused_for: Annotated[str, typer.Option("--unused-for", help="e.g. 30d: entries neither written nor reused since")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be deleted")] = False,
 ) -> None:
-    """Delete score-cache entries unused for the age given (safe while workers run)."""
+    """Delete score-cache entries unused for the age given (safe while workers run). A reuse records
+    its use once the last record is RERANKQ_CACHE_TOUCH_INTERVAL old (7 days), so entries are kept up
+    to that much longer."""
     from producer.api import ledger
+    from worker.settings import get_settings
     from worker.store.score_cache import prune_cache
 
-    r = prune_cache(ledger(), _age(unused_for), dry_run)
+    r = prune_cache(ledger(), _age(unused_for), get_settings().cache_touch_interval, dry_run)
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {r.removed:,} cache entr{'y' if r.removed == 1 else 'ies'} unused since {r.cutoff:%Y-%m-%d %H:%M:%S} UTC; {r.kept:,} kept")
 

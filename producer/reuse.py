@@ -20,6 +20,7 @@ live worker to tell) means no reuse: every pair is scored, and the reason is rep
 from __future__ import annotations
 
 import bisect
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -128,11 +129,13 @@ def submit_manifest_reusing(
     name: str | None,
     chunk_size: int | None,
     builder: object,
+    enqueue: Callable[[list], object],
 ) -> tuple[str, list, int, int]:
-    """Validate and stage keys in one streaming pass, then record the job over the misses only."""
+    """Validate and stage keys in one streaming pass, then record the job over the misses only,
+    enqueue its chunks, and only then mark the reused cache entries used."""
     from producer.manifest import plan_manifest
 
-    with ReuseStage(store) as stage:
+    with ReuseStage(store, settings.cache_touch_interval) as stage:
 
         def stage_batch(values: dict[str, list]) -> None:
             n = len(values["query_id"])
@@ -141,23 +144,30 @@ def submit_manifest_reusing(
             keys = pair_keys(context, instructions, values["query"], values["document"], DEFAULT_INSTRUCTION)
             stage.add(keys, values["query_id"], values["doc_id"])
 
+        t0 = time.perf_counter()
         plan = plan_manifest(
             manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=builder, on_batch=stage_batch  # type: ignore[arg-type]
         )
+        log.info("reuse_staged", pairs=stage.count, validate_and_stage_s=round(time.perf_counter() - t0, 2))
         files = [(mf.path, mf.size, rows) for mf, rows in plan.files]
         planner = _MissPlanner(files, plan.uri, instruction, chunk_size or settings.chunk_size)
-        return stage.record(planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction)
+        recorded = stage.record(planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction)
+        enqueue(recorded[1])
+        stage.touch()
+        return recorded
 
 
 # --- inline pairs ---------------------------------------------------------------------------------
 def submit_pairs_reusing(
     store: Ledger,
+    settings: Settings,
     context: str,
     items: Sequence[InlinePair],
     *,
     instruction: str | None,
     name: str | None,
     chunk_size: int,
+    enqueue: Callable[[list], object],
 ) -> tuple[str, list, int, int]:
     """``items`` are validated and grouped by query already (instruction filled from the job's)."""
     keys = pair_keys(context, [p.instruction for p in items], [p.query for p in items], [p.document for p in items])
@@ -181,6 +191,9 @@ def submit_pairs_reusing(
             chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
         return chunks
 
-    with ReuseStage(store) as stage:
+    with ReuseStage(store, settings.cache_touch_interval) as stage:
         stage.add(keys, [p.query_id for p in items], [p.doc_id for p in items])
-        return stage.record(plan, context, kind="inline", name=name, instruction=instruction)
+        recorded = stage.record(plan, context, kind="inline", name=name, instruction=instruction)
+        enqueue(recorded[1])
+        stage.touch()
+        return recorded

@@ -377,3 +377,29 @@ def test_prune_cache_by_last_use(env, tmp_path, tiny_model):
     r = prune_cache(store, parse_age("30d"), batch=3)
     assert (r.removed, r.kept) == (10, 10)
     assert store.status(submit_manifest(str(m), settings=settings)).pairs_reused == 10
+
+
+def test_bad_manifest_with_reuse_records_nothing(env, tmp_path, tiny_model, monkeypatch):
+    """Reuse writes the job's rows while it streams (PostgreSQL): a bad row later on rolls all of it back."""
+    import producer.manifest
+
+    monkeypatch.setattr(producer.manifest, "BATCH_ROWS", 5)  # the bad row comes batches after the first
+    store, settings = env
+    cols = rows(n_queries=4, docs_per_query=6, seed=12)
+    good = write_manifest(tmp_path / "good.parquet", cols)
+    worker = FakeWorker(store, settings, tiny_model)
+    worker.run(submit_manifest(str(good), settings=settings))
+    jobs_before = {j.job_id for j in store.list_jobs()}
+    cols["document"][-1] = ""  # the last row is bad: every other pair was staged and its hit copied
+    bad = write_manifest(tmp_path / "bad.parquet", cols, row_group_size=5)
+    from worker.manifest_source import ManifestError
+
+    with pytest.raises(ManifestError, match="is an empty string"):
+        submit_manifest(str(bad), settings=settings)
+    assert {j.job_id for j in store.list_jobs()} == jobs_before
+    from sqlalchemy import func, select
+
+    from worker.store.models import Score
+
+    with store.session() as s:
+        assert s.scalar(select(func.count()).select_from(Score)) == 24

@@ -4,8 +4,9 @@ The **scoring context** is everything outside the pair that can move a score: th
 fingerprint (config, tokenizer, weights), the resolved dtype, quantization, ``max_length``, the
 engine and its numerics mode (prefix caching, batch invariance, tensor parallelism) and rerankq's
 prompt recipe. Its digest (64 hex characters) is what a worker records in the registry and in
-``score_contexts``. A pair's key is ``sha256(context digest, instruction, query, document)`` with
-the instruction resolved as the worker resolves it (row's, else job's, else the default).
+``score_contexts``. A pair's key is 32 bytes of sha256 over (context digest, instruction, query,
+document), laid out by ``pair_keys``, with the instruction resolved as the worker resolves it (row's,
+else job's, else the default).
 
 Weights fingerprint: files up to ``FULL_HASH_BYTES`` in all are hashed whole. Larger checkpoints
 (the 8B model is 16 GB; a full hash is ~10-20 s of I/O on every worker start and every submission)
@@ -159,12 +160,16 @@ def pair_keys(
     documents: Iterable[str | None],
     default_instruction: str = DEFAULT_INSTRUCTION,
 ) -> list[bytes | None]:
-    """sha256(context, len+instruction, len+query, document). Consecutive rows of one query share the
-    hashed head (copied, not recomputed): ~1 µs per pair. None where the query or document is missing."""
+    """8 bytes of sha256(context, len+instruction, len+query) then 24 bytes of sha256(the same, document).
+
+    The first part keeps the entries of one query together in the cache's B-tree, so looking up a
+    query's documents (manifest order) touches a few pages instead of one page per pair; 192 bits of
+    the full digest still make a collision out of reach. Consecutive rows of one query share the
+    hashed head (copied, not recomputed). None where the query or document is missing."""
     base = hashlib.sha256(bytes.fromhex(context_digest))
     out: list[bytes | None] = []
     last: tuple[str, str] | None = None
-    head = base
+    head, prefix = base, b""
     for instruction, query, document in zip(instructions, queries, documents):
         if query is None or document is None:
             out.append(None)
@@ -174,10 +179,11 @@ def pair_keys(
             bi, bq = instruction.encode("utf-8", "surrogatepass"), query.encode("utf-8", "surrogatepass")
             head = base.copy()
             head.update(len(bi).to_bytes(8, "little") + bi + len(bq).to_bytes(8, "little") + bq)
+            prefix = head.digest()[:8]
             last = (instruction, query)
         h = head.copy()
         h.update(document.encode("utf-8", "surrogatepass"))
-        out.append(h.digest())
+        out.append(prefix + h.digest()[:24])
     return out
 
 

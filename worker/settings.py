@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     reuse_context_max_age: float = Field(
         30 * 86400.0, gt=0, description="seconds a worker's recorded scoring context stays usable for reuse"
     )
+    cache_touch_interval: float = Field(
+        7 * 86400.0, ge=0, description="a reused cache entry's last_used is rewritten once it is this old (seconds)"
+    )
     tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
 
     # --- services ------------------------------------------------------------------------

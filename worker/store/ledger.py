@@ -68,12 +68,14 @@ class Ledger:
         pairs_reused: int = 0,
         score_context: str | None = None,
         session: Session | None = None,
+        job_id: str | None = None,
     ) -> tuple[str, list[ChunkMessage]]:
         """Job and chunks in one transaction; the messages to enqueue come back with their ids.
 
         ``pairs_reused`` pairs are copied from the score cache by the caller, in ``session``'s
-        transaction (producer/reuse.py); a job made only of those is complete at once."""
-        job_id = str(uuid.uuid4())
+        transaction (producer/reuse.py), which may have written a placeholder row for ``job_id`` first;
+        a job made only of those is complete at once."""
+        job_id = job_id or str(uuid.uuid4())
         if session is not None:
             return job_id, self._create_job(session, job_id, kind, chunks, name, manifest, instruction, pairs_reused, score_context)
         with self.session.begin() as s:
@@ -93,7 +95,7 @@ class Ledger:
         score_context: str | None,
     ) -> list[ChunkMessage]:
         t = now()
-        s.add(
+        s.merge(
             Job(
                 id=job_id,
                 name=name,

@@ -66,6 +66,7 @@ class Chunk(Base):
 class Score(Base):
     __tablename__ = "scores"
 
+    # PostgreSQL has no such constraint since 0003_score_cache (see there); SQLite keeps it.
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     query_id: Mapped[str] = mapped_column(Text, primary_key=True)
     doc_id: Mapped[str] = mapped_column(Text, primary_key=True)
