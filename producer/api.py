@@ -109,16 +109,14 @@ def _prompt_builder(settings: Settings) -> PromptBuilder | None:
     return PromptBuilder.from_model(path, settings.max_length) if path else None
 
 
-def _reuse_context(store: Ledger, settings: Settings, reuse: bool, report: Callable[[str], None] | None) -> str | None:
-    """The scoring context to reuse cached scores under (producer/reuse.py), or None: score everything."""
+def _reuse_context(store: Ledger, settings: Settings, reuse: bool) -> tuple[str | None, str | None]:
+    """The scoring context to reuse cached scores under (producer/reuse.py), or None and why: score everything."""
     if not reuse:
-        return None
+        return None, None
     from producer.reuse import choose_context
 
     choice = choose_context(store, settings)
-    if choice.digest is None and report is not None:
-        report(f"no reuse, every pair is scored: {choice.reason}")
-    return choice.digest
+    return choice.digest, None if choice.digest else f"no reuse, every pair is scored: {choice.reason}"
 
 
 def _reused(report: Callable[[str], None] | None, reused: int, total: int, messages: Sequence, context: str) -> None:
@@ -145,7 +143,7 @@ def submit_manifest(
 
     settings = settings or get_settings()
     store = ledger(settings)
-    context = _reuse_context(store, settings, reuse, report)
+    context, why_not = _reuse_context(store, settings, reuse)
     if context is not None:
         from producer.reuse import submit_manifest_reusing
 
@@ -159,9 +157,12 @@ def submit_manifest(
     plan = plan_manifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
     )
-    return _record_and_enqueue(
+    job_id = _record_and_enqueue(
         store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
     )
+    if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
+        report(why_not)
+    return job_id
 
 
 def submit_pairs(
@@ -210,7 +211,7 @@ def submit_pairs(
             raise InputError(f"duplicate pair (query_id={qid!r}, doc_id={dup!r})")
     size = chunk_size or settings.chunk_size
     store = ledger(settings)
-    context = _reuse_context(store, settings, reuse, report)
+    context, why_not = _reuse_context(store, settings, reuse)
     if context is not None:
         from producer.reuse import submit_pairs_reusing
 
@@ -230,7 +231,10 @@ def submit_pairs(
             current = []
         current.extend(group)
     chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    return _record_and_enqueue(store, settings, kind="inline", chunks=chunks, name=name, instruction=instruction)
+    job_id = _record_and_enqueue(store, settings, kind="inline", chunks=chunks, name=name, instruction=instruction)
+    if why_not and report is not None:
+        report(why_not)
+    return job_id
 
 
 def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:
