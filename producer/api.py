@@ -133,6 +133,21 @@ def _prompt_builder(settings: Settings) -> PromptBuilder | None:
     return PromptBuilder.from_model(path, settings.max_length) if path else None
 
 
+def _reuse_context(store: Ledger, settings: Settings, reuse: bool) -> tuple[str | None, str | None]:
+    """The scoring context to reuse cached scores under (producer/reuse.py), or None and why: score everything."""
+    if not reuse:
+        return None, None
+    from producer.reuse import choose_context
+
+    choice = choose_context(store, settings)
+    return choice.digest, None if choice.digest else f"no reuse, every pair is scored: {choice.reason}"
+
+
+def _reused(report: Callable[[str], None] | None, reused: int, total: int, messages: Sequence, context: str) -> None:
+    if report is not None:
+        report(f"reused {reused:,} of {total:,} pairs from the score cache (context {context[:12]}); {len(messages)} chunk(s) to score")
+
+
 def submit_manifest(
     manifest: str,
     *,
@@ -140,18 +155,38 @@ def submit_manifest(
     name: str | None = None,
     chunk_size: int | None = None,
     settings: Settings | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> str:
-    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id."""
+    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id.
+
+    ``reuse``: pairs whose score is cached under the workers' scoring context are copied into the
+    job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py).
+    ``report`` receives a line on what was reused, or why nothing was."""
     from producer.manifest import plan_manifest
 
     settings = settings or get_settings()
     store = ledger(settings)
+    context, why_not = _reuse_context(store, settings, reuse)
+    if context is not None:
+        from producer.reuse import submit_manifest_reusing
+
+        check_broker(settings)
+        job_id, messages, reused, total = submit_manifest_reusing(
+            store, settings, context, manifest, instruction=instruction, name=name, chunk_size=chunk_size,
+            builder=_prompt_builder(settings), enqueue=lambda ms: ms and enqueue(ms, store, settings),
+        )  # fmt: skip
+        _reused(report, reused, total, messages, context)
+        return job_id
     plan = plan_manifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
     )
-    return _record_and_enqueue(
+    job_id = _record_and_enqueue(
         store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
     )
+    if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
+        report(why_not)
+    return job_id
 
 
 def submit_pairs(
@@ -162,9 +197,12 @@ def submit_pairs(
     chunk_size: int | None = None,
     settings: Settings | None = None,
     priority: int | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> str:
     """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
-    ``priority``: see ``enqueue`` (interactive requests jump the batch queue)."""
+    ``priority``: see ``enqueue`` (interactive requests jump the batch queue); ``reuse`` and
+    ``report`` as for ``submit_manifest``."""
     settings = settings or get_settings()
     items: list[InlinePair] = []
     for i, p in enumerate(pairs):
@@ -198,6 +236,19 @@ def submit_pairs(
             dup = next(d for d in ids if ids.count(d) > 1)
             raise InputError(f"duplicate pair (query_id={qid!r}, doc_id={dup!r})")
     size = chunk_size or settings.chunk_size
+    store = ledger(settings)
+    context, why_not = _reuse_context(store, settings, reuse)
+    if context is not None:
+        from producer.reuse import submit_pairs_reusing
+
+        check_broker(settings)
+        grouped = [p for group in groups.values() for p in group]
+        job_id, messages, reused, _ = submit_pairs_reusing(
+            store, settings, context, grouped, instruction=instruction, name=name, chunk_size=size,
+            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority),
+        )  # fmt: skip
+        _reused(report, reused, len(grouped), messages, context)
+        return job_id
     chunks: list[NewChunk] = []
     current: list[InlinePair] = []
     for group in groups.values():
@@ -206,9 +257,12 @@ def submit_pairs(
             current = []
         current.extend(group)
     chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    return _record_and_enqueue(
-        ledger(settings), settings, priority, kind="inline", chunks=chunks, name=name, instruction=instruction
+    job_id = _record_and_enqueue(
+        store, settings, priority, kind="inline", chunks=chunks, name=name, instruction=instruction
     )
+    if why_not and report is not None:
+        report(why_not)
+    return job_id
 
 
 def resolve_job(job: str, settings: Settings | None = None) -> str:

@@ -27,7 +27,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="The SQL ledger.")
 dev_app = typer.Typer(no_args_is_help=True, help="Offline development helpers.")
+cache_app = typer.Typer(no_args_is_help=True, help="The score cache (scores reused across jobs).")
 app.add_typer(db_app, name="db")
+app.add_typer(cache_app, name="cache")
 app.add_typer(dev_app, name="dev")
 out = Console()
 err = Console(stderr=True)
@@ -85,7 +87,7 @@ def _status_table(st: JobStatus, waiting: str | None = None) -> Table:
         ("job", st.job_id),
         ("name", st.name or ""),
         ("state", st.state.value),
-        ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
+        ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_reused:,} reused, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
         ("chunks", ", ".join(f"{k} {v}" for k, v in st.chunks.model_dump().items() if v) + f" (of {st.chunks_total})"),
         ("created", _when(st.created_at)),
         ("started", _when(st.started_at)),
@@ -112,11 +114,17 @@ def submit(
     name: Annotated[str | None, typer.Option(help="a name to find the job by")] = None,
     chunk_size: Annotated[int | None, typer.Option(min=1, help="pairs per chunk (default RERANKQ_CHUNK_SIZE)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
+    reuse: Annotated[
+        bool, typer.Option("--reuse/--no-reuse", help="copy cached scores of unchanged pairs (--no-reuse: score every pair)")
+    ] = True,
 ) -> None:
     """Validate a manifest, record the job and enqueue its chunks. Prints the job id last."""
     from producer.api import submit_manifest
 
-    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size)
+    def report(line: str) -> None:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=report)
     if wait:
         code = _follow(job_id, None)
         print(job_id)
@@ -176,7 +184,7 @@ def _follow(job_id: str, timeout: float | None) -> int:
         task = progress.add_task("queued", total=None)
         while True:
             st = store.status(job_id)
-            done = st.pairs_scored + st.pairs_failed
+            done = st.pairs_scored + st.pairs_failed + st.pairs_reused
             if st.state.terminal:
                 progress.update(task, total=st.pairs_total, completed=done, description=st.state.value)
                 break
@@ -189,7 +197,7 @@ def _follow(job_id: str, timeout: float | None) -> int:
                 err.print(f"timeout: job {job_id} is still {note}", markup=False, highlight=False, soft_wrap=True)
                 return 2
             time.sleep(0.5)
-    err.print(f"job {job_id}: {st.state.value} ({st.pairs_scored:,} scored, {st.pairs_failed:,} failed)")
+    err.print(f"job {job_id}: {st.state.value} ({st.pairs_scored:,} scored, {st.pairs_reused:,} reused, {st.pairs_failed:,} failed)")
     for e in st.errors[:5]:
         err.print(f"  {e}", markup=False, highlight=False)
     return 0 if st.state == JobState.completed else 1
@@ -281,8 +289,19 @@ def retry(job: JobArg) -> None:
 
 @app.command()
 @friendly
-def export(job: JobArg, out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")]) -> None:
-    """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet."""
+def export(
+    job: JobArg,
+    out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")],
+    changes_since: Annotated[
+        str | None, typer.Option("--changes-since", metavar="OLD_JOB", help="only what changed since OLD_JOB")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(min=0, help="with --changes-since: score differences up to this are unchanged")] = 0.0,
+) -> None:
+    """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet.
+
+    With --changes-since OLD_JOB: only pairs whose score or rank differs from OLD_JOB, new pairs and
+    removed pairs, as query_id, doc_id, change (new|removed|changed|moved), old_score, new_score,
+    old_rank, new_rank, error."""
     import os
 
     from producer.api import InputError, ledger
@@ -290,11 +309,107 @@ def export(job: JobArg, out_file: Annotated[Path, typer.Option("--out", help="FI
 
     store = ledger()
     job = store.resolve_job(job)  # an unknown job fails here, before any file is created
+    if changes_since is not None:
+        changes_since = store.resolve_job(changes_since)
     try:
+        if changes_since is not None:
+            from producer.changes import export_changes
+
+            counts = export_changes(store, changes_since, job, out_file, tolerance)
+            detail = ", ".join(f"{v:,} {k}" for k, v in counts.items())
+            err.print(f"{sum(counts.values()):,} rows written to {out_file} ({detail})")
+            return
         rows = export_parquet(store, job, out_file)
     except OSError as exc:  # no such directory, no permission, disk full ...
         raise InputError(f"cannot write {out_file}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     err.print(f"{rows:,} rows written to {out_file}")
+
+
+@app.command()
+@friendly
+def diff(
+    old_job: str,
+    job: str,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="compare each query's top k")] = 10,
+    tolerance: Annotated[float, typer.Option(min=0, help="score differences up to this are unchanged")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What changed from OLD_JOB to JOB: pairs unchanged, changed, moved, new, removed; queries whose top-k changed."""
+    from dataclasses import asdict as as_dict
+
+    from producer.api import ledger
+    from producer.changes import diff as run
+
+    d = run(ledger(), old_job, job, top_k, tolerance)
+    if as_json:
+        print(json.dumps(as_dict(d), indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for k, v in (
+        ("unchanged", d.unchanged), ("changed", d.changed), ("moved", d.moved), ("new", d.new), ("removed", d.removed),
+        (f"queries with another top {d.top_k}", d.queries_top_k_changed),
+    ):  # fmt: skip
+        table.add_row(k, f"{v:,}")
+    if d.examples:
+        table.add_row("e.g.", ", ".join(d.examples))
+    out.print(table)
+
+
+def _age(value: str) -> float:
+    from producer.api import InputError
+    from rerankq.store.retention import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@app.command()
+@friendly
+def prune(
+    jobs_older_than: Annotated[str, typer.Option("--jobs-older-than", help="e.g. 30d, 12h")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be deleted")] = False,
+) -> None:
+    """Delete finished jobs (and their chunks and scores) older than the age given. Queued and
+    running jobs, and jobs with a chunk still running, are never touched."""
+    from producer.api import ledger
+    from rerankq.store.retention import prune_jobs
+
+    r = prune_jobs(ledger(), _age(jobs_older_than), dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {len(r.jobs)} job(s) finished before {r.cutoff:%Y-%m-%d %H:%M:%S} UTC: {r.chunks:,} chunk(s), {r.scores:,} score row(s)")
+    for job_id in r.jobs:
+        print(f"  {job_id}")
+
+
+@cache_app.command("prune")
+@friendly
+def cache_prune(
+    unused_for: Annotated[str, typer.Option("--unused-for", help="e.g. 30d: entries neither written nor reused since")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be deleted")] = False,
+) -> None:
+    """Delete score-cache entries unused for the age given (safe while workers run). A reuse records
+    its use once the last record is RERANKQ_CACHE_TOUCH_INTERVAL old (7 days), so entries are kept up
+    to that much longer."""
+    from producer.api import ledger
+    from rerankq.settings import get_settings
+    from rerankq.store.score_cache import prune_cache
+
+    r = prune_cache(ledger(), _age(unused_for), get_settings().cache_touch_interval, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {r.removed:,} cache entr{'y' if r.removed == 1 else 'ies'} unused since {r.cutoff:%Y-%m-%d %H:%M:%S} UTC; {r.kept:,} kept")
+
+
+@cache_app.command("info")
+@friendly
+def cache_info() -> None:
+    """Entries in the score cache and the oldest last use."""
+    from producer.api import ledger
+    from rerankq.store.score_cache import cache_size
+
+    n, oldest = cache_size(ledger())
+    print(f"{n:,} entries" + (f", least recently used {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else ""))
 
 
 @db_app.command("upgrade")

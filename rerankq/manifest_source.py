@@ -141,6 +141,8 @@ def read_segment(fs: pafs.FileSystem, segment: ManifestSegment) -> pa.Table:
         raise ManifestError(f"{segment.path}: the file changed after the job was submitted (size or row count differs)")
     names = set(pf.schema_arrow.names)
     columns = [c for c in COLUMNS if c in names]
+    if segment.rows is not None:
+        return _read_rows(pf, columns, segment.rows)
     groups, first, offset = [], None, 0
     for g in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(g).num_rows
@@ -150,6 +152,22 @@ def read_segment(fs: pafs.FileSystem, segment: ManifestSegment) -> pa.Table:
         offset += n
     table = pf.read_row_groups(groups, columns=columns)
     return table.slice(segment.start - (first or 0), segment.stop - segment.start)
+
+
+def _read_rows(pf: pq.ParquetFile, columns: list[str], rows: list[int]) -> pa.Table:
+    """Only the named rows (ascending), one row group in memory at a time: the rows left to score after
+    reuse may be scattered over far more of the file than they number."""
+    import bisect
+
+    pieces, offset = [], 0
+    for g in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        lo, hi = bisect.bisect_left(rows, offset), bisect.bisect_left(rows, offset + n)
+        if hi > lo:
+            group = pf.read_row_group(g, columns=columns)
+            pieces.append(group.take(pa.array([r - offset for r in rows[lo:hi]], pa.int64())))
+        offset += n
+    return pa.concat_tables(pieces) if pieces else pf.schema_arrow.empty_table().select(columns)
 
 
 def texts(column: pa.ChunkedArray | pa.Array) -> list[str | None]:

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     )
     warm_up: bool = Field(True, description="GPU: score one synthetic full batch at load (JIT kernels before chunk 1)")
     hf_batch_tokens: int = Field(16384, description="hf engine: padded tokens per forward pass")
+    fingerprint_full_weights: bool = Field(
+        False, description="score-cache key: hash every weight byte (slow for large checkpoints) instead of samples"
+    )
+    reuse_context_max_age: float = Field(
+        30 * 86400.0, gt=0, description="seconds a worker's recorded scoring context stays usable for reuse"
+    )
+    cache_touch_interval: float = Field(
+        7 * 86400.0, ge=0, description="a reused cache entry's last_used is rewritten once it is this old (seconds)"
+    )
     tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
 
     # --- services ------------------------------------------------------------------------
