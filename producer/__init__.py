@@ -1,5 +1,7 @@
 """rerankq producer: push rerank work (inline pairs or Parquet manifests) and follow it in SQL."""
 
+import rerankq.torch_compat  # noqa: F401, I001  (first: hides torch companions built for another torch)
+
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:

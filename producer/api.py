@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from typing import TYPE_CHECKING, Any
@@ -133,6 +133,21 @@ def _prompt_builder(settings: Settings) -> PromptBuilder | None:
     return PromptBuilder.from_model(path, settings.max_length) if path else None
 
 
+def _reuse_context(store: Ledger, settings: Settings, reuse: bool) -> tuple[str | None, str | None]:
+    """The scoring context to reuse cached scores under (producer/reuse.py), or None and why: score everything."""
+    if not reuse:
+        return None, None
+    from producer.reuse import choose_context
+
+    choice = choose_context(store, settings)
+    return choice.digest, None if choice.digest else f"no reuse, every pair is scored: {choice.reason}"
+
+
+def _reused(report: Callable[[str], None] | None, reused: int, total: int, messages: Sequence, context: str) -> None:
+    if report is not None:
+        report(f"reused {reused:,} of {total:,} pairs from the score cache (context {context[:12]}); {len(messages)} chunk(s) to score")
+
+
 def submit_manifest(
     manifest: str,
     *,
@@ -140,18 +155,38 @@ def submit_manifest(
     name: str | None = None,
     chunk_size: int | None = None,
     settings: Settings | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> str:
-    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id."""
+    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id.
+
+    ``reuse``: pairs whose score is cached under the workers' scoring context are copied into the
+    job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py).
+    ``report`` receives a line on what was reused, or why nothing was."""
     from producer.manifest import plan_manifest
 
     settings = settings or get_settings()
     store = ledger(settings)
+    context, why_not = _reuse_context(store, settings, reuse)
+    if context is not None:
+        from producer.reuse import submit_manifest_reusing
+
+        check_broker(settings)
+        job_id, messages, reused, total = submit_manifest_reusing(
+            store, settings, context, manifest, instruction=instruction, name=name, chunk_size=chunk_size,
+            builder=_prompt_builder(settings), enqueue=lambda ms: ms and enqueue(ms, store, settings),
+        )  # fmt: skip
+        _reused(report, reused, total, messages, context)
+        return job_id
     plan = plan_manifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
     )
-    return _record_and_enqueue(
+    job_id = _record_and_enqueue(
         store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
     )
+    if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
+        report(why_not)
+    return job_id
 
 
 def submit_pairs(
@@ -162,9 +197,12 @@ def submit_pairs(
     chunk_size: int | None = None,
     settings: Settings | None = None,
     priority: int | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
 ) -> str:
     """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
-    ``priority``: see ``enqueue`` (interactive requests jump the batch queue)."""
+    ``priority``: see ``enqueue`` (interactive requests jump the batch queue); ``reuse`` and
+    ``report`` as for ``submit_manifest``."""
     settings = settings or get_settings()
     items: list[InlinePair] = []
     for i, p in enumerate(pairs):
@@ -198,6 +236,19 @@ def submit_pairs(
             dup = next(d for d in ids if ids.count(d) > 1)
             raise InputError(f"duplicate pair (query_id={qid!r}, doc_id={dup!r})")
     size = chunk_size or settings.chunk_size
+    store = ledger(settings)
+    context, why_not = _reuse_context(store, settings, reuse)
+    if context is not None:
+        from producer.reuse import submit_pairs_reusing
+
+        check_broker(settings)
+        grouped = [p for group in groups.values() for p in group]
+        job_id, messages, reused, _ = submit_pairs_reusing(
+            store, settings, context, grouped, instruction=instruction, name=name, chunk_size=size,
+            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority),
+        )  # fmt: skip
+        _reused(report, reused, len(grouped), messages, context)
+        return job_id
     chunks: list[NewChunk] = []
     current: list[InlinePair] = []
     for group in groups.values():
@@ -206,19 +257,59 @@ def submit_pairs(
             current = []
         current.extend(group)
     chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    return _record_and_enqueue(
-        ledger(settings), settings, priority, kind="inline", chunks=chunks, name=name, instruction=instruction
+    job_id = _record_and_enqueue(
+        store, settings, priority, kind="inline", chunks=chunks, name=name, instruction=instruction
     )
+    if why_not and report is not None:
+        report(why_not)
+    return job_id
 
 
-def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, settings: Settings | None = None) -> JobStatus:
-    """Poll the ledger until the job is final or ``timeout`` passes; returns the last status."""
+def resolve_job(job: str, settings: Settings | None = None) -> str:
+    """The full id of a job given by its id or a unique prefix of it (like git); UnknownJob otherwise."""
+    return ledger(settings).resolve_job(job)
+
+
+def status(job: str, settings: Settings | None = None) -> JobStatus:
+    """A job's state as the ledger holds it (``job``: its id or a unique prefix)."""
     store = ledger(settings)
+    return store.status(store.resolve_job(job))
+
+
+def _alive_workers(settings: Settings) -> list[WorkerStatus]:
+    from rerankq.store.registry import Registry
+
+    return Registry(settings.database, settings.connect_timeout).alive(settings.worker_dead_after)
+
+
+def waiting_note(st: JobStatus, settings: Settings | None = None) -> str:
+    """What the job waits for, in one line ("queued, 1 worker loading its engine"; see producer/waiting.py)."""
+    from producer.waiting import waiting_for
+
+    return waiting_for(st, _alive_workers(settings or get_settings()))
+
+
+def wait(
+    job_id: str,
+    timeout: float | None = None,
+    poll: float = 0.5,
+    settings: Settings | None = None,
+    on_wait: Callable[[JobStatus, str], object] | None = None,
+) -> JobStatus:
+    """Poll the ledger until the job is final or ``timeout`` passes; returns the last status.
+    ``on_wait(status, note)`` is called whenever what the job waits for changes (see ``waiting_note``)."""
+    settings = settings or get_settings()
+    store = ledger(settings)
+    job_id = store.resolve_job(job_id)
     deadline = None if timeout is None else time.monotonic() + timeout
+    said = None
     while True:
-        status = store.status(job_id)
-        if status.state.terminal or (deadline is not None and time.monotonic() >= deadline):
-            return status
+        st = store.status(job_id)
+        if st.state.terminal or (deadline is not None and time.monotonic() >= deadline):
+            return st
+        if on_wait is not None and (note := waiting_note(st, settings)) != said:
+            on_wait(st, note)
+            said = note
         time.sleep(poll)
 
 
@@ -273,14 +364,21 @@ def rerank(
     *,
     timeout: float | None = 600,
     settings: Settings | None = None,
+    on_wait: Callable[[JobStatus, str], object] | None = None,
 ) -> list[Ranked]:
-    """Score one query against a few documents through the workers; best first."""
+    """Score one query against a few documents through the workers; best first. A job still
+    unfinished after ``timeout`` seconds is cancelled (TimeoutError says why it did not finish)."""
     settings = settings or get_settings()
     request = check_rerank(query, documents, instruction, settings)
     job_id = submit_rerank(request, settings=settings)
-    status = wait(job_id, timeout=timeout, settings=settings)
-    if not status.state.terminal:
-        raise TimeoutError(f"job {job_id} still {status.state.value} after {timeout} s")
+    st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)
+    if not st.state.terminal and ledger(settings).cancel(job_id) == JobState.cancelled:
+        from producer.waiting import describe_workers
+
+        raise TimeoutError(
+            f"job {job_id} still {st.state.value} after {timeout:g} s, so it was cancelled; "
+            f"{describe_workers(_alive_workers(settings))}"
+        )
     return rerank_results(job_id, request.documents, settings)
 
 
@@ -319,14 +417,15 @@ def workers(settings: Settings | None = None) -> list[WorkerStatus]:
 
 
 def cancel(job_id: str, settings: Settings | None = None) -> JobState:
-    return ledger(settings).cancel(job_id)
+    store = ledger(settings)
+    return store.cancel(store.resolve_job(job_id))
 
 
 def resume(job_id: str, settings: Settings | None = None) -> int:
     """Re-enqueue every chunk the ledger does not hold as finished (e.g. after Redis lost its queue)."""
     settings = settings or get_settings()
     store = ledger(settings)
-    messages = store.resumable(job_id)
+    messages = store.resumable(store.resolve_job(job_id))
     if messages:
         check_broker(settings)
     return enqueue(messages, store, settings) if messages else 0
@@ -336,7 +435,7 @@ def retry_failed(job_id: str, settings: Settings | None = None) -> int:
     """Run the failed chunks again (and only those)."""
     settings = settings or get_settings()
     store = ledger(settings)
-    store.status(job_id)
+    job_id = store.resolve_job(job_id)
     check_broker(settings)
     messages = store.reopen_failed(job_id)
     return enqueue(messages, store, settings) if messages else 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,11 +27,14 @@ app = typer.Typer(
 )
 db_app = typer.Typer(no_args_is_help=True, help="The SQL ledger.")
 dev_app = typer.Typer(no_args_is_help=True, help="Offline development helpers.")
+cache_app = typer.Typer(no_args_is_help=True, help="The score cache (scores reused across jobs).")
 app.add_typer(db_app, name="db")
+app.add_typer(cache_app, name="cache")
 app.add_typer(dev_app, name="dev")
 out = Console()
 err = Console(stderr=True)
 ERROR_EXIT = 3
+JobArg = Annotated[str, typer.Argument(metavar="JOB", help="a job id, or a unique prefix of one (as with git)")]
 
 
 def friendly(fn):  # noqa: ANN001, ANN201
@@ -70,18 +74,27 @@ def _ago(when) -> str:  # noqa: ANN001
     return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
-def _status_table(st: JobStatus) -> Table:
+def _when(value) -> str:  # noqa: ANN001
+    """A ledger timestamp to the second, in UTC (microseconds say nothing to a person)."""
+    from datetime import UTC
+
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""
+
+
+def _status_table(st: JobStatus, waiting: str | None = None) -> Table:
     table = Table(show_header=False, box=None)
     rows = [
         ("job", st.job_id),
         ("name", st.name or ""),
         ("state", st.state.value),
-        ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
+        ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_reused:,} reused, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
         ("chunks", ", ".join(f"{k} {v}" for k, v in st.chunks.model_dump().items() if v) + f" (of {st.chunks_total})"),
-        ("created", str(st.created_at)),
-        ("started", str(st.started_at or "")),
-        ("finished", str(st.finished_at or "")),
+        ("created", _when(st.created_at)),
+        ("started", _when(st.started_at)),
+        ("finished", _when(st.finished_at)),
     ]
+    if waiting and not st.state.terminal:
+        rows.insert(3, ("waiting", waiting))
     if st.elapsed_seconds is not None:
         rows.append(("elapsed", f"{st.elapsed_seconds:.1f} s, {st.pairs_per_second or 0:.1f} pairs/s"))
     for h in st.holders:
@@ -101,11 +114,17 @@ def submit(
     name: Annotated[str | None, typer.Option(help="a name to find the job by")] = None,
     chunk_size: Annotated[int | None, typer.Option(min=1, help="pairs per chunk (default RERANKQ_CHUNK_SIZE)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
+    reuse: Annotated[
+        bool, typer.Option("--reuse/--no-reuse", help="copy cached scores of unchanged pairs (--no-reuse: score every pair)")
+    ] = True,
 ) -> None:
     """Validate a manifest, record the job and enqueue its chunks. Prints the job id last."""
     from producer.api import submit_manifest
 
-    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size)
+    def report(line: str) -> None:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=report)
     if wait:
         code = _follow(job_id, None)
         print(job_id)
@@ -120,12 +139,15 @@ def rerank(
     doc: Annotated[list[str], typer.Option("--doc", "-d", help="a document; repeat for more")],
     instruction: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
-    timeout: Annotated[float, typer.Option(help="seconds to wait")] = 600,
+    timeout: Annotated[float, typer.Option(help="seconds to wait; then the job is cancelled")] = 600,
 ) -> None:
     """Rank a few documents for one query through the workers (documents travel in the message)."""
     from producer.api import rerank as run
 
-    ranked = run(query, doc, instruction, timeout=timeout)
+    def say(_st: JobStatus, note: str) -> None:  # what the job waits for, each time that changes
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
+
+    ranked = run(query, doc, instruction, timeout=timeout, on_wait=say)
     if as_json:
         print(json.dumps([asdict(r) for r in ranked], ensure_ascii=False, indent=2))
         return
@@ -137,36 +159,45 @@ def rerank(
 
 @app.command()
 @friendly
-def status(job: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(job: JobArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """State, pairs scored/failed, chunks and timings of a job."""
-    from producer.api import ledger
+    from producer.api import status as job_status
+    from producer.api import waiting_note
 
-    st = ledger().status(job)
+    st = job_status(job)
     if as_json:
         print(st.model_dump_json(indent=2))
     else:
-        out.print(_status_table(st))
+        out.print(_status_table(st, None if st.state.terminal else waiting_note(st)))
 
 
 def _follow(job_id: str, timeout: float | None) -> int:
-    from producer.api import ledger
+    """A progress bar whose text says what the job waits for (a worker to start, to load, ...)."""
+    from producer.api import ledger, waiting_note
 
     store = ledger()
-    store.status(job_id)  # an unknown job fails here, before a progress bar is drawn
+    job_id = store.resolve_job(job_id)  # an unknown job fails here, before a progress bar is drawn
     deadline = None if timeout is None else time.monotonic() + timeout
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    said = ""
     with Progress(*columns, console=err, transient=False) as progress:
         task = progress.add_task("queued", total=None)
         while True:
             st = store.status(job_id)
-            progress.update(task, total=st.pairs_total, completed=st.pairs_scored + st.pairs_failed, description=st.state.value)
+            done = st.pairs_scored + st.pairs_failed + st.pairs_reused
             if st.state.terminal:
+                progress.update(task, total=st.pairs_total, completed=done, description=st.state.value)
                 break
+            note = waiting_note(st)
+            progress.update(task, total=st.pairs_total, completed=done, description=note)
+            if note != said and not err.is_terminal:  # no live bar (a log, a pipe): one line per change
+                err.print(note, markup=False, highlight=False, soft_wrap=True)
+            said = note
             if deadline is not None and time.monotonic() >= deadline:
-                err.print(f"timeout: job {job_id} is still {st.state.value}")
+                err.print(f"timeout: job {job_id} is still {note}", markup=False, highlight=False, soft_wrap=True)
                 return 2
             time.sleep(0.5)
-    err.print(f"job {job_id}: {st.state.value} ({st.pairs_scored:,} scored, {st.pairs_failed:,} failed)")
+    err.print(f"job {job_id}: {st.state.value} ({st.pairs_scored:,} scored, {st.pairs_reused:,} reused, {st.pairs_failed:,} failed)")
     for e in st.errors[:5]:
         err.print(f"  {e}", markup=False, highlight=False)
     return 0 if st.state == JobState.completed else 1
@@ -174,7 +205,7 @@ def _follow(job_id: str, timeout: float | None) -> int:
 
 @app.command()
 @friendly
-def wait(job: str, timeout: Annotated[float | None, typer.Option(help="seconds")] = None) -> None:
+def wait(job: JobArg, timeout: Annotated[float | None, typer.Option(help="seconds")] = None) -> None:
     """Follow a job: exit 0 completed, 1 failed/completed_with_errors/cancelled, 2 timeout."""
     raise typer.Exit(_follow(job, timeout))
 
@@ -189,9 +220,16 @@ def list_jobs(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] 
     if as_json:
         print(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
         return
-    table = Table("job", "name", "state", "scored", "failed", "total", "created")
+    # Ids whole and on one line at any width: they are copied into other commands (a unique prefix
+    # is enough for those, as with git). The name goes last and folds when space runs out.
+    table = Table("job", "state", "pairs", "created (UTC)", "name", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.columns[0].no_wrap, table.columns[0].min_width = True, max((len(j.job_id) for j in jobs), default=3)
+    table.columns[3].no_wrap = True
+    for column in table.columns[1:]:
+        column.overflow = "fold"
     for j in jobs:
-        table.add_row(j.job_id, j.name or "", j.state.value, f"{j.pairs_scored:,}", f"{j.pairs_failed:,}", f"{j.pairs_total:,}", str(j.created_at)[:19])
+        done = f"{j.pairs_scored + j.pairs_failed:,}/{j.pairs_total:,}"
+        table.add_row(j.job_id, j.state.value, done, _when(j.created_at)[:16], j.name or "")
     out.print(table)
 
 
@@ -224,7 +262,7 @@ def list_workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
 @app.command()
 @friendly
-def cancel(job: str) -> None:
+def cancel(job: JobArg) -> None:
     """Stop a job: no further chunk is scored; scores already written stay."""
     from producer.api import cancel as run
 
@@ -233,7 +271,7 @@ def cancel(job: str) -> None:
 
 @app.command()
 @friendly
-def resume(job: str) -> None:
+def resume(job: JobArg) -> None:
     """Re-enqueue the chunks the ledger does not hold as done (after the broker lost its queue)."""
     from producer.api import resume as run
 
@@ -242,7 +280,7 @@ def resume(job: str) -> None:
 
 @app.command()
 @friendly
-def retry(job: str) -> None:
+def retry(job: JobArg) -> None:
     """Run the failed chunks of a job again, and only those."""
     from producer.api import retry_failed
 
@@ -251,20 +289,127 @@ def retry(job: str) -> None:
 
 @app.command()
 @friendly
-def export(job: str, out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")]) -> None:
-    """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet."""
+def export(
+    job: JobArg,
+    out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")],
+    changes_since: Annotated[
+        str | None, typer.Option("--changes-since", metavar="OLD_JOB", help="only what changed since OLD_JOB")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(min=0, help="with --changes-since: score differences up to this are unchanged")] = 0.0,
+) -> None:
+    """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet.
+
+    With --changes-since OLD_JOB: only pairs whose score or rank differs from OLD_JOB, new pairs and
+    removed pairs, as query_id, doc_id, change (new|removed|changed|moved), old_score, new_score,
+    old_rank, new_rank, error."""
     import os
 
     from producer.api import InputError, ledger
     from producer.export import export_parquet
 
     store = ledger()
-    store.status(job)  # an unknown job fails here, before any file is created
+    job = store.resolve_job(job)  # an unknown job fails here, before any file is created
+    if changes_since is not None:
+        changes_since = store.resolve_job(changes_since)
     try:
+        if changes_since is not None:
+            from producer.changes import export_changes
+
+            counts = export_changes(store, changes_since, job, out_file, tolerance)
+            detail = ", ".join(f"{v:,} {k}" for k, v in counts.items())
+            err.print(f"{sum(counts.values()):,} rows written to {out_file} ({detail})")
+            return
         rows = export_parquet(store, job, out_file)
     except OSError as exc:  # no such directory, no permission, disk full ...
         raise InputError(f"cannot write {out_file}: {os.strerror(exc.errno) if exc.errno else exc}") from None
     err.print(f"{rows:,} rows written to {out_file}")
+
+
+@app.command()
+@friendly
+def diff(
+    old_job: str,
+    job: str,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="compare each query's top k")] = 10,
+    tolerance: Annotated[float, typer.Option(min=0, help="score differences up to this are unchanged")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What changed from OLD_JOB to JOB: pairs unchanged, changed, moved, new, removed; queries whose top-k changed."""
+    from dataclasses import asdict as as_dict
+
+    from producer.api import ledger
+    from producer.changes import diff as run
+
+    d = run(ledger(), old_job, job, top_k, tolerance)
+    if as_json:
+        print(json.dumps(as_dict(d), indent=2))
+        return
+    table = Table(show_header=False, box=None)
+    for k, v in (
+        ("unchanged", d.unchanged), ("changed", d.changed), ("moved", d.moved), ("new", d.new), ("removed", d.removed),
+        (f"queries with another top {d.top_k}", d.queries_top_k_changed),
+    ):  # fmt: skip
+        table.add_row(k, f"{v:,}")
+    if d.examples:
+        table.add_row("e.g.", ", ".join(d.examples))
+    out.print(table)
+
+
+def _age(value: str) -> float:
+    from producer.api import InputError
+    from rerankq.store.retention import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@app.command()
+@friendly
+def prune(
+    jobs_older_than: Annotated[str, typer.Option("--jobs-older-than", help="e.g. 30d, 12h")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be deleted")] = False,
+) -> None:
+    """Delete finished jobs (and their chunks and scores) older than the age given. Queued and
+    running jobs, and jobs with a chunk still running, are never touched."""
+    from producer.api import ledger
+    from rerankq.store.retention import prune_jobs
+
+    r = prune_jobs(ledger(), _age(jobs_older_than), dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {len(r.jobs)} job(s) finished before {r.cutoff:%Y-%m-%d %H:%M:%S} UTC: {r.chunks:,} chunk(s), {r.scores:,} score row(s)")
+    for job_id in r.jobs:
+        print(f"  {job_id}")
+
+
+@cache_app.command("prune")
+@friendly
+def cache_prune(
+    unused_for: Annotated[str, typer.Option("--unused-for", help="e.g. 30d: entries neither written nor reused since")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be deleted")] = False,
+) -> None:
+    """Delete score-cache entries unused for the age given (safe while workers run). A reuse records
+    its use once the last record is RERANKQ_CACHE_TOUCH_INTERVAL old (7 days), so entries are kept up
+    to that much longer."""
+    from producer.api import ledger
+    from rerankq.settings import get_settings
+    from rerankq.store.score_cache import prune_cache
+
+    r = prune_cache(ledger(), _age(unused_for), get_settings().cache_touch_interval, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {r.removed:,} cache entr{'y' if r.removed == 1 else 'ies'} unused since {r.cutoff:%Y-%m-%d %H:%M:%S} UTC; {r.kept:,} kept")
+
+
+@cache_app.command("info")
+@friendly
+def cache_info() -> None:
+    """Entries in the score cache and the oldest last use."""
+    from producer.api import ledger
+    from rerankq.store.score_cache import cache_size
+
+    n, oldest = cache_size(ledger())
+    print(f"{n:,} entries" + (f", least recently used {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else ""))
 
 
 @db_app.command("upgrade")
@@ -319,12 +464,14 @@ def serve(
 def demo(
     pairs_per_query: int = 25,
     queries: int = 8,
-    workdir: Annotated[Path, typer.Option(help="where the sample corpus, export and worker log go")] = Path("rerankq-demo"),
+    workdir: Annotated[
+        Path | None, typer.Option(help="where the sample corpus, export and worker log go [default: ~/.cache/rerankq/demo]")
+    ] = None,
 ) -> None:
     """The main job end to end on this machine: sample corpus → worker → SQL → export → top documents."""
-    from producer.demo import run_demo
+    from producer.demo import default_workdir, run_demo
 
-    raise typer.Exit(run_demo(workdir, queries, pairs_per_query, out, err))
+    raise typer.Exit(run_demo(workdir or default_workdir(), queries, pairs_per_query, out, err))
 
 
 def _settings_ok() -> bool:

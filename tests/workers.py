@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CELERY = [sys.executable, "-m", "celery"]
 WORKER_COMMAND = ["-A", "worker", "worker", "-Q", "gpu"]
+
+
+def is_ready_line(line: str) -> bool:
+    """Celery's "celery@host ready." (consuming): a JSON event with RERANKQ_LOG_JSON=true, else plain text."""
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return False
+        return event.get("logger") == "celery.apps.worker" and str(event.get("event", "")).endswith(" ready.")
+    return line.rstrip().endswith(" ready.")
 
 
 class WorkerProcess:
@@ -34,7 +46,7 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.log_path.read_text(errors="replace")[self._offset :]
-            if " ready." in text:
+            if any(is_ready_line(line) for line in text.splitlines()):
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{text[-4000:]}")

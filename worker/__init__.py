@@ -6,6 +6,8 @@ from here reads no configuration and connects to nothing.
 
 from typing import Any
 
+import rerankq.torch_compat  # noqa: F401  (first: hides torch companions built for another torch)
+
 
 def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+import worker.worker_logging  # noqa: F401  (JSON logs for the worker program, via Celery's signals)
 from rerankq.settings import Settings, get_settings
 
 # Message priorities on Redis (kombu): 0 is the HIGHEST and is taken first. A consumer BRPOPs the

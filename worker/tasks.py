@@ -30,6 +30,7 @@ from rerankq.settings import get_settings
 from rerankq.store.db import check_revision
 from rerankq.store.ledger import Ledger, ScoreRow
 from rerankq.store.registry import Registry, WorkerInfo
+from rerankq.score_key import ScoringContext, worker_context
 
 log = get_logger("rerankq.worker")
 # host:pid:token: a container's pid (often 1) repeats across restarts; the token makes each life unique.
@@ -41,6 +42,7 @@ class _State:
     ledger: Ledger | None = None
     reranker: Reranker | None = None
     liveness: object | None = None  # worker.liveness.Liveness once started
+    context: ScoringContext | None = None  # score-cache keys of this worker's scores (rerankq/score_key.py)
 
 
 state = _State()
@@ -92,8 +94,16 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
         state.reranker = load_reranker(settings)
     except Exception as exc:
         _fatal("engine_failed", exc)
-    liveness.set(state="ready")
-    log.info("engine_ready", worker=WORKER_ID, model=settings.model, engine=settings.engine)
+    try:  # without a context the worker scores as before, it just fills no cache
+        from rerankq.store.score_cache import record_worker_context
+
+        state.context = worker_context(settings)
+        record_worker_context(state.ledger, WORKER_ID, settings, state.context)
+    except Exception as exc:
+        state.context = None
+        log.warning("score_context_unavailable", error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+    liveness.set(state="ready", **({"fingerprint": state.context.digest} if state.context else {}))
+    log.info("engine_ready", worker=WORKER_ID, model=settings.model, engine=settings.engine, context=state.context and state.context.digest)
 
 
 @worker_shutdown.connect
@@ -150,6 +160,13 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
 
 
+def _cache_keys(keyed: list) -> list:
+    """The score-cache key of each pair under this worker's own context (None: fill no cache)."""
+    if state.context is None or not keyed:
+        return [None] * len(keyed)
+    return state.context.keys(*zip(*[(k.pair.instruction, k.pair.query, k.pair.document) for k in keyed]))
+
+
 @app.task(bind=True, name="rerankq.score_chunk", max_retries=None)
 def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
     settings = get_settings()
@@ -186,7 +203,8 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
                 if final:
                     return {"failed": _describe(exc)}
                 raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries)
-            rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error) for k, r in zip(keyed, results)]
+            keys = _cache_keys(keyed)
+            rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error, key) for k, r, key in zip(keyed, results, keys)]
             written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows)
             scored = len(rows)
         finally:

@@ -24,12 +24,22 @@ class UnknownJob(LookupError):
         super().__init__(f"no job {job_id!r} in the ledger (see `producer list`)")
 
 
+class AmbiguousJob(UnknownJob):
+    """A job id prefix that several jobs share."""
+
+    def __init__(self, prefix: str, matches: Sequence[str]):
+        LookupError.__init__(
+            self, f"job id prefix {prefix!r} is ambiguous: it matches {', '.join(matches)} (give more characters)"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreRow:
     query_id: str
     doc_id: str
     score: float | None
     error: str | None
+    key: bytes | None = None  # the pair's score-cache key in the scoring worker's context (rerankq/score_key.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,32 +75,61 @@ class Ledger:
         name: str | None = None,
         manifest: str | None = None,
         instruction: str | None = None,
+        pairs_reused: int = 0,
+        score_context: str | None = None,
+        session: Session | None = None,
+        job_id: str | None = None,
     ) -> tuple[str, list[ChunkMessage]]:
-        """Job and chunks in one transaction; the messages to enqueue come back with their ids."""
-        job_id = str(uuid.uuid4())
+        """Job and chunks in one transaction; the messages to enqueue come back with their ids.
+
+        ``pairs_reused`` pairs are copied from the score cache by the caller, in ``session``'s
+        transaction (producer/reuse.py), which may have written a placeholder row for ``job_id`` first;
+        a job made only of those is complete at once."""
+        job_id = job_id or str(uuid.uuid4())
+        if session is not None:
+            return job_id, self._create_job(session, job_id, kind, chunks, name, manifest, instruction, pairs_reused, score_context)
         with self.session.begin() as s:
-            s.add(
-                Job(
-                    id=job_id,
-                    name=name,
-                    kind=kind,
-                    state=JobState.queued,
-                    manifest=manifest,
-                    instruction=instruction,
-                    pairs_total=sum(c.pairs for c in chunks),
-                    chunks_total=len(chunks),
-                    created_at=now(),
-                )
-            )
-            s.flush()
-            rows = [
-                Chunk(job_id=job_id, seq=i, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0, attempts=0)
-                for i, c in enumerate(chunks)
-            ]
-            s.add_all(rows)
-            s.flush()
-            messages = [self._message(c) for c in rows]
+            messages = self._create_job(s, job_id, kind, chunks, name, manifest, instruction, pairs_reused, score_context)
         return job_id, messages
+
+    def _create_job(
+        self,
+        s: Session,
+        job_id: str,
+        kind: str,
+        chunks: Sequence[NewChunk],
+        name: str | None,
+        manifest: str | None,
+        instruction: str | None,
+        pairs_reused: int,
+        score_context: str | None,
+    ) -> list[ChunkMessage]:
+        t = now()
+        s.merge(
+            Job(
+                id=job_id,
+                name=name,
+                kind=kind,
+                state=JobState.queued if chunks else JobState.completed,
+                manifest=manifest,
+                instruction=instruction,
+                pairs_total=sum(c.pairs for c in chunks) + pairs_reused,
+                pairs_reused=pairs_reused,
+                score_context=score_context,
+                chunks_total=len(chunks),
+                created_at=t,
+                started_at=None if chunks else t,
+                finished_at=None if chunks else t,
+            )
+        )
+        s.flush()
+        rows = [
+            Chunk(job_id=job_id, seq=i, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0, attempts=0)
+            for i, c in enumerate(chunks)
+        ]
+        s.add_all(rows)
+        s.flush()
+        return [self._message(c) for c in rows]
 
     def _job(self, s: Session, job_id: str, lock: bool = False) -> Job:
         job = s.get(Job, job_id, with_for_update=lock or None)
@@ -174,6 +213,10 @@ class Ledger:
             if chunk is None or chunk.state == "done":
                 return False
             self._upsert_scores(s, job_id, chunk_id, rows)
+            if not (self.copy_scores and self._copies(s)):  # the COPY path fills the cache from its stage
+                from rerankq.store.score_cache import fill_cache
+
+                fill_cache(s, self.dialect, rows)
             errors = sum(1 for r in rows if r.error is not None)
             chunk.state, chunk.error, chunk.finished_at = "done", None, now()
             chunk.scored, chunk.pair_errors = len(rows) - errors, errors
@@ -196,7 +239,7 @@ class Ledger:
     def _upsert_scores(self, s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> None:
         if not rows:
             return
-        if self.copy_scores and self.dialect == "postgresql" and s.get_bind().dialect.driver == "psycopg":
+        if self.copy_scores and self._copies(s):
             self._copy_scores(s, job_id, chunk_id, rows)
             return
         if self.dialect == "postgresql":
@@ -209,24 +252,37 @@ class Ledger:
         ]
         s.execute(insert(Score).on_conflict_do_nothing(index_elements=["job_id", "query_id", "doc_id"]), values)
 
+    def _copies(self, s: Session) -> bool:
+        return self.dialect == "postgresql" and s.get_bind().dialect.driver == "psycopg"
+
     @staticmethod
     def _copy_scores(s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> None:
         """PostgreSQL: COPY into a per-connection staging table, then one idempotent INSERT … SELECT.
-        Several times the rows/s of a multi-row INSERT (bench/write_bench.py), inside the chunk's transaction."""
+        Several times the rows/s of a multi-row INSERT (bench/write_bench.py), inside the chunk's transaction.
+        The same stage fills the score cache with the scoring worker's keys (same transaction)."""
         cursor = s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS score_stage "
-            "(query_id text, doc_id text, score double precision, error text) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS score_stage_k "
+            "(query_id text, doc_id text, score double precision, error text, key bytea) ON COMMIT DELETE ROWS"
         )
-        with cursor.copy("COPY score_stage (query_id, doc_id, score, error) FROM STDIN") as copy:
+        with cursor.copy("COPY score_stage_k (query_id, doc_id, score, error, key) FROM STDIN") as copy:
             for r in rows:
-                copy.write_row((r.query_id, r.doc_id, r.score, r.error))
+                copy.write_row((r.query_id, r.doc_id, r.score, r.error, r.key))
         cursor.execute(
             "INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, error) "
-            "SELECT %s, query_id, doc_id, %s, score, error FROM score_stage "
+            "SELECT %s, query_id, doc_id, %s, score, error FROM score_stage_k "
             "ON CONFLICT (job_id, query_id, doc_id) DO NOTHING",
             (job_id, chunk_id),
         )
+        if any(r.key is not None for r in rows):
+            t = now()
+            cursor.execute(
+                "INSERT INTO score_cache (key, score, created_at, last_used) "
+                "SELECT key, score, %s, %s FROM score_stage_k "
+                "WHERE key IS NOT NULL AND score IS NOT NULL AND error IS NULL "
+                "ON CONFLICT (key) DO NOTHING",
+                (t, t),
+            )
 
     @staticmethod
     def _finalize(s: Session, job: Job) -> None:
@@ -316,6 +372,24 @@ class Ledger:
             )
 
     # --- reading -------------------------------------------------------------------------------
+    def resolve_job(self, job: str, show: int = 10) -> str:
+        """The full id of the job whose id is ``job`` or starts with it, as git resolves a commit.
+        UnknownJob when none matches, AmbiguousJob (listing up to ``show`` of them) when several do."""
+        job = job.strip()
+        if not job:
+            raise UnknownJob(job)
+        pattern = job.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self.session() as s:
+            if s.get(Job, job) is not None:
+                return job
+            query = select(Job.id).where(Job.id.like(pattern, escape="\\")).order_by(Job.id).limit(show + 1)
+            matches = s.scalars(query).all()
+        if not matches:
+            raise UnknownJob(job)
+        if len(matches) > 1:
+            raise AmbiguousJob(job, [*matches[:show], *(["…"] if len(matches) > show else [])])
+        return matches[0]
+
     def status(self, job_id: str) -> JobStatus:
         with self.session() as s:
             return self._status(s, self._job(s, job_id))
@@ -387,6 +461,7 @@ class Ledger:
             pairs_total=job.pairs_total,
             pairs_scored=scored,
             pairs_failed=failed,
+            pairs_reused=job.pairs_reused or 0,
             chunks_total=job.chunks_total,
             chunks=counts,
             created_at=_aware(job.created_at),  # type: ignore[arg-type]

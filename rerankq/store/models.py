@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Double, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,6 +38,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    pairs_reused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # from the score cache
+    score_context: Mapped[str | None] = mapped_column(String(64))  # the context whose cache was read
 
 
 class Chunk(Base):
@@ -53,10 +66,11 @@ class Chunk(Base):
 class Score(Base):
     __tablename__ = "scores"
 
+    # PostgreSQL has no such constraint since 0003_score_cache (see there); SQLite keeps it.
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     query_id: Mapped[str] = mapped_column(Text, primary_key=True)
     doc_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    chunk_id: Mapped[int] = mapped_column(Integer)
+    chunk_id: Mapped[int] = mapped_column(Integer)  # REUSED_CHUNK (0): copied from the score cache at submission
     score: Mapped[float | None] = mapped_column(Double)
     error: Mapped[str | None] = mapped_column(Text)
 
@@ -88,3 +102,27 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CachedScore(Base):
+    """A score keyed by the digest of everything that can change it (rerankq/score_key.py)."""
+
+    __tablename__ = "score_cache"
+
+    key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    score: Mapped[float] = mapped_column(Double)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ScoreContext(Base):
+    """A scoring context some worker ran with: its digest, the settings that chose it, and its parts."""
+
+    __tablename__ = "score_contexts"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(Text)  # RERANKQ_MODEL as configured (hub id or directory)
+    settings: Mapped[dict] = mapped_column(JSON)  # the configured knobs the producer matches on
+    context: Mapped[dict] = mapped_column(JSON)  # the resolved parts that were hashed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))

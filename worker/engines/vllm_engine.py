@@ -64,6 +64,7 @@ def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool 
         tensor_parallel_size=settings.tensor_parallel_size,
         enable_prefix_caching=prefix_caching(settings, on_gpu),
         enforce_eager=settings.enforce_eager,
+        use_tqdm_on_load=False,  # a progress bar is no log line (worker logs are JSON lines)
     )
     optional = {
         "gpu_memory_utilization": settings.gpu_memory_utilization,

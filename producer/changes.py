@@ -1,0 +1,157 @@
+"""What changed between two jobs, computed by the database: ranks by window function (the export's
+definition), the comparison as a LEFT JOIN plus an anti-join for removed pairs (a FULL OUTER JOIN
+that SQLite also runs), streamed out in bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import text
+
+from rerankq.store.ledger import Ledger
+
+CHANGES_SCHEMA = pa.schema(
+    [
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("change", pa.string()),  # new | removed | changed (score) | moved (same score, other rank)
+        ("old_score", pa.float64()),
+        ("new_score", pa.float64()),
+        ("old_rank", pa.int64()),
+        ("new_rank", pa.int64()),
+        ("error", pa.string()),
+    ]
+)
+ROWS_PER_BATCH = 50_000
+
+
+def _ranked(store: Ledger, param: str) -> str:
+    """A job's scores with the export's rank: 1 = best, ties by doc_id in byte order, failed pairs unranked."""
+    c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
+    return (
+        "SELECT query_id, doc_id, score, error, CASE WHEN score IS NULL THEN NULL ELSE row_number() OVER "
+        f"(PARTITION BY query_id ORDER BY score DESC NULLS LAST, doc_id{c}) END AS rank "
+        f"FROM scores WHERE job_id = :{param}"
+    )
+
+
+_SCORE_DIFFERS = (
+    "(CASE WHEN o.score IS NULL AND n.score IS NULL THEN 0 WHEN o.score IS NULL OR n.score IS NULL THEN 1 "
+    "WHEN ABS(n.score - o.score) > :tol THEN 1 ELSE 0 END) = 1"
+)
+_RANK_DIFFERS = "((o.rank IS NULL) <> (n.rank IS NULL) OR o.rank <> n.rank)"
+_GONE = "NOT EXISTS (SELECT 1 FROM scores x WHERE x.job_id = :new AND x.query_id = o.query_id AND x.doc_id = o.doc_id)"
+
+
+def _with(store: Ledger) -> str:
+    return f"WITH n AS ({_ranked(store, 'new')}), o AS ({_ranked(store, 'old')}) "
+
+
+def _check(store: Ledger, old_job: str, job: str) -> None:
+    store.status(old_job)  # UnknownJob for either id
+    store.status(job)
+
+
+def iter_changes(store: Ledger, old_job: str, job: str, tolerance: float = 0.0) -> Iterator[dict]:
+    """Pairs of ``job`` that are new or whose score (beyond ``tolerance``) or rank differs from
+    ``old_job``, and the pairs of ``old_job`` that ``job`` no longer has; by query, then doc_id."""
+    _check(store, old_job, job)
+    c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
+    sql = (
+        _with(store)
+        + "SELECT * FROM ("
+        f"SELECT n.query_id, n.doc_id, CASE WHEN o.doc_id IS NULL THEN 'new' WHEN {_SCORE_DIFFERS} THEN 'changed' "
+        "ELSE 'moved' END AS change, o.score AS old_score, n.score AS new_score, o.rank AS old_rank, "
+        "n.rank AS new_rank, n.error AS error "
+        "FROM n LEFT JOIN o ON o.query_id = n.query_id AND o.doc_id = n.doc_id "
+        f"WHERE o.doc_id IS NULL OR {_SCORE_DIFFERS} OR {_RANK_DIFFERS} "
+        "UNION ALL "
+        "SELECT o.query_id, o.doc_id, 'removed', o.score, NULL, o.rank, NULL, NULL "
+        f"FROM o WHERE {_GONE}"
+        f") u ORDER BY u.query_id{c}, u.doc_id{c}"
+    )
+    with store.session() as s:
+        result = s.execute(
+            text(sql).execution_options(yield_per=ROWS_PER_BATCH), {"new": job, "old": old_job, "tol": tolerance}
+        )
+        for row in result.mappings():
+            yield dict(row)
+
+
+def export_changes(store: Ledger, old_job: str, job: str, out: str | Path, tolerance: float = 0.0) -> dict[str, int]:
+    """Write the changes to Parquet (all or nothing, like the export); returns counts by kind of change."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".part")
+    counts = {"new": 0, "removed": 0, "changed": 0, "moved": 0}
+    try:
+        with pq.ParquetWriter(tmp, CHANGES_SCHEMA) as writer:
+            batch: list[dict] = []
+            for item in iter_changes(store, old_job, job, tolerance):
+                counts[item["change"]] += 1
+                batch.append(item)
+                if len(batch) >= ROWS_PER_BATCH:
+                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=CHANGES_SCHEMA))
+                    batch = []
+            if batch:
+                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=CHANGES_SCHEMA))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(out)
+    return counts
+
+
+@dataclass
+class Diff:
+    old_job: str
+    job: str
+    unchanged: int = 0
+    changed: int = 0  # score differs (rank may too)
+    moved: int = 0  # same score, other rank
+    new: int = 0
+    removed: int = 0
+    top_k: int = 10
+    queries_top_k_changed: int = 0
+    examples: list[str] = field(default_factory=list)  # a few of those queries
+
+
+def diff(store: Ledger, old_job: str, job: str, top_k: int = 10, tolerance: float = 0.0, examples: int = 10) -> Diff:
+    """Counts of unchanged, changed, moved, new and removed pairs, and the queries whose top-k
+    (documents and their order) differs, new and vanished queries included."""
+    _check(store, old_job, job)
+    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k}
+    counts = (
+        _with(store)
+        + "SELECT COALESCE(SUM(CASE WHEN o.doc_id IS NULL THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN o.doc_id IS NOT NULL AND {_SCORE_DIFFERS} THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN o.doc_id IS NOT NULL AND NOT ({_SCORE_DIFFERS}) AND {_RANK_DIFFERS} THEN 1 ELSE 0 END), 0), "
+        f"COUNT(*) FROM n LEFT JOIN o ON o.query_id = n.query_id AND o.doc_id = n.doc_id"
+    )
+    removed = f"SELECT COUNT(*) FROM scores o WHERE o.job_id = :old AND {_GONE}"
+    tops = (
+        _with(store)
+        + ", tn AS (SELECT query_id, doc_id, rank FROM n WHERE rank <= :k), "
+        "tk AS (SELECT query_id, doc_id, rank FROM o WHERE rank <= :k) "
+        "SELECT query_id FROM (SELECT query_id, doc_id, rank FROM tn EXCEPT SELECT query_id, doc_id, rank FROM tk) a "
+        "UNION SELECT query_id FROM (SELECT query_id, doc_id, rank FROM tk EXCEPT SELECT query_id, doc_id, rank FROM tn) b"
+    )
+    with store.session() as s:
+        new, changed, moved, total = s.execute(text(counts), params).one()
+        gone = s.scalar(text(removed), params) or 0
+        queries = [q for (q,) in s.execute(text(f"SELECT query_id FROM ({tops}) t ORDER BY query_id"), params)]
+    return Diff(
+        old_job=old_job,
+        job=job,
+        unchanged=total - new - changed - moved,
+        changed=changed,
+        moved=moved,
+        new=new,
+        removed=gone,
+        top_k=top_k,
+        queries_top_k_changed=len(queries),
+        examples=queries[:examples],
+    )

@@ -1,0 +1,199 @@
+"""Submission with reuse: pairs whose score is cached under the workers' scoring context are copied
+into the job's scores at once; only the others are chunked, enqueued and scored.
+
+Where the lookup happens: in the producer, against the SQL ledger, under a context **recorded by a
+worker** (``score_contexts``, written when its engine has loaded). The producer may run where the
+model's files are not (a laptop submitting to GPU hosts), and even where they are it cannot resolve
+everything a worker does (``dtype=auto`` depends on the worker's GPU), while a context no worker
+ever ran cannot have cached a score. The context is chosen so:
+
+1. recorded contexts whose configured settings (model, engine, dtype, quantization, max_length,
+   prefix caching, batch invariance, tensor parallelism, prompt recipe) equal this producer's and
+   that were seen within ``RERANKQ_REUSE_CONTEXT_MAX_AGE``;
+2. if the model's files are on this machine, only those with the same model fingerprint;
+3. those of live workers (registry) if any, else all remaining; exactly one must be left.
+
+Zero or several (say, the weights were replaced in place and both versions ran recently with no
+live worker to tell) means no reuse: every pair is scored, and the reason is reported.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from schemas import InlinePair, InlineSpec, ManifestSegment, ManifestSpec
+from rerankq.logs import get_logger
+from rerankq.model_files import local_model_path
+from rerankq.score_key import configured, model_fingerprint, pair_keys
+from rerankq.settings import DEFAULT_INSTRUCTION, Settings
+from rerankq.store.ledger import Ledger, NewChunk
+from rerankq.store.score_cache import ReuseStage, recorded_contexts
+
+log = get_logger("rerankq.reuse")
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextChoice:
+    digest: str | None
+    reason: str
+
+
+def choose_context(store: Ledger, settings: Settings) -> ContextChoice:
+    """The scoring context to look cached scores up under, or None and why not (module docstring)."""
+    wanted = configured(settings)
+    found = recorded_contexts(store, wanted, settings.reuse_context_max_age)
+    if not found:
+        return ContextChoice(None, "no worker has recorded a scoring context for these settings yet")
+    local = local_model_path(settings.model)
+    if local:
+        fingerprint = model_fingerprint(local, settings.fingerprint_full_weights)
+        found = [c for c in found if c.context.get("model_fingerprint") == fingerprint]
+        if not found:
+            return ContextChoice(None, f"no worker has run the model files found here ({local})")
+    from rerankq.store.registry import Registry
+
+    live = {w.fingerprint for w in Registry(settings.database, settings.connect_timeout).alive(settings.worker_dead_after)}
+    pick = [c for c in found if c.digest in live] or found
+    digests = sorted({c.digest for c in pick})
+    if len(digests) > 1:
+        return ContextChoice(
+            None,
+            f"ambiguous: workers ran {len(digests)} different scoring contexts with these settings "
+            f"({', '.join(d[:12] for d in digests)}); start workers, or pin the model files here",
+        )
+    return ContextChoice(digests[0], f"context {digests[0][:12]}")
+
+
+# --- manifests ------------------------------------------------------------------------------------
+class _MissPlanner:
+    """Chunks over the rows left to score (global row numbers, in order), cut only between queries."""
+
+    def __init__(self, files: list[tuple[str, int, int]], uri: str, instruction: str | None, chunk_size: int):
+        self.files, self.uri, self.instruction, self.size = files, uri, instruction, chunk_size
+        self.starts = []
+        at = 0
+        for _, _, rows in files:
+            self.starts.append(at)
+            at += rows
+        self.chunks: list[NewChunk] = []
+
+    def _spec(self, rows: list[int]) -> NewChunk:
+        segments: list[ManifestSegment] = []
+        by_file: dict[int, list[int]] = {}
+        for g in rows:
+            f = bisect.bisect_right(self.starts, g) - 1
+            by_file.setdefault(f, []).append(g - self.starts[f])
+        for f, local in by_file.items():
+            path, size, file_rows = self.files[f]
+            start, stop = local[0], local[-1] + 1
+            dense = stop - start == len(local)
+            segments.append(
+                ManifestSegment(path=path, start=start, stop=stop, size=size, file_rows=file_rows, rows=None if dense else local)
+            )
+        spec = ManifestSpec(uri=self.uri, segments=segments, instruction=self.instruction)
+        return NewChunk(spec=spec.model_dump(mode="json"), pairs=len(rows))
+
+    def plan(self, misses: Iterator[tuple[int, str]]) -> list[NewChunk]:
+        chunk: list[int] = []
+        group: list[int] = []
+        current: str | None = None
+        for seq, qid in misses:
+            if qid != current and group:
+                if chunk and len(chunk) + len(group) > self.size:
+                    self.chunks.append(self._spec(chunk))
+                    chunk = []
+                chunk.extend(group)
+                group = []
+            current = qid
+            group.append(seq)
+        if chunk and len(chunk) + len(group) > self.size:
+            self.chunks.append(self._spec(chunk))
+            chunk = []
+        chunk.extend(group)
+        if chunk:
+            self.chunks.append(self._spec(chunk))
+        return self.chunks
+
+
+def submit_manifest_reusing(
+    store: Ledger,
+    settings: Settings,
+    context: str,
+    manifest: str,
+    *,
+    instruction: str | None,
+    name: str | None,
+    chunk_size: int | None,
+    builder: object,
+    enqueue: Callable[[list], object],
+) -> tuple[str, list, int, int]:
+    """Validate and stage keys in one streaming pass, then record the job over the misses only,
+    enqueue its chunks, and only then mark the reused cache entries used."""
+    from producer.manifest import plan_manifest
+
+    with ReuseStage(store, settings.cache_touch_interval) as stage:
+
+        def stage_batch(values: dict[str, list]) -> None:
+            n = len(values["query_id"])
+            rows = values.get("instruction") or [None] * n
+            instructions = [r if r is not None else instruction for r in rows]
+            keys = pair_keys(context, instructions, values["query"], values["document"], DEFAULT_INSTRUCTION)
+            stage.add(keys, values["query_id"], values["doc_id"])
+
+        t0 = time.perf_counter()
+        plan = plan_manifest(
+            manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=builder, on_batch=stage_batch  # type: ignore[arg-type]
+        )
+        log.info("reuse_staged", pairs=stage.count, validate_and_stage_s=round(time.perf_counter() - t0, 2))
+        files = [(mf.path, mf.size, rows) for mf, rows in plan.files]
+        planner = _MissPlanner(files, plan.uri, instruction, chunk_size or settings.chunk_size)
+        recorded = stage.record(planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction)
+        enqueue(recorded[1])
+        stage.touch()
+        return recorded
+
+
+# --- inline pairs ---------------------------------------------------------------------------------
+def submit_pairs_reusing(
+    store: Ledger,
+    settings: Settings,
+    context: str,
+    items: Sequence[InlinePair],
+    *,
+    instruction: str | None,
+    name: str | None,
+    chunk_size: int,
+    enqueue: Callable[[list], object],
+) -> tuple[str, list, int, int]:
+    """``items`` are validated and grouped by query already (instruction filled from the job's)."""
+    keys = pair_keys(context, [p.instruction for p in items], [p.query for p in items], [p.document for p in items])
+
+    def plan(misses: Iterator[tuple[int, str]]) -> list[NewChunk]:
+        chunks: list[NewChunk] = []
+        current: list[InlinePair] = []
+        group: list[InlinePair] = []
+        last: str | None = None
+        for seq, qid in [*misses, (-1, None)]:
+            if qid != last and group:
+                if current and len(current) + len(group) > chunk_size:
+                    chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
+                    current = []
+                current.extend(group)
+                group = []
+            last = qid
+            if seq >= 0:
+                group.append(items[seq])
+        if current:
+            chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
+        return chunks
+
+    with ReuseStage(store, settings.cache_touch_interval) as stage:
+        stage.add(keys, [p.query_id for p in items], [p.doc_id for p in items])
+        recorded = stage.record(plan, context, kind="inline", name=name, instruction=instruction)
+        enqueue(recorded[1])
+        stage.touch()
+        return recorded

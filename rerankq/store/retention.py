@@ -1,0 +1,68 @@
+"""Deleting old jobs: finished ones only, each with its chunks and scores in one transaction that
+first locks the job row and checks it again, so a job that `retry` or a worker brought back to life
+meanwhile is never touched, and no reader ever sees a job without some of its scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, exists, func, select
+
+from schemas import JobState
+from rerankq.store.ledger import Ledger, now
+from rerankq.store.models import Chunk, Job, Score
+
+FINISHED = tuple(s.value for s in JobState if s.terminal)
+_LIVE_CHUNK = ("pending", "running")
+
+
+@dataclass
+class JobPruneReport:
+    cutoff: datetime
+    jobs: list[str] = field(default_factory=list)
+    chunks: int = 0
+    scores: int = 0
+
+
+def _prunable(cutoff: datetime):  # noqa: ANN202
+    """Finished before ``cutoff`` (created before it, if it never finished) and no chunk still live:
+    a cancelled job may still have a chunk running on a worker."""
+    live = exists().where(Chunk.job_id == Job.id, Chunk.state.in_(_LIVE_CHUNK))
+    return (Job.state.in_(FINISHED)) & (func.coalesce(Job.finished_at, Job.created_at) < cutoff) & ~live
+
+
+def prune_jobs(store: Ledger, older_than: float, dry_run: bool = False) -> JobPruneReport:
+    report = JobPruneReport(cutoff=now() - timedelta(seconds=older_than))
+    with store.session() as s:
+        candidates = s.scalars(select(Job.id).where(_prunable(report.cutoff)).order_by(Job.created_at)).all()
+    for job_id in candidates:
+        with store.session.begin() as s:
+            job = s.get(Job, job_id, with_for_update=True)
+            if job is None or not s.scalar(select(func.count()).select_from(Job).where(Job.id == job_id, _prunable(report.cutoff))):
+                continue
+            if dry_run:
+                report.scores += s.scalar(select(func.count()).select_from(Score).where(Score.job_id == job_id)) or 0
+                report.chunks += s.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id)) or 0
+            else:
+                report.scores += s.execute(delete(Score).where(Score.job_id == job_id)).rowcount
+                report.chunks += s.execute(delete(Chunk).where(Chunk.job_id == job_id)).rowcount
+                s.execute(delete(Job).where(Job.id == job_id))
+            report.jobs.append(job_id)
+    return report
+
+
+def parse_age(value: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` (or plain seconds) as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    v = value.strip().lower()
+    try:
+        if v and v[-1] in units:
+            seconds = float(v[:-1]) * units[v[-1]]
+        else:
+            seconds = float(v)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an age: use e.g. 30d, 12h, 90m, 45s or 2w") from None
+    if seconds < 0:
+        raise ValueError(f"{value!r}: an age cannot be negative")
+    return seconds
