@@ -15,9 +15,11 @@ program that imports transformers before rerankq is not covered.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from importlib import metadata
+from pathlib import Path
 
 COMPANIONS = ("torchvision", "torchaudio", "torchcodec")
 _PIN = re.compile(r"^torch\s*\(?\s*==\s*([^\s,;)]+)")
@@ -61,7 +63,18 @@ def hide_mismatched() -> dict[str, str]:
         if why:
             sys.modules[name] = None  # type: ignore[assignment]
             hidden[name] = why
+    if hidden:
+        _guard_children()
     return hidden
+
+
+def _guard_children() -> None:
+    """Child Python processes (vLLM's model inspection, spawned helpers) hide them too: our
+    ``child_guard/sitecustomize.py`` goes first on their PYTHONPATH."""
+    guard = str(Path(__file__).resolve().parent / "child_guard")
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep) if os.environ.get("PYTHONPATH") else []
+    if guard not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([guard, *paths])
 
 
 hide_mismatched()

@@ -51,7 +51,7 @@ class Chaos:
 
 def run_job(stack: Stack, manifest, chaos: Chaos | None, timeout: float = 1200) -> tuple[str, float]:
     t0 = time.monotonic()
-    job = producer("submit", str(manifest), "--chunk-size", str(CHUNK), env=stack.env, check=True).stdout.split()[-1]
+    job = producer("submit", str(manifest), "--chunk-size", str(CHUNK), "--no-reuse", env=stack.env, check=True).stdout.split()[-1]
     rng = random.Random(7)
     flushed = restarted = False
     next_kill = t0 + 20
