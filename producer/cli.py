@@ -496,7 +496,19 @@ def _settings_ok() -> bool:
 def main() -> None:
     if not _settings_ok():
         sys.exit(ERROR_EXIT)
+    _quiet_logs()
     app()
+
+
+def _quiet_logs() -> None:
+    """stdout is for results (`--json`, job ids): events go to stderr, and only warnings and worse,
+    since the commands already say what they did (RERANKQ_LOG_LEVEL=DEBUG shows everything)."""
+    from rerankq.logs import configure_logging
+    from rerankq.settings import get_settings
+
+    settings = get_settings()
+    level = settings.log_level if settings.log_level.upper() == "DEBUG" else "WARNING"
+    configure_logging(level, settings.log_json)
 
 
 if __name__ == "__main__":
