@@ -78,6 +78,11 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         )
     )
     handler.addFilter(_Quiet())
+    # vLLM, when imported before this ran, installed a plain-text handler of its own: route it here too.
+    vllm = logging.getLogger("vllm")
+    for own in list(vllm.handlers):
+        vllm.removeHandler(own)
+    vllm.propagate = True
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)

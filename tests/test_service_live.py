@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,7 +66,9 @@ class Live:
         self.worker.wait_ready()
 
     def submit(self, n_queries: int, docs: int, chunk_size: int, name: str) -> str:
-        manifest = write_manifest(self.tmp / f"{name}.parquet", rows(n_queries=n_queries, docs_per_query=docs, seed=7))
+        # each job its own texts: the same texts again would be served from the score cache, not scored
+        seed = zlib.crc32(name.encode())
+        manifest = write_manifest(self.tmp / f"{name}.parquet", rows(n_queries=n_queries, docs_per_query=docs, seed=seed))
         r = requests.post(f"{self.url}/v1/jobs", json={"manifest": str(manifest), "chunk_size": chunk_size, "name": name}, timeout=60)
         assert r.status_code == 201, r.text
         return r.json()["job_id"]
