@@ -91,7 +91,7 @@ def enqueue(
     ``priority``: BATCH_PRIORITY (default) or INTERACTIVE_PRIORITY, taken first by the workers
     (worker/celery_app.py names the Redis list of each)."""
     from rerankq.broker import publish
-    from worker.celery_app import BATCH_PRIORITY
+    from rerankq.broker import BATCH_PRIORITY
 
     settings = settings or get_settings()
     sent: list[int] = []
@@ -335,7 +335,7 @@ def check_rerank(
 
 def submit_rerank(request: RerankRequest, *, settings: Settings | None = None) -> str:
     """One interactive chunk (highest priority: workers take it before the next batch chunk); the job id."""
-    from worker.celery_app import INTERACTIVE_PRIORITY
+    from rerankq.broker import INTERACTIVE_PRIORITY
 
     settings = settings or get_settings()
     pairs = [
@@ -384,7 +384,7 @@ def rerank(
 
 def queue_depths(settings: Settings | None = None) -> dict[str, int]:
     """Chunks waiting in the broker per priority (``interactive``, ``batch``); Redis only, else ``total``."""
-    from worker.celery_app import priority_lists
+    from rerankq.broker import priority_lists
 
     settings = settings or get_settings()
     try:

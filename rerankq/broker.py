@@ -1,7 +1,7 @@
 """Chunk messages on the broker: publishing them with recognisable task ids, and finding which
 chunks the broker still holds (queued, or delivered to a live worker) so lost ones can be re-sent.
 
-Redis keeps a queue as lists (one per priority step, kombu's ``_q_for_pri``) and delivered but
+Redis keeps a queue as lists (one per priority, ``priority_lists``) and delivered but
 unacknowledged messages in the ``unacked`` hash with their delivery time in ``unacked_index``."""
 
 from __future__ import annotations
@@ -16,6 +16,26 @@ from celery import Celery
 from schemas import ChunkMessage
 
 SCORE_TASK = "rerankq.score_chunk"
+
+# Message priorities on Redis (kombu): 0 is the HIGHEST and is taken first. A consumer BRPOPs the
+# priority lists in PRIORITY_STEPS order, so a worker finishing a chunk takes any waiting
+# interactive chunk (/v1/rerank, `producer rerank`) before the next batch chunk: a nightly job
+# cannot starve an interactive request. Redis lists per queue (the sweeper scans these):
+#   priority 0 (INTERACTIVE_PRIORITY): "<queue>"              e.g. "gpu"
+#   priority 9 (BATCH_PRIORITY):       "<queue>\x06\x169"     e.g. "gpu\x06\x169" (kombu's separator + "9")
+# Unacknowledged chunks (being scored) sit in kombu's "unacked" hash and go back to their own list.
+# A message sent with no priority lands in the interactive list: enqueue() always gives one.
+INTERACTIVE_PRIORITY = 0
+BATCH_PRIORITY = 9
+PRIORITY_STEPS = [INTERACTIVE_PRIORITY, BATCH_PRIORITY]
+REDIS_PRIORITY_SEP = "\x06\x16"  # kombu.transport.redis.Channel.sep
+
+
+def priority_lists(queue: str) -> dict[str, str]:
+    """The Redis list holding each priority's messages of ``queue`` (kombu's naming)."""
+    return {"interactive": queue, "batch": f"{queue}{REDIS_PRIORITY_SEP}{BATCH_PRIORITY}"}
+
+
 _PREFIX = "rerankq-chunk-"
 
 
@@ -74,9 +94,8 @@ def chunks_in_broker(app: Celery, queue: str, delivered_within: float) -> set[in
         return None
     with app.connection_for_read() as conn, conn.default_channel.conn_or_acquire() as client:
         channel = conn.default_channel
-        lists = {channel._q_for_pri(queue, pri) for pri in channel.priority_steps}
         found: set[int] = set()
-        for name in lists:
+        for name in priority_lists(queue).values():
             found |= _ids(client.lrange(name, 0, -1))
         recent = client.zrangebyscore(channel.unacked_index_key, time.time() - delivered_within, "+inf")
         if recent:

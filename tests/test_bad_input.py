@@ -90,7 +90,7 @@ def assert_clear_error(result: subprocess.CompletedProcess, *needles: str, code:
 
 def assert_nothing_written(db_url: str | None, redis_url: str) -> None:
     """No job, chunk or score row in the ledger and no message in the queue."""
-    from worker.celery_app import priority_lists
+    from rerankq.broker import priority_lists
 
     for name in priority_lists(QUEUE).values():  # interactive and batch chunks have lists of their own
         assert redis.Redis.from_url(redis_url).llen(name) == 0, f"a message was enqueued ({name!r})"

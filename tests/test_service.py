@@ -124,7 +124,7 @@ def test_interactive_chunks_are_taken_before_batch_chunks(settings, tmp_path):
     """Kombu's Redis priorities: a batch job's chunks wait in "gpu\\x06\\x169", an interactive chunk in
     "gpu", and a consumer (as a worker does between chunks) gets the interactive one first."""
     from producer import api
-    from worker.celery_app import priority_lists
+    from rerankq.broker import priority_lists
 
     manifest = write_manifest(tmp_path / "m.parquet", rows(n_queries=6, docs_per_query=5, seed=1))
     batch = api.submit_manifest(str(manifest), chunk_size=5, settings=settings)

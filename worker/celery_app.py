@@ -13,26 +13,8 @@ from __future__ import annotations
 from celery import Celery
 
 import worker.worker_logging  # noqa: F401  (JSON logs for the worker program, via Celery's signals)
+from rerankq.broker import PRIORITY_STEPS
 from rerankq.settings import Settings, get_settings
-
-# Message priorities on Redis (kombu): 0 is the HIGHEST and is taken first. A consumer BRPOPs the
-# priority lists in PRIORITY_STEPS order, so a worker finishing a chunk takes any waiting
-# interactive chunk (/v1/rerank, `producer rerank`) before the next batch chunk: a nightly job
-# cannot starve an interactive request. Redis lists per queue (the sweeper scans these):
-#   priority 0 (INTERACTIVE_PRIORITY): "<queue>"              e.g. "gpu"
-#   priority 9 (BATCH_PRIORITY):       "<queue>\x06\x169"     e.g. "gpu\x06\x169" (kombu's separator + "9")
-# Unacknowledged chunks (being scored) sit in kombu's "unacked" hash and go back to their own list.
-# A message sent with no priority lands in the interactive list: enqueue() always gives one.
-INTERACTIVE_PRIORITY = 0
-BATCH_PRIORITY = 9
-PRIORITY_STEPS = [INTERACTIVE_PRIORITY, BATCH_PRIORITY]
-REDIS_PRIORITY_SEP = "\x06\x16"  # kombu.transport.redis.Channel.sep
-
-
-def priority_lists(queue: str) -> dict[str, str]:
-    """The Redis list holding each priority's messages of ``queue`` (kombu's naming)."""
-    return {"interactive": queue, "batch": f"{queue}{REDIS_PRIORITY_SEP}{BATCH_PRIORITY}"}
-
 
 def broker_options(settings: Settings) -> dict:
     if not settings.broker.startswith(("redis://", "rediss://")):
@@ -45,7 +27,7 @@ def broker_options(settings: Settings) -> dict:
         # sweep for abandoned (unacked) chunks often; a sweep is one cheap Redis call
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
         "unacked_restore_throttle": 1,
-        # message priorities (see PRIORITY_STEPS); "priority" also orders several queues by name
+        # message priorities (rerankq/broker.py); "priority" also orders several queues by name
         "priority_steps": PRIORITY_STEPS,
         "queue_order_strategy": "priority",
     }

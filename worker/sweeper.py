@@ -76,7 +76,7 @@ class Sweeper:
 
     def _send(self, messages: list) -> list[int]:
         """Re-send at each job's own priority: an interactive request stays ahead of batch chunks."""
-        from worker.celery_app import BATCH_PRIORITY, INTERACTIVE_PRIORITY
+        from rerankq.broker import BATCH_PRIORITY, INTERACTIVE_PRIORITY
 
         interactive = self.ledger.interactive_jobs({m.job_id for m in messages})
         sent: list[int] = []

@@ -56,6 +56,12 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+def presumed_alive(reported_state: str | None, last_seen: datetime | None, dead_after: float, at: datetime) -> bool:
+    """A worker is alive unless it said it stopped or has been silent for more than ``dead_after`` s."""
+    seen = _aware(last_seen)
+    return seen is not None and reported_state != "stopped" and (at - seen).total_seconds() <= dead_after
+
+
 class Ledger:
     copy_scores = True  # PostgreSQL+psycopg: COPY path (False: multi-row INSERT, kept for bench/write_bench.py)
 
@@ -475,7 +481,7 @@ class Ledger:
 
     def _holders(self, s: Session, job_id: str) -> list[ChunkHolder]:
         """Running chunks and their workers, alive or presumed dead (heartbeat older than dead_after)."""
-        cutoff = now() - timedelta(seconds=self.dead_after)
+        at = now()
         rows = s.execute(
             select(Chunk.seq, Chunk.worker, Worker.last_seen, Worker.state)
             .outerjoin(Worker, Worker.id == Chunk.worker)
@@ -486,7 +492,7 @@ class Ledger:
             ChunkHolder(
                 chunk=seq,
                 worker_id=worker,
-                alive=seen is not None and state != "stopped" and _aware(seen) >= cutoff,  # type: ignore[operator]
+                alive=presumed_alive(state, seen, self.dead_after, at),
                 last_seen=_aware(seen),
             )
             for seq, worker, seen, state in rows

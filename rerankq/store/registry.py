@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from schemas import WorkerStatus
 from rerankq.store.db import session_factory
-from rerankq.store.ledger import _aware, now
+from rerankq.store.ledger import _aware, now, presumed_alive
 from rerankq.store.models import Lease, Worker
 
 
@@ -30,7 +30,7 @@ def worker_status(w: Worker, dead_after: float, at: datetime | None = None) -> W
     at = at or now()
     seen = _aware(w.last_seen)
     silent = (at - seen).total_seconds()  # type: ignore[operator]
-    alive = w.state != "stopped" and silent <= dead_after
+    alive = presumed_alive(w.state, w.last_seen, dead_after, at)
     if w.state == "stopped":
         state = "stopped"
     elif not alive:
