@@ -124,13 +124,14 @@ def _sanitize(url: str) -> str:
     return maybe_sanitize_url(url)
 
 
-def _prompt_builder(settings: Settings) -> PromptBuilder | None:
+def _prompt_builder(settings: Settings) -> Callable[[], PromptBuilder] | None:
+    """A loader of the model's tokenizer when its files are here: over-long queries are then caught at
+    submission. Loaded (~0.5-1 s) only if a query is too long to fit surely by its byte count."""
     from rerankq.model_files import local_model_path
     from rerankq.prompt import PromptBuilder
 
-    """The model's tokenizer when its files are here: over-long queries are then caught at submission."""
     path = local_model_path(settings.model)
-    return PromptBuilder.from_model(path, settings.max_length) if path else None
+    return functools.cache(lambda: PromptBuilder.from_model(path, settings.max_length)) if path else None
 
 
 def _reuse_context(store: Ledger, settings: Settings, reuse: bool) -> tuple[str | None, str | None]:

@@ -28,10 +28,13 @@ from rerankq.manifest_source import (
     open_parquet,
     texts,
 )
-from rerankq.prompt import PromptBuilder
-from rerankq.settings import Settings
+from rerankq.prompt import PromptBuilder, head_surely_fits
+from rerankq.settings import DEFAULT_INSTRUCTION, Settings
 from rerankq.store.ledger import NewChunk
 
+# The model's prompt builder, or a loader of it (called only for a query too long to pass the byte
+# bound of ``head_surely_fits``), or None: no model files here, queries are checked by the workers.
+BuilderSource = PromptBuilder | Callable[[], PromptBuilder | None] | None
 BATCH_ROWS = 16_384
 MAX_REPORTED = 50
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
@@ -116,8 +119,8 @@ class ChunkPlanner:
 class _QueryTracker:
     """Contiguity of query runs and uniqueness of doc ids within each run."""
 
-    def __init__(self, planner: ChunkPlanner, problems: Problems, builder: PromptBuilder | None):
-        self.planner, self.problems, self.builder = planner, problems, builder
+    def __init__(self, planner: ChunkPlanner, problems: Problems, builder: BuilderSource, max_length: int):
+        self.planner, self.problems, self.builder, self.max_length = planner, problems, builder, max_length
         self.done: set[str] = set()
         self.current: str | None = None
         self.docs: set[str] = set()
@@ -128,12 +131,17 @@ class _QueryTracker:
         if self.builder is None or self._checked == (instruction, query):
             return
         self._checked = (instruction, query)
-        n = self.builder.head_tokens(instruction, query)
-        if n >= self.builder.body_budget:
+        if head_surely_fits(DEFAULT_INSTRUCTION if instruction is None else instruction, query, self.max_length):
+            return  # the usual case: no tokenizer loaded at all
+        builder = self.builder() if callable(self.builder) else self.builder
+        if builder is None:
+            return
+        n = builder.head_tokens(instruction, query)
+        if n >= builder.body_budget:
             self.problems.add(
                 path, row, "query",
-                f"instruction and query take {n} tokens; max_length {self.builder.max_length} leaves "
-                f"{self.builder.body_budget} for them and the document",
+                f"instruction and query take {n} tokens; max_length {builder.max_length} leaves "
+                f"{builder.body_budget} for them and the document",
             )  # fmt: skip
 
     def feed(self, path: str, file_index: int, first_row: int, qids: list, dids: list) -> None:
@@ -225,7 +233,7 @@ def plan_manifest(
     *,
     chunk_size: int | None = None,
     instruction: str | None = None,
-    builder: PromptBuilder | None = None,
+    builder: BuilderSource = None,
     on_batch: Callable[[dict[str, list]], None] | None = None,
 ) -> ManifestPlan:
     """One streaming pass over the manifest; raises ManifestError listing every problem found.
@@ -237,7 +245,7 @@ def plan_manifest(
     fs, files = list_files(uri, settings)
     problems = Problems()
     planner = ChunkPlanner(chunk_size or settings.chunk_size)
-    tracker = _QueryTracker(planner, problems, builder)
+    tracker = _QueryTracker(planner, problems, builder, settings.max_length)
     total = 0
     sizes: list[tuple[ManifestFile, int]] = []
     for file_index, mf in enumerate(files):

@@ -8,6 +8,7 @@ bodies cut from the end of the document only.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +54,40 @@ def _check_text(name: str, value: str | None) -> str | None:
     return None
 
 
+def head_text(instruction: str, query: str) -> str:
+    return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: "
+
+
+def head_surely_fits(instruction: str, query: str, max_length: int) -> bool:
+    """True when instruction and query leave room for a document whatever the tokenizer: a byte-level
+    BPE token covers at least one byte, so bytes bound tokens (NFC counted too: the normalizer may
+    expand a character). Lets the producer check a manifest's queries without loading a tokenizer."""
+    head = head_text(instruction, query)
+    size = max(len(head.encode()), len(unicodedata.normalize("NFC", head).encode()))
+    return size < max_length - len(PREFIX.encode()) - len(SUFFIX.encode())
+
+
 class PromptBuilder:
-    def __init__(self, tokenizer: Tokenizer, max_length: int = 8192, default_instruction: str = DEFAULT_INSTRUCTION):
-        control = Tokenizer.from_str(tokenizer.to_str())
-        control.encode_special_tokens = False
-        control.no_truncation()
-        control.no_padding()
-        self.prefix_ids: list[int] = control.encode(PREFIX, add_special_tokens=False).ids
-        self.suffix_ids: list[int] = control.encode(SUFFIX, add_special_tokens=False).ids
-        self.yes_id = control.token_to_id(YES_TOKEN)
-        self.no_id = control.token_to_id(NO_TOKEN)
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        max_length: int = 8192,
+        default_instruction: str = DEFAULT_INSTRUCTION,
+        *,
+        owned: bool = False,
+    ):
+        """``owned``: the tokenizer is this builder's to configure (no copy: loading one takes ~0.4 s)."""
+        user = tokenizer if owned else Tokenizer.from_str(tokenizer.to_str())
+        user.no_truncation()
+        user.no_padding()
+        user.encode_special_tokens = False  # the template's own control tokens
+        self.prefix_ids: list[int] = user.encode(PREFIX, add_special_tokens=False).ids
+        self.suffix_ids: list[int] = user.encode(SUFFIX, add_special_tokens=False).ids
+        self.yes_id = user.token_to_id(YES_TOKEN)
+        self.no_id = user.token_to_id(NO_TOKEN)
         # User text: "<|im_end|>" in a document stays text, as transformers' split_special_tokens=True.
-        self._user = Tokenizer.from_str(control.to_str())
-        self._user.encode_special_tokens = True
+        user.encode_special_tokens = True
+        self._user = user
         self.max_length = max_length
         self.default_instruction = default_instruction
         self.body_budget = max_length - len(self.prefix_ids) - len(self.suffix_ids)
@@ -74,7 +96,7 @@ class PromptBuilder:
 
     @classmethod
     def from_model(cls, model_path: str | Path, max_length: int = 8192) -> PromptBuilder:
-        return cls(Tokenizer.from_file(str(Path(model_path) / "tokenizer.json")), max_length)
+        return cls(Tokenizer.from_file(str(Path(model_path) / "tokenizer.json")), max_length, owned=True)
 
     def tokenizer_json(self) -> str:
         """The tokenizer, serialized: another process builds the same prompts from it."""
@@ -83,7 +105,7 @@ class PromptBuilder:
     def head_tokens(self, instruction: str | None, query: str) -> int:
         """Tokens that instruction and query take in the body: they must leave room for the document."""
         instruction = self.default_instruction if instruction is None else instruction
-        return len(self._user.encode(f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>:", add_special_tokens=False))
+        return len(self._user.encode(head_text(instruction, query).rstrip(" "), add_special_tokens=False))
 
     def build(self, pairs: Sequence[Pair]) -> list[Prompt]:
         results: list[Prompt | None] = [None] * len(pairs)
@@ -100,7 +122,7 @@ class PromptBuilder:
             if error:
                 results[i] = Prompt(None, error)
                 continue
-            head = f"<Instruct>: {instruction}\n<Query>: {pair.query}\n<Document>: "
+            head = head_text(instruction, pair.query)  # type: ignore[arg-type]
             heads.append(head)
             bodies.append(head + pair.document)  # type: ignore[operator]
             index.append(i)

@@ -138,3 +138,21 @@ def test_unknown_job_and_unmigrated_database(store, tmp_path):
         store.status("nope")
     with pytest.raises(DatabaseError, match="producer db upgrade"):
         check_revision(f"sqlite:///{tmp_path / 'empty.db'}")
+
+
+def test_head_revision_is_alembics_head(tmp_path):
+    """``HEAD_REVISION`` is written out (commands skip alembic): it must be the migrations' head, and
+    the plain-SQL revision read must agree with alembic's after an upgrade."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from rerankq.store.db import HEAD_REVISION, MIGRATIONS_DIR, current_revision, get_engine, upgrade
+
+    assert ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head() == HEAD_REVISION
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    assert current_revision(get_engine(url)) is None
+    assert upgrade(url) == HEAD_REVISION
+    with get_engine(url).connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD_REVISION
+    assert current_revision(get_engine(url)) == HEAD_REVISION
+    check_revision(url)

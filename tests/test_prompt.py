@@ -131,3 +131,34 @@ def test_nfc_normalisation_and_any_unicode(tokenizer):
         assert prompt.error is None and max(prompt.token_ids) < 151669
         body = tokenizer.decode(prompt.token_ids[39:-9], skip_special_tokens=False)
         assert body.endswith(unicodedata.normalize("NFC", doc))
+
+
+def test_byte_bound_never_passes_a_query_that_does_not_fit(tokenizer):
+    """The producer skips loading the tokenizer when ``head_surely_fits``: that must never let an
+    over-long query through. Texts near the bound, in scripts whose NFC form is longer (Devanagari
+    composition exclusions), CJK, emoji and special-token strings."""
+    from rerankq.prompt import head_surely_fits
+
+    max_length = 600
+    b = builder(tokenizer, max_length)
+    rng = random.Random(7)
+    alphabet = ["a", " ", "é", "\u0915\u093c", "\u0958", "中", "😀", "<|im_end|>", "\n", "ت"]
+    passed = 0
+    for _ in range(400):
+        query = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400)))
+        if head_surely_fits(DEFAULT_INSTRUCTION, query, max_length):
+            passed += 1
+            assert b.head_tokens(None, query) < b.body_budget, query
+    assert passed > 50  # the bound does let ordinary queries through
+    assert not head_surely_fits(DEFAULT_INSTRUCTION, "x" * max_length, max_length)
+
+
+def test_owned_tokenizer_builds_the_same_prompts(tokenizer):
+    """``owned=True`` (no copy of the tokenizer) configures it exactly as the copying path does."""
+    from tokenizers import Tokenizer
+
+    cols = rows(10, 3, seed=3)
+    pairs = [Pair(q, d) for q, d in zip(cols["query"], cols["document"])] + [Pair("q <|im_end|>", "d <|endoftext|>")]
+    copied = builder(tokenizer).build(pairs)
+    owned = PromptBuilder(Tokenizer.from_str(tokenizer.to_str()), 8192, owned=True).build(pairs)
+    assert copied == owned

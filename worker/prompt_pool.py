@@ -35,7 +35,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def _init(parent_pid: int, tokenizer_json: str, max_length: int, default_instruction: str) -> None:
     global _builder
     _die_with_parent(parent_pid)
-    _builder = PromptBuilder(Tokenizer.from_str(tokenizer_json), max_length, default_instruction)
+    _builder = PromptBuilder(Tokenizer.from_str(tokenizer_json), max_length, default_instruction, owned=True)
 
 
 def _build(pairs: Sequence[Pair]) -> list[Prompt]:
