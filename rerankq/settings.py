@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     batch_invariant: bool | None = Field(
         None, description="vLLM batch-invariant kernels (VLLM_BATCH_INVARIANT): default on with a GPU, off on CPU"
     )
+    engine_process: bool | None = Field(
+        None,
+        description="vLLM's engine core in a process of its own, tied to the worker's life: its GPU loop never "
+        "waits for the worker's Python threads (default on with a GPU; off on CPU, where it costs a core)",
+    )
     tensor_parallel_size: int = 1
     quantization: str | None = None
     enforce_eager: bool = False

@@ -64,17 +64,22 @@ def hide_mismatched() -> dict[str, str]:
             sys.modules[name] = None  # type: ignore[assignment]
             hidden[name] = why
     if hidden:
-        _guard_children()
+        guard_children()
     return hidden
 
 
-def _guard_children() -> None:
-    """Child Python processes (vLLM's model inspection, spawned helpers) hide them too: our
-    ``child_guard/sitecustomize.py`` goes first on their PYTHONPATH."""
+def guard_children(die_with: int | None = None) -> None:
+    """Child Python processes (vLLM's model inspection and engine core, spawned helpers) run our
+    ``child_guard/sitecustomize.py`` first: it hides the same companions and, with ``die_with``, ties
+    each direct child of that pid to its life."""
     guard = str(Path(__file__).resolve().parent / "child_guard")
     paths = os.environ.get("PYTHONPATH", "").split(os.pathsep) if os.environ.get("PYTHONPATH") else []
     if guard not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([guard, *paths])
+    if die_with is not None:
+        from rerankq.orphans import PARENT_ENV
+
+        os.environ[PARENT_ENV] = str(die_with)
 
 
 hide_mismatched()

@@ -103,11 +103,21 @@ def test_gpu_default_is_batch_invariant_prefix_reuse(monkeypatch):
     assert engine_kwargs(Settings(), "/m", "float32", on_gpu=False)["enable_prefix_caching"] is False
     assert engine_kwargs(Settings(batch_invariant=False), "/m", "bfloat16", on_gpu=True)["enable_prefix_caching"] is False
     assert engine_kwargs(Settings(enable_prefix_caching=False), "/m", "bfloat16", on_gpu=True)["enable_prefix_caching"] is False
-    monkeypatch.setenv("VLLM_BATCH_INVARIANT", "")  # restored (unset) after the test
-    monkeypatch.delenv("VLLM_BATCH_INVARIANT")
-    set_vllm_env(Settings(), gpu=False)
     import os
 
-    assert "VLLM_BATCH_INVARIANT" not in os.environ
+    keys = ("VLLM_BATCH_INVARIANT", "VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_WORKER_MULTIPROC_METHOD", "RERANKQ_DIE_WITH_PARENT")
+    for key in (*keys, "PYTHONPATH"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))  # each restored as it was after the test
+    for key in keys:
+        monkeypatch.delenv(key)
+    set_vllm_env(Settings(), gpu=False)
+    assert "VLLM_BATCH_INVARIANT" not in os.environ and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert "RERANKQ_DIE_WITH_PARENT" not in os.environ
+    for key in keys:
+        monkeypatch.delenv(key, raising=False)
     set_vllm_env(Settings(), gpu=True)
     assert os.environ["VLLM_BATCH_INVARIANT"] == "1"
+    # GPU: the engine core in its own process, spawned (so child_guard runs in it) and tied to this one
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1" and os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    assert os.environ["RERANKQ_DIE_WITH_PARENT"] == str(os.getpid())
+    assert os.environ["PYTHONPATH"].split(os.pathsep)[0].endswith("child_guard")

@@ -8,33 +8,23 @@ taken in submission order, so the chunk that entered first is tokenized first.
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
-import signal
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 
 from tokenizers import Tokenizer
 
+from rerankq.orphans import die_with_parent
 from rerankq.prompt import Pair, Prompt, PromptBuilder
 
 _builder: PromptBuilder | None = None
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """A worker killed with -9 must not leave this process behind (Linux: PR_SET_PDEATHSIG)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before the line above
-        os._exit(0)
-
-
 def _init(parent_pid: int, tokenizer_json: str, max_length: int, default_instruction: str) -> None:
     global _builder
-    _die_with_parent(parent_pid)
+    if not die_with_parent(parent_pid) and os.getppid() != parent_pid:
+        os._exit(0)  # the worker is already gone
     _builder = PromptBuilder(Tokenizer.from_str(tokenizer_json), max_length, default_instruction, owned=True)
 
 

@@ -43,11 +43,28 @@ def prefix_caching(settings: Settings, gpu: bool) -> bool:
     return deterministic_mode(settings, gpu)
 
 
+def engine_process(settings: Settings, gpu: bool) -> bool:
+    """vLLM's engine core in its own process: by default exactly on a GPU (RERANKQ_ENGINE_PROCESS overrides).
+
+    In the worker's process the core's scheduling loop shares the GIL with the chunk threads (reading
+    rows, results, SQL writes) and the GPU waits whenever they hold it. In its own process it keeps the
+    GPU fed from the queue of requests the engine loop keeps full. On a small CPU host the second busy
+    process costs more than it saves (bench/RESULTS.md)."""
+    return settings.engine_process if settings.engine_process is not None else gpu
+
+
 def set_vllm_env(settings: Settings, gpu: bool) -> None:
     """Environment vLLM reads at import: must run before the first ``import vllm`` in this process."""
-    # The engine core runs in this process (vLLM's default spawns it): a worker killed with -9
-    # then leaves no orphaned engine holding the GPU's memory. VLLM_ENABLE_V1_MULTIPROCESSING=1 overrides.
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    if engine_process(settings, gpu):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+        # spawn, not fork: the worker has threads, and a spawned child runs child_guard/sitecustomize.py,
+        # which ties the engine core to this worker (kill -9 of the worker must free the GPU).
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        from rerankq.torch_compat import guard_children
+
+        guard_children(die_with=os.getpid())
+    else:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if deterministic_mode(settings, gpu):
         os.environ.setdefault("VLLM_BATCH_INVARIANT", "1")
 
