@@ -3,7 +3,7 @@
 Settings() is read from the same RERANKQ_* environment as the worker; prompts are built by the
 project's PromptBuilder (as the worker does, as bench/gpu_bench.py does); the LLM gets
 engine_kwargs(settings, path, dtype, on_gpu=torch.cuda.is_available()) as VllmEngine passes them, and
-VLLM_ENABLE_V1_MULTIPROCESSING defaults to 0 as in VllmEngine (engine core in this process).
+the same vLLM environment (set_vllm_env: on a GPU the engine core in its own process, batch invariance).
 Pass 1 is the first classify after the engine starts (as the worker's first chunk is); pass 2, if
 time allows, runs the same prompts again.
 """
@@ -23,112 +23,119 @@ def log(msg: str) -> None:
     print(f"[bare {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
 
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--manifest", required=True)
-ap.add_argument("--json", required=True)
-ap.add_argument("--passes", type=int, default=2)
-ap.add_argument("--deadline", type=float, default=1e9, help="seconds from now: no 2nd pass past it")
-ap.add_argument("--smoke", action="store_true")
-ap.add_argument("--shuffle-pass", action="store_true", help="one more pass in a shuffled order (scores compared un-shuffled)")
-args = ap.parse_args()
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--deadline", type=float, default=1e9, help="seconds from now: no 2nd pass past it")
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--shuffle-pass", action="store_true", help="one more pass in a shuffled order (scores compared un-shuffled)")
+    args = ap.parse_args()
 
-import pyarrow.parquet as pq  # noqa: E402
+    import pyarrow.parquet as pq  # noqa: E402
 
-from rerankq.model_files import resolve_dtype, resolve_model  # noqa: E402
-from rerankq.prompt import Pair, PromptBuilder  # noqa: E402
-from rerankq.settings import Settings  # noqa: E402
+    from rerankq.model_files import resolve_dtype, resolve_model  # noqa: E402
+    from rerankq.prompt import Pair, PromptBuilder  # noqa: E402
+    from rerankq.settings import Settings  # noqa: E402
 
-settings = Settings()
-if not args.smoke:  # the worker's vLLM environment (in-process core, batch-invariant mode), before vllm is imported
-    from worker.engines.vllm_engine import on_gpu, set_vllm_env
+    settings = Settings()
+    if not args.smoke:  # the worker's vLLM environment (engine process, batch-invariant mode), before vllm is imported
+        from worker.engines.vllm_engine import on_gpu, set_vllm_env
 
-    set_vllm_env(settings, on_gpu())
-model_path = resolve_model(settings.model)
-builder = PromptBuilder.from_model(model_path, settings.max_length)
-table = pq.read_table(args.manifest, columns=["query", "document"]).to_pydict()
-pairs = [Pair(q, d, None) for q, d in zip(table["query"], table["document"])]
-t = time.monotonic()
-built = builder.build(pairs)
-tokenize_s = time.monotonic() - t
-bad = [i for i, p in enumerate(built) if p.token_ids is None]
-if bad:
-    raise SystemExit(f"{len(bad)} pairs could not be built, e.g. {built[bad[0]].error}")
-prompts = [p.token_ids for p in built]
-lengths = [len(p) for p in prompts]
-log(f"{len(prompts)} prompts, {sum(lengths)} tokens ({sum(lengths) / len(prompts):.1f}/pair, {min(lengths)}-{max(lengths)}), "
-    f"PromptBuilder.build {tokenize_s:.2f} s, truncated {sum(p.truncated for p in built)}")  # fmt: skip
-
-result: dict = {"pairs": len(prompts), "tokens": sum(lengths), "min_tokens": min(lengths), "max_tokens": max(lengths),
-                "tokenize_s": tokenize_s, "passes_s": []}  # fmt: skip
-if args.smoke:
-    import fake_engine
-
-    result["versions"] = "smoke: fake engine"
-    result["kwargs"] = {"smoke": True}
-    start = time.monotonic()
-    engine = fake_engine.factory(settings, model_path)
-    result["engine_start_s"] = time.monotonic() - start
-
-    def classify() -> list[float]:
-        return engine.score_prompts(prompts)
-else:
-    import torch
-    import vllm
-    from vllm import LLM
-
-    from worker.engines.vllm_engine import engine_kwargs
-
-    dtype = resolve_dtype(settings.dtype, model_path, "vllm")
-    kwargs = engine_kwargs(settings, model_path, dtype, on_gpu=torch.cuda.is_available())
-    result["kwargs"] = {k: v for k, v in kwargs.items() if k != "hf_overrides"}
-    result["versions"] = (
-        f"vllm {vllm.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name(0)}, "
-        f"VLLM_ENABLE_V1_MULTIPROCESSING={os.environ.get('VLLM_ENABLE_V1_MULTIPROCESSING')}, "
-        f"VLLM_BATCH_INVARIANT={os.environ.get('VLLM_BATCH_INVARIANT')}"
-    )
-    free, total = torch.cuda.mem_get_info()
-    log(f"GPU memory free before LLM(): {free / 2**30:.1f} / {total / 2**30:.1f} GiB; LLM({kwargs})")
-    start = time.monotonic()
-    llm = LLM(**kwargs)
-    result["engine_start_s"] = time.monotonic() - start
-
-    def classify() -> list[float]:
-        outputs = llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
-        return [float(o.outputs.probs[0]) for o in outputs]
-
-log(f"engine started in {result['engine_start_s']:.1f} s")
-for k in range(args.passes):
-    if k and time.monotonic() - T0 + 1.15 * result["passes_s"][0] > args.deadline:
-        log(f"pass {k + 1} skipped: {args.deadline - (time.monotonic() - T0):.0f} s left of the deadline")
-        break
+        set_vllm_env(settings, on_gpu())
+    model_path = resolve_model(settings.model)
+    builder = PromptBuilder.from_model(model_path, settings.max_length)
+    table = pq.read_table(args.manifest, columns=["query", "document"]).to_pydict()
+    pairs = [Pair(q, d, None) for q, d in zip(table["query"], table["document"])]
     t = time.monotonic()
-    scores = classify()
-    s = time.monotonic() - t
-    result["passes_s"].append(s)
-    result["scores" if k == 0 else f"scores_pass{k + 1}"] = scores
-    log(f"pass {k + 1}: {s:.2f} s, {len(prompts) / s:,.1f} pairs/s, {sum(lengths) / s:,.0f} tokens/s; "
-        f"scores {min(scores):.4f}-{max(scores):.4f} mean {statistics.fmean(scores):.4f}")  # fmt: skip
-if args.shuffle_pass and time.monotonic() - T0 + 1.15 * result["passes_s"][0] < args.deadline:
-    import random
+    built = builder.build(pairs)
+    tokenize_s = time.monotonic() - t
+    bad = [i for i, p in enumerate(built) if p.token_ids is None]
+    if bad:
+        raise SystemExit(f"{len(bad)} pairs could not be built, e.g. {built[bad[0]].error}")
+    prompts = [p.token_ids for p in built]
+    lengths = [len(p) for p in prompts]
+    log(f"{len(prompts)} prompts, {sum(lengths)} tokens ({sum(lengths) / len(prompts):.1f}/pair, {min(lengths)}-{max(lengths)}), "
+        f"PromptBuilder.build {tokenize_s:.2f} s, truncated {sum(p.truncated for p in built)}")  # fmt: skip
 
-    order = list(range(len(prompts)))
-    random.Random(0).shuffle(order)
-    original = prompts
-    prompts = [original[i] for i in order]
-    t = time.monotonic()
-    shuffled = classify()
-    result["shuffled_s"] = time.monotonic() - t
-    back = [0.0] * len(order)
-    for pos, i in enumerate(order):
-        back[i] = shuffled[pos]
-    result["shuffled_max_diff"] = max(abs(a - b) for a, b in zip(back, result["scores"]))
-    log(f"shuffled pass: {result['shuffled_s']:.2f} s, {len(order) / result['shuffled_s']:,.1f} pairs/s, "
-        f"max |shuffled - pass 1| {result['shuffled_max_diff']:.3e}")
-with open(args.json, "w") as f:
-    json.dump(result, f)
-log("done")
-if not args.smoke:
-    shutdown = getattr(getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
-    if callable(shutdown):
-        shutdown()
-os._exit(0)  # no slow interpreter teardown of the in-process engine
+    result: dict = {"pairs": len(prompts), "tokens": sum(lengths), "min_tokens": min(lengths), "max_tokens": max(lengths),
+                    "tokenize_s": tokenize_s, "passes_s": []}  # fmt: skip
+    if args.smoke:
+        import fake_engine
+
+        result["versions"] = "smoke: fake engine"
+        result["kwargs"] = {"smoke": True}
+        start = time.monotonic()
+        engine = fake_engine.factory(settings, model_path)
+        result["engine_start_s"] = time.monotonic() - start
+
+        def classify() -> list[float]:
+            return engine.score_prompts(prompts)
+    else:
+        import torch
+        import vllm
+        from vllm import LLM
+
+        from worker.engines.vllm_engine import engine_kwargs
+
+        dtype = resolve_dtype(settings.dtype, model_path, "vllm")
+        kwargs = engine_kwargs(settings, model_path, dtype, on_gpu=torch.cuda.is_available())
+        result["kwargs"] = {k: v for k, v in kwargs.items() if k != "hf_overrides"}
+        result["versions"] = (
+            f"vllm {vllm.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name(0)}, "
+            f"VLLM_ENABLE_V1_MULTIPROCESSING={os.environ.get('VLLM_ENABLE_V1_MULTIPROCESSING')}, "
+            f"VLLM_BATCH_INVARIANT={os.environ.get('VLLM_BATCH_INVARIANT')}"
+        )
+        free, total = torch.cuda.mem_get_info()
+        log(f"GPU memory free before LLM(): {free / 2**30:.1f} / {total / 2**30:.1f} GiB; LLM({kwargs})")
+        start = time.monotonic()
+        llm = LLM(**kwargs)
+        result["engine_start_s"] = time.monotonic() - start
+
+        def classify() -> list[float]:
+            outputs = llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
+            return [float(o.outputs.probs[0]) for o in outputs]
+
+    log(f"engine started in {result['engine_start_s']:.1f} s")
+    for k in range(args.passes):
+        if k and time.monotonic() - T0 + 1.15 * result["passes_s"][0] > args.deadline:
+            log(f"pass {k + 1} skipped: {args.deadline - (time.monotonic() - T0):.0f} s left of the deadline")
+            break
+        t = time.monotonic()
+        scores = classify()
+        s = time.monotonic() - t
+        result["passes_s"].append(s)
+        result["scores" if k == 0 else f"scores_pass{k + 1}"] = scores
+        log(f"pass {k + 1}: {s:.2f} s, {len(prompts) / s:,.1f} pairs/s, {sum(lengths) / s:,.0f} tokens/s; "
+            f"scores {min(scores):.4f}-{max(scores):.4f} mean {statistics.fmean(scores):.4f}")  # fmt: skip
+    if args.shuffle_pass and time.monotonic() - T0 + 1.15 * result["passes_s"][0] < args.deadline:
+        import random
+
+        order = list(range(len(prompts)))
+        random.Random(0).shuffle(order)
+        original = prompts
+        prompts = [original[i] for i in order]
+        t = time.monotonic()
+        shuffled = classify()
+        result["shuffled_s"] = time.monotonic() - t
+        back = [0.0] * len(order)
+        for pos, i in enumerate(order):
+            back[i] = shuffled[pos]
+        result["shuffled_max_diff"] = max(abs(a - b) for a, b in zip(back, result["scores"]))
+        log(f"shuffled pass: {result['shuffled_s']:.2f} s, {len(order) / result['shuffled_s']:,.1f} pairs/s, "
+            f"max |shuffled - pass 1| {result['shuffled_max_diff']:.3e}")
+    with open(args.json, "w") as f:
+        json.dump(result, f)
+    log("done")
+    if not args.smoke:
+        shutdown = getattr(getattr(llm.llm_engine, "engine_core", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+    os._exit(0)  # no slow interpreter teardown of the in-process engine
+
+
+# vLLM spawns its engine core (the worker's GPU default): the child re-imports this file, so nothing
+# may run at import.
+if __name__ == "__main__":
+    main()

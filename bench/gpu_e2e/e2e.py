@@ -27,9 +27,11 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+ROW_GROUP = 2048
 T0 = time.monotonic()
 RESULT: dict = {"steps": {}, "problems": []}
 
@@ -138,7 +140,7 @@ def make_manifest(project: Path, path: Path, n: int) -> dict:
             "document": [p.document for p in pairs],
         }
     )
-    pq.write_table(table, path)
+    pq.write_table(table, path, row_group_size=ROW_GROUP)  # a chunk reads only the row groups it spans
     return {"pairs": n, "queries": (n + dpq - 1) // dpq, "docs_per_query": dpq, "bytes": path.stat().st_size}
 
 
@@ -154,7 +156,7 @@ def worker_command(pool: str, concurrency: int) -> list[str]:
 
 
 class Worker:
-    def __init__(self, env: dict, project: Path, log_path: Path, cmd: list[str]):
+    def __init__(self, env: dict, project: Path, log_path: Path, cmd: list[str]):  # noqa: D107
         self.log_path = log_path
         self.f = open(log_path, "wb")
         self.t_start = time.monotonic()
@@ -213,6 +215,149 @@ class Worker:
         return time.monotonic() - t
 
 
+@dataclass
+class Variant:
+    """One worker configuration measured in this call: its own ledger, its own fresh worker(s)."""
+
+    name: str
+    settings: dict[str, str]
+    workers: int
+
+
+def parse_variant(text: str) -> Variant:
+    """NAME:KEY=V,KEY=V  (RERANKQ_* settings; workers=N starts N workers, one per GPU)."""
+    name, _, rest = text.partition(":")
+    settings = dict(item.split("=", 1) for item in rest.split(",") if item)
+    workers = int(settings.pop("workers", "1"))
+    return Variant(name, settings, workers)
+
+
+def run_variant(variant: Variant, args, env: dict, project: Path, out: Path, work: Path, producer: list[str],
+                manifest: Path) -> tuple[list[dict], list[dict]]:  # fmt: skip  # noqa: ANN001
+    """Fresh ledger, the variant's worker(s) ready, its jobs submitted and waited for, workers stopped."""
+    db = work / "run" / f"rerankq-{variant.name}.db"
+    env = {**env, **variant.settings, "RERANKQ_DATABASE_URL": f"sqlite:///{db}"}
+    rc, stdout, s = run(producer + ["db", "upgrade"], env, project, out, "db_upgrade")
+    log(f"[{variant.name}] producer db upgrade: rc {rc} ({s:.1f} s) {stdout.strip()}")
+    if rc != 0:
+        return [], []
+    cmd = worker_command(args.pool, args.concurrency)
+    workers = []
+    for i in range(variant.workers):
+        wenv = dict(env)
+        if variant.workers > 1:
+            wenv["CUDA_VISIBLE_DEVICES"] = str(i)  # one worker per GPU, as docker/compose and the README run them
+        workers.append(Worker(wenv, project, out / f"worker-{variant.name}-{i}.log", cmd))
+    ready = [w.wait_ready(args.ready_timeout) for w in workers]
+    for i, r in enumerate(ready):
+        log(f"[{variant.name}] worker {i}: {r}")
+    jobs: list[dict] = []
+    if all("engine_ready" in r and "celery_ready" in r for r in ready):
+        for j in range(args.jobs):
+            if j and elapsed() + 2.5 * jobs[0]["e2e_s"] + 150 > args.budget:
+                log(f"[{variant.name}] job {j + 1} skipped: not enough time left")
+                break
+            t_submit = time.monotonic()
+            rc, stdout, s_submit = run(producer + ["submit", str(manifest), "--name", f"e2e-{args.model}-{variant.name}-{j + 1}"],
+                                       env, project, out, "submit")  # fmt: skip
+            job = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+            log(f"[{variant.name}] job {j + 1}: producer submit rc {rc} in {s_submit:.2f} s, job {job}")
+            if rc != 0 or not job:
+                break
+            rc_wait, _, s_wait = run(producer + ["wait", job, "--timeout", str(args.job_timeout)], env, project, out, "wait",
+                                     timeout=args.job_timeout + 60, check=False)  # fmt: skip
+            e2e_s = time.monotonic() - t_submit
+            log(f"[{variant.name}] job {j + 1}: wait rc {rc_wait} after {s_wait:.1f} s; submit -> wait returned {e2e_s:.2f} s "
+                f"= {args.pairs / e2e_s:,.1f} pairs/s")  # fmt: skip
+            if rc_wait != 0:
+                problem(f"[{variant.name}] job {j + 1}: producer wait exited {rc_wait} (0 = completed)")
+            rc, stdout, s_status = run(producer + ["status", job, "--json"], env, project, out, "status")
+            status = json.loads(stdout) if rc == 0 else {}
+            export = work / "run" / f"export-{variant.name}-{j + 1}.parquet"
+            rc, _, s_export = run(producer + ["export", job, "--out", str(export)], env, project, out, "export")
+            jobs.append({"variant": variant.name, "index": j + 1, "db": str(db), "job": job, "submit_s": s_submit,
+                         "wait_s": s_wait, "e2e_s": e2e_s, "wait_rc": rc_wait, "status": status, "export": str(export),
+                         "export_s": s_export, "status_s": s_status})  # fmt: skip
+    for i, w in enumerate(workers):
+        stop_s = w.stop()
+        wl = w.text()
+        log(f"[{variant.name}] worker {i} stopped in {stop_s:.1f} s (rc {w.p.returncode})")
+        for bad in ("Traceback", '"level": "error"', '"level": "critical"', "chunk_error", "engine_dead"):
+            if bad in wl:
+                problem(f"[{variant.name}] worker {i} log contains {bad!r}")
+        for jb in jobs:
+            jb.setdefault("worker_chunks", []).extend(
+                {**json.loads(line[line.index("{"):]), "worker": i} for line in wl.splitlines()
+                if '"event": "chunk_done"' in line and jb["job"] in line
+            )  # fmt: skip
+    return jobs, ready
+
+
+def pq_scores(path: str) -> dict:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(path).to_pydict()
+    return dict(zip(zip(t["query_id"], t["doc_id"]), t["score"]))
+
+
+def check_jobs(jobs: list[dict], manifest: Path, bare: dict) -> int:
+    """Exactly once, against the manifest, the ledger and the export; scores against bare. Returns the pair count."""
+    import sqlite3
+    from datetime import datetime
+
+    import pyarrow.parquet as pq
+
+    man = pq.read_table(manifest, columns=["query_id", "doc_id"]).to_pydict()
+    keys = list(zip(man["query_id"], man["doc_id"]))
+    n = len(keys)
+
+    def ts(v):  # noqa: ANN001, ANN202
+        return datetime.fromisoformat(str(v)) if v else None
+
+    for jb in jobs:
+        job, status = jb["job"], jb["status"]
+        con = sqlite3.connect(jb["db"])
+        ex = pq.read_table(jb["export"]).to_pydict()
+        ex_keys = list(zip(ex["query_id"], ex["doc_id"]))
+        errors = [e for e in ex.get("error", []) if e is not None]
+        nulls = sum(1 for s in ex["score"] if s is None)
+        db_rows = con.execute("select count(*) from scores where job_id = ?", (job,)).fetchone()[0]
+        chunk_rows = con.execute(
+            "select id, state, pairs, scored, pair_errors, attempts, started_at, finished_at, worker from chunks where job_id = ? order by started_at",
+            (job,),
+        ).fetchall()
+        con.close()
+        jb["chunks"] = [dict(zip(("id", "state", "pairs", "scored", "pair_errors", "attempts", "started_at", "finished_at", "worker"), r)) for r in chunk_rows]
+        chunk_text = []
+        for r in jb["chunks"]:
+            a, b = ts(r["started_at"]), ts(r["finished_at"])
+            if a and b:
+                r["seconds"] = (b - a).total_seconds()
+                chunk_text.append(f"{r['pairs']} in {r['seconds']:.2f} s")
+        jb["chunk_text"] = "; ".join(chunk_text)
+        chunks_scored = sum(r[3] or 0 for r in chunk_rows)
+        once = (
+            len(ex_keys) == n and len(set(ex_keys)) == n and set(ex_keys) == set(keys) and nulls == 0 and not errors
+            and db_rows == n and chunks_scored == n and status.get("pairs_scored") == n and status.get("state") == "completed"
+        )  # fmt: skip
+        e2e_scores = dict(zip(ex_keys, ex["score"]))
+        cmp = {}
+        for name in ("scores", "scores_pass2"):
+            if bare.get(name):
+                diffs = [abs(e2e_scores[k] - b) for k, b in zip(keys, bare[name]) if e2e_scores.get(k) is not None]
+                cmp[name] = (max(diffs) if diffs else None, len(diffs))
+        jb["correctness"] = {
+            "export_rows": len(ex_keys), "export_distinct": len(set(ex_keys)), "manifest_pairs": n,
+            "missing": len(set(keys) - set(ex_keys)), "extra": len(set(ex_keys) - set(keys)), "exactly_once": once,
+            "null_scores": nulls, "errors": len(errors), "db_score_rows": db_rows, "chunks_scored_sum": chunks_scored,
+            "status_pairs_scored": status.get("pairs_scored"), "status_state": status.get("state"),
+            "max_abs_diff_vs_bare_pass1": cmp.get("scores", (None, 0))[0],
+            "max_abs_diff_vs_bare_pass2": cmp.get("scores_pass2", (None, 0))[0],
+            "compared": cmp.get("scores", (None, 0))[1],
+        }  # fmt: skip
+    return n
+
+
 # ---------------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -231,6 +376,9 @@ def main() -> int:
     ap.add_argument("--job-timeout", type=float, default=300)
     ap.add_argument("--bare-passes", type=int, default=2, help="timed bare passes (the 2nd only if time allows)")
     ap.add_argument("--jobs", type=int, default=1, help="jobs submitted one after another to the same worker")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:RERANKQ_X=V,...[,workers=N]",
+                    help="worker configurations, each on a fresh ledger and fresh workers, one after another "
+                         "(workers=N: N workers, CUDA_VISIBLE_DEVICES=0..N-1); default one worker, defaults")  # fmt: skip
     ap.add_argument("--budget", type=float, default=560, help="seconds: skip the optional 2nd bare pass past this")
     ap.add_argument("--smoke", action="store_true", help="CPU: fake engine (plumbing test only)")
     ap.add_argument("--broker", default=None, help="force a broker URL (default: Redis from --debs, else SQLite)")
@@ -301,159 +449,58 @@ def main() -> int:
     RESULT["settings"] = json.loads(defaults.stdout) if defaults.returncode == 0 else defaults.stderr[-1000:]
     log(f"settings: chunk_size {RESULT['settings'].get('chunk_size')}, pipeline_pairs {RESULT['settings'].get('pipeline_pairs')}, "
         f"max_length {RESULT['settings'].get('max_length')}, dtype {RESULT['settings'].get('dtype')}")  # fmt: skip
-    rc, stdout, s = run(producer + ["db", "upgrade"], env, project, out, "db_upgrade")
-    log(f"producer db upgrade: rc {rc} ({s:.1f} s) {stdout.strip()}")
-    if rc != 0:
-        save(out)
-        return 1
-
-    # --- 5. worker ----------------------------------------------------------------------------------
-    cmd = worker_command(args.pool, args.concurrency)
-    RESULT["worker_cmd"] = " ".join(cmd[1:])
-    worker = Worker(env, project, out / "worker.log", cmd)
-    ready = worker.wait_ready(args.ready_timeout)
-    RESULT["worker_ready_s"] = {k: round(v, 1) for k, v in ready.items()}
-    save(out)
-    if "engine_ready" not in ready or "celery_ready" not in ready:
-        worker.stop(30)
-        save(out)
-        return 1
-
-    # --- 6. the jobs: submit -> wait (job 2, if asked, on the same warm worker) ----------------------
+    variants = [parse_variant(v) for v in args.variant] or [Variant("default", {}, 1)]
+    RESULT["variants"] = [vars(v) for v in variants]
     jobs: list[dict] = []
-    for j in range(args.jobs):
-        if j and elapsed() + 2.5 * jobs[0]["e2e_s"] + 150 > args.budget:
-            log(f"job {j + 1} skipped: not enough time left")
-            break
-        t_submit = time.monotonic()
-        rc, stdout, s_submit = run(producer + ["submit", str(manifest), "--name", f"e2e-{args.model}-{j + 1}"], env, project, out, "submit")
-        job = stdout.strip().splitlines()[-1] if stdout.strip() else ""
-        log(f"job {j + 1}: producer submit rc {rc} in {s_submit:.2f} s, job {job}")
-        if rc != 0 or not job:
-            worker.stop(30)
-            save(out)
-            return 1
-        rc_wait, _, s_wait = run(producer + ["wait", job, "--timeout", str(args.job_timeout)], env, project, out, "wait",
-                                 timeout=args.job_timeout + 60, check=False)  # fmt: skip
-        e2e_s = time.monotonic() - t_submit
-        log(f"job {j + 1}: producer wait rc {rc_wait} after {s_wait:.1f} s; submit -> wait returned: {e2e_s:.2f} s "
-            f"= {args.pairs / e2e_s:,.1f} pairs/s")  # fmt: skip
-        if rc_wait != 0:
-            problem(f"job {j + 1}: producer wait exited {rc_wait} (0 = completed)")
-        rc, stdout, s_status = run(producer + ["status", job, "--json"], env, project, out, "status")
-        status = json.loads(stdout) if rc == 0 else {}
-        export = work / "run" / f"export{j + 1}.parquet"
-        rc, _, s_export = run(producer + ["export", job, "--out", str(export)], env, project, out, "export")
-        jobs.append({"job": job, "submit_s": s_submit, "wait_s": s_wait, "e2e_s": e2e_s, "wait_rc": rc_wait,
-                     "status": status, "export": str(export), "export_s": s_export, "status_s": s_status})  # fmt: skip
+    ready_by_variant: dict[str, dict] = {}
+    for k, variant in enumerate(variants):
+        if k and elapsed() + 150 + 2.5 * max(jb["e2e_s"] for jb in jobs) > args.budget:
+            log(f"variant {variant.name} skipped: not enough time left")
+            continue
+        vjobs, ready = run_variant(variant, args, env, project, out, work, producer, manifest)
+        ready_by_variant[variant.name] = ready
+        jobs.extend(vjobs)
         RESULT["jobs"] = jobs
         save(out)
-
-    # --- 7. stop the worker (SIGTERM = warm shutdown) -------------------------------------------
-    stop_s = worker.stop()
-    RESULT["steps"]["worker_stop_s"] = round(stop_s, 1)
-    RESULT["worker_rc"] = worker.p.returncode
-    wl = (out / "worker.log").read_text(errors="replace")
-    for jb in jobs:
-        jb["worker_chunks"] = [json.loads(line[line.index("{"):]) for line in wl.splitlines()
-                               if '"event": "chunk_done"' in line and jb["job"] in line]  # fmt: skip
-    for bad in ("Traceback", '"level": "error"', '"level": "critical"', "chunk_error", "engine_dead"):
-        if bad in wl:
-            problem(f"worker log contains {bad!r}")
-    log(f"worker stopped in {stop_s:.1f} s (rc {worker.p.returncode}); chunks per job: {[[c.get('pairs') for c in jb['worker_chunks']] for jb in jobs]}")
+        if not vjobs:
+            return 1
     if shutil.which("nvidia-smi"):
         smi = subprocess.run(["nvidia-smi", "--query-gpu=memory.used,memory.total", "--format=csv,noheader"], capture_output=True, text=True)
-        log(f"GPU memory after the worker stopped: {smi.stdout.strip()}")
+        log(f"GPU memory after the workers stopped: {smi.stdout.strip()}")
         RESULT["gpu_memory_after_worker"] = smi.stdout.strip()
     save(out)
 
-    # --- 8. bare LLM.classify on the same token ids, same engine kwargs ----------------------------
+    # --- 8. bare LLM.classify on the same token ids, same engine kwargs (RERANKQ_* of --set, no variant's) -----
     bare_json = work / "run" / "bare.json"
-    bare_cmd = [sys.executable, str(HERE / "bare.py"), "--manifest", str(manifest), "--json", str(bare_json),
-                "--passes", str(args.bare_passes), "--deadline", str(max(0.0, args.budget - elapsed()))]  # fmt: skip
-    if args.smoke:
-        bare_cmd.append("--smoke")
-    if args.shuffle_pass:
-        bare_cmd.append("--shuffle-pass")
-    p = subprocess.Popen(bare_cmd, env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    with open(out / "bare.log", "w") as f:
-        for line in p.stdout:  # type: ignore[union-attr]
-            f.write(line)
-            if line.startswith("[bare"):
-                print(line, end="", flush=True)
-    p.wait()
-    if p.returncode != 0 or not bare_json.exists():
-        problem(f"bare.py exited {p.returncode}; see bare.log: {(out / 'bare.log').read_text()[-2000:]}")
-        save(out)
-        return 1
-    bare = json.loads(bare_json.read_text())
-    RESULT["bare"] = {k: v for k, v in bare.items() if not k.startswith("scores")}
+    bare: dict = {"passes_s": []}
+    if args.bare_passes and elapsed() + 120 < args.budget:
+        bare_cmd = [sys.executable, str(HERE / "bare.py"), "--manifest", str(manifest), "--json", str(bare_json),
+                    "--passes", str(args.bare_passes), "--deadline", str(max(0.0, args.budget - elapsed()))]  # fmt: skip
+        if args.smoke:
+            bare_cmd.append("--smoke")
+        if args.shuffle_pass:
+            bare_cmd.append("--shuffle-pass")
+        p = subprocess.Popen(bare_cmd, env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with open(out / "bare.log", "w") as f:
+            for line in p.stdout:  # type: ignore[union-attr]
+                f.write(line)
+                if line.startswith("[bare"):
+                    print(line, end="", flush=True)
+        p.wait()
+        if p.returncode != 0 or not bare_json.exists():
+            problem(f"bare.py exited {p.returncode}; see bare.log: {(out / 'bare.log').read_text()[-2000:]}")
+        else:
+            bare = json.loads(bare_json.read_text())
+            RESULT["bare"] = {k: v for k, v in bare.items() if not k.startswith("scores")}
+    else:
+        log("bare skipped: not enough time left")
 
     # --- 9. correctness, per job ------------------------------------------------------------------------
-    import sqlite3
-    from datetime import datetime
-
-    import pyarrow.parquet as pq
-
-    man = pq.read_table(manifest, columns=["query_id", "doc_id"]).to_pydict()
-    keys = list(zip(man["query_id"], man["doc_id"]))
-    n = len(keys)
-
-    def ts(v):  # noqa: ANN001, ANN202
-        return datetime.fromisoformat(str(v)) if v else None
-
-    con = sqlite3.connect(str(work / "run" / "rerankq.db"))
-    for jb in jobs:
-        job, status = jb["job"], jb["status"]
-        ex = pq.read_table(jb["export"]).to_pydict()
-        ex_keys = list(zip(ex["query_id"], ex["doc_id"]))
-        errors = [e for e in ex.get("error", []) if e is not None]
-        nulls = sum(1 for s in ex["score"] if s is None)
-        db_rows = con.execute("select count(*) from scores where job_id = ?", (job,)).fetchone()[0]
-        chunk_rows = con.execute(
-            "select id, state, pairs, scored, pair_errors, attempts, started_at, finished_at from chunks where job_id = ? order by seq",
-            (job,),
-        ).fetchall()
-        jb["chunks"] = [dict(zip(("id", "state", "pairs", "scored", "pair_errors", "attempts", "started_at", "finished_at"), r)) for r in chunk_rows]
-        chunk_text, prev_end = [], None
-        for r in jb["chunks"]:
-            a, b = ts(r["started_at"]), ts(r["finished_at"])
-            if a and b:
-                d = (b - a).total_seconds()
-                r["seconds"] = d
-                gap = f", gap {(a - prev_end).total_seconds():.2f} s" if prev_end else ""
-                chunk_text.append(f"{r['pairs']} in {d:.2f} s ({r['pairs'] / d:,.0f}/s{gap})")
-                prev_end = b
-        jb["chunk_text"] = "; ".join(chunk_text)
-        chunks_scored = sum(r[3] or 0 for r in chunk_rows)
-        once = (
-            len(ex_keys) == n and len(set(ex_keys)) == n and set(ex_keys) == set(keys) and nulls == 0 and not errors
-            and db_rows == n and chunks_scored == n and status.get("pairs_scored") == n and status.get("state") == "completed"
-        )  # fmt: skip
-        e2e_scores = dict(zip(ex_keys, ex["score"]))
-        cmp = {}
-        for name in ("scores", "scores_pass2"):
-            if bare.get(name):
-                diffs = [abs(e2e_scores[k] - b) for k, b in zip(keys, bare[name]) if e2e_scores.get(k) is not None]
-                cmp[name] = (max(diffs) if diffs else None, len(diffs))
-        jb["correctness"] = {
-            "export_rows": len(ex_keys), "export_distinct": len(set(ex_keys)), "manifest_pairs": n,
-            "missing": len(set(keys) - set(ex_keys)), "extra": len(set(ex_keys) - set(keys)), "exactly_once": once,
-            "null_scores": nulls, "errors": len(errors), "db_score_rows": db_rows, "chunks_scored_sum": chunks_scored,
-            "status_pairs_scored": status.get("pairs_scored"), "status_state": status.get("state"),
-            "max_abs_diff_vs_bare_pass1": cmp.get("scores", (None, 0))[0],
-            "max_abs_diff_vs_bare_pass2": cmp.get("scores_pass2", (None, 0))[0],
-            "compared": cmp.get("scores", (None, 0))[1],
-            "score_min": min((s for s in ex["score"] if s is not None), default=None),
-            "score_max": max((s for s in ex["score"] if s is not None), default=None),
-        }  # fmt: skip
-    con.close()
+    n = check_jobs(jobs, manifest, bare)
     if len(jobs) > 1:
-        a = pq.read_table(jobs[0]["export"]).to_pydict()
-        b = pq.read_table(jobs[1]["export"]).to_pydict()
-        sa = dict(zip(zip(a["query_id"], a["doc_id"]), a["score"]))
-        sb = dict(zip(zip(b["query_id"], b["doc_id"]), b["score"]))
-        RESULT["max_abs_diff_job1_vs_job2"] = max(abs(sa[k] - sb[k]) for k in sa if k in sb and sa[k] is not None and sb[k] is not None)
+        a = pq_scores(jobs[0]["export"])
+        b = pq_scores(jobs[-1]["export"])
+        RESULT["max_abs_diff_first_vs_last_job"] = max(abs(a[k] - b[k]) for k in a if k in b and a[k] is not None and b[k] is not None)
     if bare.get("scores_pass2"):
         RESULT["max_abs_diff_bare_pass1_vs_pass2"] = max(abs(x - y) for x, y in zip(bare["scores"], bare["scores_pass2"]))
     RESULT["jobs"] = jobs
@@ -462,32 +509,50 @@ def main() -> int:
     bp = bare["passes_s"]
     rows = [
         ("model shape", f"{args.model} (random bf16 weights)" if not args.smoke else "smoke (fake engine)"),
-        ("pairs", f"{n:,} ({RESULT['manifest']['queries']} queries x {RESULT['manifest']['docs_per_query']})"),
-        ("tokens/pair (mean, min-max)", f"{bare['tokens'] / n:.1f} ({bare['min_tokens']}-{bare['max_tokens']})"),
+        ("pairs", f"{n:,} ({RESULT['manifest']['queries']} queries x {RESULT['manifest']['docs_per_query']}, row groups of {ROW_GROUP})"),
         ("chunk size / pipeline slice", f"{RESULT['settings'].get('chunk_size')} / {RESULT['settings'].get('pipeline_pairs')}"),
         ("broker / ledger", f"{broker.split(':')[0]} / sqlite"),
-        ("worker command", RESULT["worker_cmd"] + (f" with {' '.join(args.set)}" if args.set else "")),
-        ("worker: spawn -> engine_ready", f"{ready.get('engine_ready', float('nan')):.1f} s (engine_loading at {ready.get('engine_loading', float('nan')):.1f} s; celery ready at {ready.get('celery_ready', float('nan')):.1f} s)"),
+        ("worker command", " ".join(worker_command(args.pool, args.concurrency)[1:]) + (f" with {' '.join(args.set)}" if args.set else "")),
     ]
+    if bare.get("tokens"):
+        rows.insert(2, ("tokens/pair (mean, min-max)", f"{bare['tokens'] / n:.1f} ({bare['min_tokens']}-{bare['max_tokens']})"))
+    for variant in variants:
+        ready = ready_by_variant.get(variant.name)
+        if ready is None:
+            continue
+        rows.append((f"{variant.name}: settings, workers", f"{variant.settings or 'defaults'}, {variant.workers} worker(s)"))
+        rows.append((f"{variant.name}: spawn -> engine_ready", ", ".join(f"{r.get('engine_ready', float('nan')):.1f} s" for r in ready)))
     for j, jb in enumerate(jobs):
         st = jb["status"]
         job_s = st.get("elapsed_seconds")
-        ref = bp[min(j, len(bp) - 1)]
         c = jb["correctness"]
+        name = f"{jb['variant']} job {jb['index']}"
         rows += [
-            (f"job {j + 1}: submit -> wait returned", f"{jb['e2e_s']:.2f} s = {n / jb['e2e_s']:,.1f} pairs/s (submit cmd {jb['submit_s']:.2f} s, status cmd {jb['status_s']:.2f} s)"),
-            (f"job {j + 1}: chunks (ledger begin->finish)", jb["chunk_text"]),
-            (f"job {j + 1}: ledger started->finished", f"{job_s:.2f} s = {n / job_s:,.1f} pairs/s" if job_s else "?"),
-            (f"job {j + 1}: ratio e2e / bare pass {min(j, len(bp) - 1) + 1}", f"{(n / jb['e2e_s']) / (n / ref):.3f}"),
-            (f"job {j + 1}: ratio worker / bare pass {min(j, len(bp) - 1) + 1}", f"{(n / job_s) / (n / ref):.3f}" if job_s else "?"),
-            (f"job {j + 1}: exactly once", f"{c['exactly_once']} (export rows {c['export_rows']}, distinct {c['export_distinct']}, missing {c['missing']}, extra {c['extra']}, null {c['null_scores']}, errors {c['errors']}; db rows {c['db_score_rows']}; chunk scored sum {c['chunks_scored_sum']}; status {c['status_state']} {c['status_pairs_scored']})"),
-            (f"job {j + 1}: max |e2e - bare|", f"pass 1: {c['max_abs_diff_vs_bare_pass1']:.3e}" + (f", pass 2: {c['max_abs_diff_vs_bare_pass2']:.3e}" if c["max_abs_diff_vs_bare_pass2"] is not None else "") + f" ({c['compared']} pairs)"),
+            (f"{name}: submit -> wait returned", f"{jb['e2e_s']:.2f} s = {n / jb['e2e_s']:,.1f} pairs/s (submit cmd {jb['submit_s']:.2f} s, status cmd {jb['status_s']:.2f} s)"),
+            (f"{name}: ledger started->finished (worker only)", f"{job_s:.2f} s = {n / job_s:,.1f} pairs/s" if job_s else "?"),
+            (f"{name}: chunks", f"{len(jb['chunks'])} chunks, {jb['chunk_text'][:300]}"),
+            (f"{name}: exactly once", f"{c['exactly_once']} (export rows {c['export_rows']}, distinct {c['export_distinct']}, missing {c['missing']}, extra {c['extra']}, null {c['null_scores']}, errors {c['errors']}; db rows {c['db_score_rows']}; chunk scored sum {c['chunks_scored_sum']}; status {c['status_state']} {c['status_pairs_scored']})"),
         ]  # fmt: skip
-    rows.append(("bare: engine start (same kwargs)", f"{bare['engine_start_s']:.1f} s; PromptBuilder.build {bare['tokenize_s']:.2f} s (not in the timings)"))
+        if bp:
+            ref = bp[0]
+            rows += [
+                (f"{name}: ratio e2e / bare pass 1", f"{(n / jb['e2e_s']) / (n / ref):.3f}"),
+                (f"{name}: ratio worker / bare pass 1", f"{(n / job_s) / (n / ref):.3f}" if job_s else "?"),
+                (f"{name}: max |e2e - bare|", f"pass 1: {c['max_abs_diff_vs_bare_pass1']:.3e}" + (f", pass 2: {c['max_abs_diff_vs_bare_pass2']:.3e}" if c["max_abs_diff_vs_bare_pass2"] is not None else "") + f" ({c['compared']} pairs)"),
+            ]  # fmt: skip
+    firsts = {}
+    for jb in jobs:
+        if jb["index"] == 1 and jb["status"].get("elapsed_seconds"):
+            firsts[jb["variant"]] = n / jb["status"]["elapsed_seconds"]
+    base = next(iter(firsts.values()), None)
+    for name, rate in list(firsts.items())[1:]:
+        rows.append((f"{name} job 1 / {next(iter(firsts))} job 1 (worker only)", f"{rate / base:.3f}"))
+    if bare.get("engine_start_s") is not None:
+        rows.append(("bare: engine start (same kwargs)", f"{bare['engine_start_s']:.1f} s; PromptBuilder.build {bare['tokenize_s']:.2f} s (not in the timings)"))
     for k, b in enumerate(bp):
         rows.append((f"bare LLM.classify pass {k + 1}", f"{b:.2f} s = {n / b:,.1f} pairs/s"))
-    if "max_abs_diff_job1_vs_job2" in RESULT:
-        rows.append(("max |job 1 - job 2|", f"{RESULT['max_abs_diff_job1_vs_job2']:.3e}"))
+    if "max_abs_diff_first_vs_last_job" in RESULT:
+        rows.append(("max |first job - last job|", f"{RESULT['max_abs_diff_first_vs_last_job']:.3e}"))
     if "max_abs_diff_bare_pass1_vs_pass2" in RESULT:
         rows.append(("max |bare pass 1 - pass 2| (cold vs warm cache)", f"{RESULT['max_abs_diff_bare_pass1_vs_pass2']:.3e}"))
     if bare.get("shuffled_s"):
