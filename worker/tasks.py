@@ -7,6 +7,8 @@ the next chunk's rows are read and tokenized while the current one is scored."""
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import socket
 import sys
@@ -107,9 +109,11 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
 
 
 @worker_shutdown.connect
-def _stop_worker(**_: object) -> None:
+def _stop_worker(sender=None, **_: object) -> None:  # noqa: ANN001
     """Warm shutdown (SIGTERM): running chunks have finished; say so in the registry, close the engine.
     (``worker_process_shutdown`` is sent by the prefork pool only, so it cannot be used here.)"""
+    code = getattr(sender, "exitcode", None)
+    atexit.register(_exit_now, code if isinstance(code, int) else 0)
     if state.liveness is not None:
         try:
             state.liveness.stop()  # type: ignore[attr-defined]
@@ -121,6 +125,20 @@ def _stop_worker(**_: object) -> None:
         except Exception as exc:
             log.warning("engine_close_failed", error=str(exc)[:200])
         state.reranker = None
+
+
+def _exit_now(code: int) -> None:
+    """The first exit handler to run (registered last): once the worker has shut down, end the process
+    here. On a GPU host the interpreter's teardown aborted (SIGABRT, "terminate called without an
+    active exception", from a C++ library's static destructors) after everything had been closed,
+    which a supervisor would count as a crash. Nothing after this point is rerankq's work."""
+    logging.shutdown()  # flush and close the log handlers
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(code)
 
 
 def _engine_alive(reranker: Reranker) -> bool:
