@@ -454,7 +454,8 @@ def main() -> int:
     jobs: list[dict] = []
     ready_by_variant: dict[str, dict] = {}
     for k, variant in enumerate(variants):
-        if k and elapsed() + 150 + 2.5 * max(jb["e2e_s"] for jb in jobs) > args.budget:
+        started = max(r.get("engine_ready", 0.0) for rs in ready_by_variant.values() for r in rs)
+        if k and elapsed() + 1.2 * started + 1.5 * max(jb["e2e_s"] for jb in jobs) + 30 > args.budget:
             log(f"variant {variant.name} skipped: not enough time left")
             continue
         vjobs, ready = run_variant(variant, args, env, project, out, work, producer, manifest)
