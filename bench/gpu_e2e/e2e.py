@@ -454,7 +454,7 @@ def main() -> int:
     jobs: list[dict] = []
     ready_by_variant: dict[str, dict] = {}
     for k, variant in enumerate(variants):
-        started = max(r.get("engine_ready", 0.0) for rs in ready_by_variant.values() for r in rs)
+        started = max((r.get("engine_ready", 0.0) for rs in ready_by_variant.values() for r in rs), default=0.0)
         if k and elapsed() + 1.2 * started + 1.5 * max(jb["e2e_s"] for jb in jobs) + 30 > args.budget:
             log(f"variant {variant.name} skipped: not enough time left")
             continue
