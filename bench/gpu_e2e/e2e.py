@@ -146,13 +146,9 @@ def make_manifest(project: Path, path: Path, n: int) -> dict:
 
 # ---------------------------------------------------------------------------------------------------
 def worker_command(pool: str, concurrency: int) -> list[str]:
-    """`celery -A worker worker -Q gpu`; with --pool threads (before the worker loads its engine on
-    worker_init itself) through bench/gpu_e2e/threads_app.py, which does that."""
-    if pool == "default":
-        return [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO"]
-    app = "bench.gpu_e2e.threads_app" if pool == "threads" else "worker"
-    return [sys.executable, "-m", "celery", "-A", app, "worker", "-Q", "gpu", "--loglevel", "INFO",
-            "--pool", pool, "--concurrency", str(concurrency)]  # fmt: skip
+    """`celery -A worker worker -Q gpu` as users run it; ``--pool`` other than "default" overrides the app's pool."""
+    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO"]
+    return cmd if pool == "default" else [*cmd, "--pool", pool, "--concurrency", str(concurrency)]
 
 
 class Worker:
@@ -362,8 +358,8 @@ def check_jobs(jobs: list[dict], manifest: Path, bare: dict) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="0.6b", help="0.6b | 4b | 8b (random bf16 weights, real Qwen3 config)")
-    ap.add_argument("--pool", default="default", help="default (the app's own: threads, RERANKQ_CHUNKS_IN_FLIGHT) | threads | solo")
-    ap.add_argument("--concurrency", type=int, default=2, help="chunk tasks in flight (threads pool)")
+    ap.add_argument("--pool", default="default", help="default (the app's own: threads, RERANKQ_CHUNKS_IN_FLIGHT) | a Celery pool to force, e.g. solo")
+    ap.add_argument("--concurrency", type=int, default=2, help="with --pool: its concurrency")
     ap.add_argument("--set", action="append", default=[], metavar="RERANKQ_X=V", help="extra settings, worker and bare")
     ap.add_argument("--shuffle-pass", action="store_true", help="bare: one more pass in shuffled order")
     ap.add_argument("--pairs", type=int, default=40000)
