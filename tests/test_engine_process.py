@@ -7,7 +7,6 @@ the core through child_guard/sitecustomize.py)."""
 
 from __future__ import annotations
 
-
 import psutil
 import pyarrow.parquet as pq
 import pytest
