@@ -121,3 +121,8 @@ def test_gpu_default_is_batch_invariant_prefix_reuse(monkeypatch):
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1" and os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     assert os.environ["RERANKQ_DIE_WITH_PARENT"] == str(os.getpid())
     assert os.environ["PYTHONPATH"].split(os.pathsep)[0].endswith("child_guard")
+    # an explicit RERANKQ_ENGINE_PROCESS wins over an inherited VLLM_ENABLE_V1_MULTIPROCESSING
+    set_vllm_env(Settings(engine_process=False), gpu=True)
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    set_vllm_env(Settings(engine_process=True), gpu=False)
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "1"

@@ -55,16 +55,18 @@ def engine_process(settings: Settings, gpu: bool) -> bool:
 
 def set_vllm_env(settings: Settings, gpu: bool) -> None:
     """Environment vLLM reads at import: must run before the first ``import vllm`` in this process."""
-    if engine_process(settings, gpu):
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    wanted = "1" if engine_process(settings, gpu) else "0"
+    if settings.engine_process is not None:  # asked for explicitly: wins over an inherited vLLM variable
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = wanted
+    else:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", wanted)
+    if os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] != "0":  # however it was chosen, the core gets its own process
         # spawn, not fork: the worker has threads, and a spawned child runs child_guard/sitecustomize.py,
         # which ties the engine core to this worker (kill -9 of the worker must free the GPU).
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         from rerankq.torch_compat import guard_children
 
         guard_children(die_with=os.getpid())
-    else:
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     if deterministic_mode(settings, gpu):
         os.environ.setdefault("VLLM_BATCH_INVARIANT", "1")
 
