@@ -32,9 +32,9 @@ from rerankq.prompt import PromptBuilder, head_surely_fits
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
 from rerankq.store.ledger import NewChunk
 
-# The model's prompt builder, or a loader of it (called only for a query too long to pass the byte
-# bound of ``head_surely_fits``), or None: no model files here, queries are checked by the workers.
-BuilderSource = PromptBuilder | Callable[[], PromptBuilder | None] | None
+# A loader of the model's prompt builder, called only for a query too long to pass the byte bound of
+# ``head_surely_fits``; None: no model files here, queries are checked by the workers.
+BuilderSource = Callable[[], PromptBuilder] | None
 BATCH_ROWS = 16_384
 MAX_REPORTED = 50
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
@@ -133,9 +133,7 @@ class _QueryTracker:
         self._checked = (instruction, query)
         if head_surely_fits(DEFAULT_INSTRUCTION if instruction is None else instruction, query, self.max_length):
             return  # the usual case: no tokenizer loaded at all
-        builder = self.builder() if callable(self.builder) else self.builder
-        if builder is None:
-            return
+        builder = self.builder()
         n = builder.head_tokens(instruction, query)
         if n >= builder.body_budget:
             self.problems.add(

@@ -23,6 +23,7 @@ import bisect
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from schemas import InlinePair, InlineSpec, ManifestSegment, ManifestSpec
 from rerankq.logs import get_logger
@@ -31,6 +32,9 @@ from rerankq.score_key import configured, model_fingerprint, pair_keys
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
 from rerankq.store.ledger import Ledger, NewChunk
 from rerankq.store.score_cache import ReuseStage, recorded_contexts
+
+if TYPE_CHECKING:  # producer.manifest imports pyarrow: loaded only when a manifest is planned
+    from producer.manifest import BuilderSource
 
 log = get_logger("rerankq.reuse")
 Report = Callable[[str], None]
@@ -128,7 +132,7 @@ def submit_manifest_reusing(
     instruction: str | None,
     name: str | None,
     chunk_size: int | None,
-    builder: object,
+    builder: BuilderSource,
     enqueue: Callable[[list], object],
 ) -> tuple[str, list, int, int]:
     """Validate and stage keys in one streaming pass, then record the job over the misses only,
@@ -146,7 +150,7 @@ def submit_manifest_reusing(
 
         t0 = time.perf_counter()
         plan = plan_manifest(
-            manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=builder, on_batch=stage_batch  # type: ignore[arg-type]
+            manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=builder, on_batch=stage_batch
         )
         log.info("reuse_staged", pairs=stage.count, validate_and_stage_s=round(time.perf_counter() - t0, 2))
         files = [(mf.path, mf.size, rows) for mf, rows in plan.files]

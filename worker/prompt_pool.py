@@ -23,8 +23,9 @@ _builder: PromptBuilder | None = None
 
 def _init(parent_pid: int, tokenizer_json: str, max_length: int, default_instruction: str) -> None:
     global _builder
-    if not die_with_parent(parent_pid) and os.getppid() != parent_pid:
-        os._exit(0)  # the worker is already gone
+    die_with_parent(parent_pid)
+    if os.getppid() != parent_pid:  # the worker is already gone
+        os._exit(0)
     _builder = PromptBuilder(Tokenizer.from_str(tokenizer_json), max_length, default_instruction, owned=True)
 
 

@@ -425,11 +425,7 @@ def main() -> int:
     for k in list(env):
         if k.startswith("RERANKQ_"):
             del env[k]
-    env.update(
-        RERANKQ_MODEL=str(ckpt),
-        RERANKQ_DATABASE_URL=f"sqlite:///{work / 'run' / 'rerankq.db'}",
-        RERANKQ_BROKER_URL=broker,
-    )
+    env.update(RERANKQ_MODEL=str(ckpt), RERANKQ_BROKER_URL=broker)  # each variant gets its own ledger (run_variant)
     for item in args.set:
         key, _, value = item.partition("=")
         env[key] = value
