@@ -70,8 +70,9 @@ def fill_cache(url: str, model: str, manifest: Path, age_days: float = 1.0) -> d
     from producer.manifest import plan_manifest
     from rerankq.score_key import DEFAULT_INSTRUCTION, context_for, pair_keys
     from rerankq.settings import Settings
-    from rerankq.store.ledger import Ledger, now
-    from rerankq.store.score_cache import record_worker_context
+    from rerankq.store.clock import now
+    from rerankq.store.ledger import Ledger
+    from rerankq.store.contexts import record_worker_context
 
     settings = Settings(database_url=url, model=model, dtype="float32")
     store = Ledger(url)
@@ -109,7 +110,9 @@ def set_age(url: str, days: float) -> None:
 
     from sqlalchemy import update
 
-    from rerankq.store.ledger import Ledger, now
+    from rerankq.store.clock import now
+
+    from rerankq.store.ledger import Ledger
     from rerankq.store.models import CachedScore
 
     store = Ledger(url)

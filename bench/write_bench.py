@@ -19,7 +19,8 @@ import psycopg
 
 from schemas import InlinePair, InlineSpec
 from rerankq.store.db import upgrade
-from rerankq.store.ledger import Ledger, NewChunk, ScoreRow
+from rerankq.store.ledger import Ledger
+from rerankq.store.records import NewChunk, ScoreRow
 
 
 def scratch(url: str) -> tuple[str, callable]:

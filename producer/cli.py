@@ -51,7 +51,7 @@ def friendly(fn):  # noqa: ANN001, ANN201
             from producer.api import BrokerUnavailable, InputError
             from rerankq.manifest_source import ManifestError
             from rerankq.store.db import DatabaseError
-            from rerankq.store.ledger import UnknownJob
+            from rerankq.store.errors import UnknownJob
 
             if isinstance(exc, (BrokerUnavailable, InputError, ManifestError, DatabaseError, UnknownJob, TimeoutError)):
                 err.print(f"error: {exc.args[0] if exc.args else exc}", markup=False, highlight=False, soft_wrap=True)

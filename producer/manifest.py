@@ -30,7 +30,7 @@ from rerankq.manifest_source import (
 )
 from rerankq.prompt import PromptBuilder, head_surely_fits
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
-from rerankq.store.ledger import NewChunk
+from rerankq.store.records import NewChunk
 
 # A loader of the model's prompt builder, called only for a query too long to pass the byte bound of
 # ``head_surely_fits``; None: no model files here, queries are checked by the workers.

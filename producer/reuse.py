@@ -30,8 +30,10 @@ from rerankq.logs import get_logger
 from rerankq.model_files import local_model_path
 from rerankq.score_key import configured, model_fingerprint, pair_keys
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
-from rerankq.store.ledger import Ledger, NewChunk
-from rerankq.store.score_cache import ReuseStage, recorded_contexts
+from rerankq.store.ledger import Ledger
+from rerankq.store.records import NewChunk
+from rerankq.store.contexts import recorded_contexts
+from rerankq.store.reuse_stage import ReuseStage
 
 if TYPE_CHECKING:  # producer.manifest imports pyarrow: loaded only when a manifest is planned
     from producer.manifest import BuilderSource

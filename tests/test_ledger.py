@@ -11,7 +11,9 @@ from producer.export import export_parquet, iter_ranked
 from schemas import InlinePair, InlineSpec, JobState
 from tests.conftest import migrate
 from rerankq.store.db import DatabaseError, check_revision
-from rerankq.store.ledger import Ledger, NewChunk, ScoreRow, UnknownJob
+from rerankq.store.errors import UnknownJob
+from rerankq.store.ledger import Ledger
+from rerankq.store.records import NewChunk, ScoreRow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

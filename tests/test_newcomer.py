@@ -168,7 +168,7 @@ def test_job_id_prefixes_like_git(env, tmp_path: Path):
 
     settings = Settings(database_url=env["RERANKQ_DATABASE_URL"], broker_url=env["RERANKQ_BROKER_URL"])
     store = ledger(settings)
-    from rerankq.store.ledger import NewChunk
+    from rerankq.store.records import NewChunk
 
     ids = [store.create_job(kind="inline", chunks=[NewChunk({"kind": "inline", "pairs": []}, 0)])[0] for _ in range(17)]
     shared = next(c for c in "0123456789abcdef" if sum(i.startswith(c) for i in ids) > 1)  # 17 ids, 16 digits

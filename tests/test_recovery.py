@@ -16,7 +16,9 @@ from tests.conftest import migrate
 from rerankq.broker import chunks_in_broker, publish
 from worker.celery_app import make_app
 from rerankq.settings import Settings
-from rerankq.store.ledger import Ledger, NewChunk, ScoreRow, now
+from rerankq.store.clock import now
+from rerankq.store.ledger import Ledger
+from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.models import Chunk, Job, Worker
 from rerankq.store.registry import Registry, WorkerInfo
 from worker.sweeper import Sweeper

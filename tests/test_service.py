@@ -218,7 +218,7 @@ def test_serve_warns_loudly_on_a_public_address_without_a_key(settings, tmp_path
 
 def test_jobs_api_mirrors_the_cli(settings, tmp_path):
     from producer import api
-    from rerankq.store.ledger import ScoreRow
+    from rerankq.store.records import ScoreRow
 
     bad = tmp_path / "bad.parquet"
     columns = rows(n_queries=2, docs_per_query=3, seed=3)

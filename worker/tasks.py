@@ -30,7 +30,8 @@ from worker.metrics import observe_chunk
 from rerankq.prompt import Pair
 from rerankq.settings import get_settings
 from rerankq.store.db import check_revision
-from rerankq.store.ledger import Ledger, ScoreRow
+from rerankq.store.ledger import Ledger
+from rerankq.store.records import ScoreRow
 from rerankq.store.registry import Registry, WorkerInfo
 from rerankq.score_key import ScoringContext, worker_context
 
@@ -97,7 +98,7 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
     except Exception as exc:
         _fatal("engine_failed", exc)
     try:  # without a context the worker scores as before, it just fills no cache
-        from rerankq.store.score_cache import record_worker_context
+        from rerankq.store.contexts import record_worker_context
 
         state.context = worker_context(settings)
         record_worker_context(state.ledger, WORKER_ID, settings, state.context)

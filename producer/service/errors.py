@@ -12,7 +12,7 @@ from producer.api import BrokerUnavailable, InputError
 from rerankq.logs import get_logger
 from rerankq.manifest_source import ManifestError
 from rerankq.store.db import DatabaseError
-from rerankq.store.ledger import UnknownJob
+from rerankq.store.errors import UnknownJob
 
 log = get_logger("rerankq.service")
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from schemas import WorkerStatus
 from rerankq.store.db import session_factory
-from rerankq.store.ledger import _aware, now, presumed_alive
+from rerankq.store.clock import aware, now, presumed_alive
 from rerankq.store.models import Lease, Worker
 
 
@@ -28,7 +28,7 @@ class WorkerInfo:
 
 def worker_status(w: Worker, dead_after: float, at: datetime | None = None) -> WorkerStatus:
     at = at or now()
-    seen = _aware(w.last_seen)
+    seen = aware(w.last_seen)
     silent = (at - seen).total_seconds()  # type: ignore[operator]
     alive = presumed_alive(w.state, w.last_seen, dead_after, at)
     if w.state == "stopped":
@@ -51,7 +51,7 @@ def worker_status(w: Worker, dead_after: float, at: datetime | None = None) -> W
         holding=list(w.holding or []),
         pairs_scored=w.pairs_scored or 0,
         pairs_per_second=w.pairs_per_second,
-        started_at=_aware(w.started_at),  # type: ignore[arg-type]
+        started_at=aware(w.started_at),  # type: ignore[arg-type]
         last_seen=seen,  # type: ignore[arg-type]
         seconds_since_seen=max(0.0, silent),
     )

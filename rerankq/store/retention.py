@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, func, select
 
 from schemas import JobState
-from rerankq.store.ledger import Ledger, now
+from rerankq.store.base import LIVE_CHUNK
+from rerankq.store.clock import now
+from rerankq.store.ledger import Ledger
 from rerankq.store.models import Chunk, Job, Score
 
 FINISHED = tuple(s.value for s in JobState if s.terminal)
-_LIVE_CHUNK = ("pending", "running")
 
 
 @dataclass
@@ -28,7 +29,7 @@ class JobPruneReport:
 def _prunable(cutoff: datetime):  # noqa: ANN202
     """Finished before ``cutoff`` (created before it, if it never finished) and no chunk still live:
     a cancelled job may still have a chunk running on a worker."""
-    live = exists().where(Chunk.job_id == Job.id, Chunk.state.in_(_LIVE_CHUNK))
+    live = exists().where(Chunk.job_id == Job.id, Chunk.state.in_(LIVE_CHUNK))
     return (Job.state.in_(FINISHED)) & (func.coalesce(Job.finished_at, Job.created_at) < cutoff) & ~live
 
 

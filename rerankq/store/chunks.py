@@ -1,0 +1,84 @@
+"""A chunk's life on a worker: begin, finish (scores + chunk state + job state in one transaction),
+or fail an attempt; the job is finalized when its last chunk ends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from schemas import JobState
+from rerankq.store.base import TERMINAL_CHUNK, LedgerBase
+from rerankq.store.clock import now
+from rerankq.store.models import Chunk, Job
+from rerankq.store.records import ScoreRow
+from rerankq.store.score_writes import write_chunk_rows
+
+
+class ChunkWrites(LedgerBase):
+    copy_scores = True  # PostgreSQL+psycopg: COPY path (False: multi-row INSERT, kept for bench/write_bench.py)
+
+    def begin_chunk(self, job_id: str, chunk_id: int, worker: str, model: str) -> str | None:
+        """Mark the chunk running; None to go on, else why this delivery does nothing."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            chunk = s.get(Chunk, chunk_id)
+            if chunk is None or chunk.job_id != job_id:
+                return f"chunk {chunk_id} is not part of job {job_id}"
+            if chunk.state in TERMINAL_CHUNK:
+                return f"chunk already {chunk.state}"
+            if job.state == JobState.cancelled:
+                chunk.state = "cancelled"
+                return "job cancelled"
+            chunk.state, chunk.worker, chunk.model = "running", worker, model
+            chunk.attempts += 1
+            chunk.started_at = now()
+            if job.state == JobState.queued:
+                job.state = JobState.running
+                job.started_at = now()
+            return None
+
+    def finish_chunk(self, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> bool:
+        """Scores, chunk state and job state in one transaction. False if another delivery got there first."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            chunk = s.get(Chunk, chunk_id)
+            if chunk is None or chunk.state == "done":
+                return False
+            write_chunk_rows(s, job_id, chunk_id, rows, use_copy=self.copy_scores)
+            errors = sum(1 for r in rows if r.error is not None)
+            chunk.state, chunk.error, chunk.finished_at = "done", None, now()
+            chunk.scored, chunk.pair_errors = len(rows) - errors, errors
+            _finalize(s, job)
+            return True
+
+    def chunk_attempt_failed(self, job_id: str, chunk_id: int, error: str, final: bool) -> None:
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            chunk = s.get(Chunk, chunk_id)
+            if chunk is None or chunk.state in TERMINAL_CHUNK:
+                return
+            chunk.error = error
+            if final:
+                chunk.state, chunk.finished_at = "failed", now()
+                _finalize(s, job)
+            else:
+                chunk.state = "pending"
+
+
+def _finalize(s: Session, job: Job) -> None:
+    """Once no chunk is live: completed, completed_with_errors or failed (a cancelled job stays so)."""
+    states = dict(
+        s.execute(select(Chunk.state, func.count()).where(Chunk.job_id == job.id).group_by(Chunk.state)).all()
+    )
+    if any(state not in TERMINAL_CHUNK for state in states) or job.state == JobState.cancelled:
+        return
+    pair_errors = s.scalar(select(func.coalesce(func.sum(Chunk.pair_errors), 0)).where(Chunk.job_id == job.id))
+    if not states.get("failed") and not pair_errors:
+        job.state = JobState.completed
+    elif not states.get("done"):
+        job.state = JobState.failed
+    else:
+        job.state = JobState.completed_with_errors
+    job.finished_at = now()

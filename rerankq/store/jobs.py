@@ -1,0 +1,115 @@
+"""Recording a job and changing it as a whole: create (job + chunks in one transaction), cancel,
+resume after the broker lost its queue, and retry failed chunks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from schemas import ChunkMessage, JobState
+from rerankq.store.base import LedgerBase
+from rerankq.store.clock import now
+from rerankq.store.models import Chunk, Job
+from rerankq.store.records import NewChunk
+
+INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `producer rerank` and /v1/rerank
+
+
+class JobWrites(LedgerBase):
+    def create_job(
+        self,
+        *,
+        kind: str,
+        chunks: Sequence[NewChunk],
+        name: str | None = None,
+        manifest: str | None = None,
+        instruction: str | None = None,
+        pairs_reused: int = 0,
+        score_context: str | None = None,
+        session: Session | None = None,
+        job_id: str | None = None,
+    ) -> tuple[str, list[ChunkMessage]]:
+        """Job and chunks in one transaction; the messages to enqueue come back with their ids.
+
+        ``pairs_reused`` pairs are copied from the score cache by the caller, in ``session``'s
+        transaction (rerankq/store/reuse_stage.py), which may have written a placeholder row for
+        ``job_id`` first; a job made only of those is complete at once."""
+        job_id = job_id or str(uuid.uuid4())
+        fields = dict(kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context)
+        if session is not None:
+            return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields)
+        with self.session.begin() as s:
+            messages = self._create_job(s, job_id, chunks, pairs_reused, fields)
+        return job_id, messages
+
+    def _create_job(
+        self, s: Session, job_id: str, chunks: Sequence[NewChunk], pairs_reused: int, fields: dict
+    ) -> list[ChunkMessage]:
+        t = now()
+        s.merge(
+            Job(
+                id=job_id,
+                state=JobState.queued if chunks else JobState.completed,
+                pairs_total=sum(c.pairs for c in chunks) + pairs_reused,
+                pairs_reused=pairs_reused,
+                chunks_total=len(chunks),
+                created_at=t,
+                started_at=None if chunks else t,
+                finished_at=None if chunks else t,
+                **fields,
+            )
+        )
+        s.flush()
+        rows = [
+            Chunk(job_id=job_id, seq=i, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0, attempts=0)
+            for i, c in enumerate(chunks)
+        ]
+        s.add_all(rows)
+        s.flush()
+        return [self._message(c) for c in rows]
+
+    def mark_enqueued(self, chunk_ids: Iterable[int]) -> None:
+        ids = list(chunk_ids)
+        with self.session.begin() as s:
+            s.execute(update(Chunk).where(Chunk.id.in_(ids)).values(enqueued_at=now()))
+
+    def cancel(self, job_id: str) -> JobState:
+        """No chunk starts after this; scores already written stay."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            if JobState(job.state).terminal:
+                return JobState(job.state)
+            job.state = JobState.cancelled
+            job.finished_at = now()
+            s.execute(
+                update(Chunk).where(Chunk.job_id == job_id, Chunk.state == "pending").values(state="cancelled")
+            )
+            return JobState.cancelled
+
+    def resumable(self, job_id: str) -> list[ChunkMessage]:
+        """Chunks the ledger does not hold as finished: what to enqueue again after the broker lost its queue."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            if JobState(job.state).terminal:
+                return []
+            chunks = s.scalars(
+                select(Chunk).where(Chunk.job_id == job_id, Chunk.state.in_(("pending", "running"))).order_by(Chunk.seq)
+            ).all()
+            return [self._message(c) for c in chunks]
+
+    def reopen_failed(self, job_id: str) -> list[ChunkMessage]:
+        """Failed chunks back to pending (fresh retry budget); the job runs again until they finish."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            if job.state == JobState.cancelled:
+                return []
+            chunks = s.scalars(select(Chunk).where(Chunk.job_id == job_id, Chunk.state == "failed")).all()
+            for c in chunks:
+                c.state, c.attempts, c.error, c.finished_at, c.worker = "pending", 0, None, None, None
+            if chunks:
+                job.state = JobState.running if job.started_at else JobState.queued
+                job.finished_at = None
+            return [self._message(c) for c in chunks]

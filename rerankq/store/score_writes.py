@@ -1,0 +1,85 @@
+"""A finishing chunk's rows: its scores into ``scores`` and its cacheable scores into ``score_cache``,
+both inside the chunk's transaction, so a cache entry exists only for a score that was committed,
+and only under the context (key) of the worker that produced it.
+
+PostgreSQL with psycopg: COPY into a per-connection staging table, then idempotent INSERT … SELECTs
+(several times the rows/s of a multi-row INSERT: bench/write_bench.py). Elsewhere: multi-row INSERTs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from rerankq.store.clock import now
+from rerankq.store.models import CachedScore, Score
+from rerankq.store.records import ScoreRow
+
+
+def _insert(dialect: str):  # noqa: ANN202 - the dialect's INSERT … ON CONFLICT construct
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def copies(s: Session) -> bool:
+    """Whether this session can take the COPY path."""
+    dialect = s.get_bind().dialect
+    return dialect.name == "postgresql" and dialect.driver == "psycopg"
+
+
+def write_chunk_rows(s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow], use_copy: bool = True) -> None:
+    """Upsert the scores on (job, query_id, doc_id) and fill the cache; existing rows and keys are kept."""
+    if not rows:
+        return
+    if use_copy and copies(s):
+        _copy_rows(s, job_id, chunk_id, rows)
+        return
+    insert = _insert(s.get_bind().dialect.name)
+    values = [
+        {"job_id": job_id, "query_id": r.query_id, "doc_id": r.doc_id, "chunk_id": chunk_id, "score": r.score, "error": r.error}
+        for r in rows
+    ]
+    s.execute(insert(Score).on_conflict_do_nothing(index_elements=["job_id", "query_id", "doc_id"]), values)
+    fill_cache(s, rows)
+
+
+def fill_cache(s: Session, rows: Sequence[ScoreRow]) -> None:
+    """Cache the scored pairs of a finishing chunk (in its transaction); existing keys are kept."""
+    t = now()
+    values = [
+        {"key": r.key, "score": r.score, "created_at": t, "last_used": t}
+        for r in rows
+        if r.key is not None and r.score is not None and r.error is None
+    ]
+    if values:
+        insert = _insert(s.get_bind().dialect.name)
+        s.execute(insert(CachedScore).on_conflict_do_nothing(index_elements=["key"]), values)
+
+
+def _copy_rows(s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> None:
+    cursor = s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS score_stage_k "
+        "(query_id text, doc_id text, score double precision, error text, key bytea) ON COMMIT DELETE ROWS"
+    )
+    with cursor.copy("COPY score_stage_k (query_id, doc_id, score, error, key) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row((r.query_id, r.doc_id, r.score, r.error, r.key))
+    cursor.execute(
+        "INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, error) "
+        "SELECT %s, query_id, doc_id, %s, score, error FROM score_stage_k "
+        "ON CONFLICT (job_id, query_id, doc_id) DO NOTHING",
+        (job_id, chunk_id),
+    )
+    if any(r.key is not None for r in rows):
+        t = now()
+        cursor.execute(
+            "INSERT INTO score_cache (key, score, created_at, last_used) "
+            "SELECT key, score, %s, %s FROM score_stage_k "
+            "WHERE key IS NOT NULL AND score IS NOT NULL AND error IS NULL "
+            "ON CONFLICT (key) DO NOTHING",
+            (t, t),
+        )
