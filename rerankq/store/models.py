@@ -39,7 +39,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     pairs_reused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # from the score cache
-    score_context: Mapped[str | None] = mapped_column(String(64))  # the context whose cache was read
+    # The scoring context all its scores come from: pinned at submission when reuse read the cache
+    # under it, else by the first chunk to begin (rerankq/store/chunks.py).
+    score_context: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(Text)  # RERANKQ_MODEL of the workers that may score it
 
 
 class Chunk(Base):
