@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from celery import Celery
 
 from schemas import ChunkMessage
+from rerankq.routing import job_queue
 
 SCORE_TASK = "rerankq.score_chunk"
 
@@ -53,15 +54,16 @@ def chunk_of(task: str | None) -> int | None:
 
 
 def publish(app: Celery, messages: Sequence[ChunkMessage], queue: str, priority: int | None = None) -> list[int]:
-    """Send each chunk as a JSON task; returns the chunk ids sent (all of them unless the broker fails,
-    in which case the exception carries on after the partial list is known to the caller)."""
+    """Send each chunk as a JSON task on its job's queue under the base ``queue`` (its model's, or its
+    pinned context's: rerankq/routing.py); returns the chunk ids sent (all of them unless the broker
+    fails, in which case the exception carries on after the partial list is known to the caller)."""
     sent: list[int] = []
     try:
         for msg in messages:
             app.send_task(
                 SCORE_TASK,
                 args=[msg.model_dump(mode="json")],
-                queue=queue,
+                queue=job_queue(queue, msg.model, msg.context),
                 task_id=task_id(msg.chunk_id),
                 priority=priority,
             )
@@ -87,16 +89,17 @@ def _ids(raw_messages: Iterable[bytes | str]) -> set[int]:
     return found
 
 
-def chunks_in_broker(app: Celery, queue: str, delivered_within: float) -> set[int] | None:
-    """Chunk ids queued on ``queue`` (every priority) or delivered less than ``delivered_within``
+def chunks_in_broker(app: Celery, queues: Iterable[str], delivered_within: float) -> set[int] | None:
+    """Chunk ids queued on any of ``queues`` (every priority) or delivered less than ``delivered_within``
     seconds ago and not yet acknowledged. None when the broker cannot be inspected (not Redis)."""
     if not str(app.conf.broker_url).startswith(("redis://", "rediss://")):
         return None
     with app.connection_for_read() as conn, conn.default_channel.conn_or_acquire() as client:
         channel = conn.default_channel
         found: set[int] = set()
-        for name in priority_lists(queue).values():
-            found |= _ids(client.lrange(name, 0, -1))
+        for queue in set(queues):
+            for name in priority_lists(queue).values():
+                found |= _ids(client.lrange(name, 0, -1))
         recent = client.zrangebyscore(channel.unacked_index_key, time.time() - delivered_within, "+inf")
         if recent:
             found |= _ids(v for v in client.hmget(channel.unacked_key, recent) if v is not None)

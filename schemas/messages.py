@@ -85,6 +85,10 @@ class ChunkMessage(_Model):
     job_id: str
     chunk_id: int
     spec: ChunkSpec
+    # Where the chunk is routed (rerankq/routing.py): the job's model and, once pinned, its scoring
+    # context. The ledger stays the judge: a worker checks both again before it scores.
+    model: str | None = None
+    context: str | None = None
 
 
 class RerankRequest(BaseModel):

@@ -56,6 +56,8 @@ class JobStatus(BaseModel):
     pairs_scored: int
     pairs_failed: int
     pairs_reused: int = 0  # copied from the score cache at submission: never scored by this job's workers
+    model: str | None = None  # the model that scores it (None: a job recorded before jobs named one)
+    score_context: str | None = None  # the scoring context all its scores come from, once known
     chunks_total: int
     chunks: ChunkCounts
     created_at: datetime

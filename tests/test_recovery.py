@@ -190,11 +190,11 @@ def test_sweeper_resends_what_the_broker_lost(store, registry, broker):
         s.execute(update(Job).where(Job.id == job).values(created_at=now() - timedelta(seconds=30)))
         s.execute(update(Chunk).where(Chunk.job_id == job).values(enqueued_at=now() - timedelta(seconds=30)))
     sweeper = Sweeper(store, registry, app, settings, "sweeper-1")
-    assert chunks_in_broker(app, settings.queue, DEAD_AFTER) == {m0.chunk_id}
+    assert chunks_in_broker(app, [settings.queue], DEAD_AFTER) == {m0.chunk_id}
     mine = {m0.chunk_id, m1.chunk_id}  # (other tests' jobs share the PostgreSQL database)
     result = sweeper.run_once(recheck_delay=0.1)
     assert result.swept and mine & set(result.lost) == {m1.chunk_id}
-    assert chunks_in_broker(app, settings.queue, DEAD_AFTER) >= mine
+    assert chunks_in_broker(app, [settings.queue], DEAD_AFTER) >= mine
     assert not mine & set(sweeper.run_once(recheck_delay=0.1).lost)  # just re-sent: not again
 
     client.flushdb()  # Redis restarted without persistence: the queue is gone
@@ -214,8 +214,8 @@ def test_delivered_unacked_chunk_counts_as_present_until_dead_after(store, regis
     with app.connection_for_read() as conn:
         queue = conn.SimpleQueue(settings.queue, no_ack=False)
         message = queue.get(timeout=5)  # delivered, not acknowledged: kombu keeps it in `unacked`
-        assert chunks_in_broker(app, settings.queue, delivered_within=60) == {m0.chunk_id}
+        assert chunks_in_broker(app, [settings.queue], delivered_within=60) == {m0.chunk_id}
         # delivered long ago and never begun: its consumer died before begin_chunk
-        assert chunks_in_broker(app, settings.queue, delivered_within=0.0) == set()
+        assert chunks_in_broker(app, [settings.queue], delivered_within=0.0) == set()
         message.ack()
         queue.close()

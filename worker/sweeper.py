@@ -14,6 +14,7 @@ from celery import Celery
 
 from rerankq.broker import chunks_in_broker, publish
 from rerankq.logs import get_logger
+from rerankq.routing import job_queue
 from rerankq.settings import Settings
 from rerankq.store.ledger import Ledger
 from rerankq.store.registry import Registry
@@ -58,14 +59,15 @@ class Sweeper:
         candidates = self.ledger.unheld_pending(older_than=settings.heartbeat_interval)
         if not candidates:
             return []
-        present = chunks_in_broker(self.app, settings.queue, delivered_within=settings.worker_dead_after)
+        queues = {settings.queue} | {job_queue(settings.queue, m.model, m.context) for m in candidates}
+        present = chunks_in_broker(self.app, queues, delivered_within=settings.worker_dead_after)
         if present is None:
             return []
         missing = {m.chunk_id: m for m in candidates if m.chunk_id not in present}
         if not missing:
             return []
         time.sleep(recheck_delay)
-        present = chunks_in_broker(self.app, settings.queue, delivered_within=settings.worker_dead_after) or set()
+        present = chunks_in_broker(self.app, queues, delivered_within=settings.worker_dead_after) or set()
         still = self.ledger.still_pending(missing)
         lost = [m for cid, m in missing.items() if cid in still and cid not in present]
         if not lost:

@@ -30,6 +30,8 @@ from worker.metrics import observe_chunk
 from rerankq.prompt import Pair
 from rerankq.settings import get_settings
 from rerankq.store.db import check_revision
+from rerankq.routing import normalize_model, worker_queues
+from rerankq.store.chunks import Misrouted
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import ScoreRow
 from rerankq.store.registry import Registry, WorkerInfo
@@ -85,7 +87,8 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
         check_revision(settings.database, settings.connect_timeout)
         state.ledger = Ledger(settings.database, settings.connect_timeout, dead_after=settings.worker_dead_after)
         registry = Registry(settings.database, settings.connect_timeout)
-        info = WorkerInfo(WORKER_ID, socket.gethostname(), os.getpid(), settings.model, _engine_info(settings))
+        model = normalize_model(settings.model)
+        info = WorkerInfo(WORKER_ID, socket.gethostname(), os.getpid(), model, _engine_info(settings))
         sweeper = Sweeper(state.ledger, registry, app, settings, WORKER_ID)
         liveness = Liveness(registry, info, settings.heartbeat_interval, settings.worker_dead_after, sweeper.run_once)
         state.liveness = liveness.start()
@@ -105,8 +108,31 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
     except Exception as exc:
         state.context = None
         log.warning("score_context_unavailable", error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+    _consume_own_queues(sender or app, settings)
     liveness.set(state="ready", **({"fingerprint": state.context.digest} if state.context else {}))
     log.info("engine_ready", worker=WORKER_ID, model=settings.model, engine=settings.engine, context=state.context and state.context.digest)
+
+
+def _consume_own_queues(controller, settings) -> None:  # noqa: ANN001
+    """Besides the queue given with -Q, consume this model's queue and this context's (rerankq/routing.py).
+    Runs in ``worker_init``, before the consumer is built, so it starts on all of them at once."""
+    queues = worker_queues(settings.queue, settings.model, state.context.digest if state.context else None)
+    app_ = getattr(controller, "app", controller)  # the WorkController (worker_init's sender), else the app
+    for name in queues:
+        app_.amqp.queues.select_add(name)
+    log.info("queues", worker=WORKER_ID, queues=[settings.queue, *queues])
+
+
+def _send_on(task, misrouted: Misrouted, ledger: Ledger, ctx: dict) -> dict:  # noqa: ANN001
+    """A chunk of another model or context: publish it on its job's own queue, at the priority it came
+    with, and leave it pending (one move: this worker does not consume that queue)."""
+    from rerankq.broker import BATCH_PRIORITY, publish
+
+    priority = (task.request.delivery_info or {}).get("priority")
+    sent = publish(app, [misrouted.message], get_settings().queue, BATCH_PRIORITY if priority is None else priority)
+    with_db_retry(ledger.mark_enqueued, sent)
+    log.warning("chunk_rerouted", reason=misrouted.reason, **ctx)
+    return {"rerouted": misrouted.reason}
 
 
 @worker_shutdown.connect
@@ -195,7 +221,10 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
         raise RuntimeError("worker engine not loaded (start workers with `celery -A worker worker -Q gpu`)")
     ctx = dict(job_id=msg.job_id, chunk_id=msg.chunk_id, delivery=self.request.retries)
     try:
-        skip = with_db_retry(ledger.begin_chunk, msg.job_id, msg.chunk_id, WORKER_ID, settings.model)
+        digest = state.context.digest if state.context else None
+        skip = with_db_retry(ledger.begin_chunk, msg.job_id, msg.chunk_id, WORKER_ID, settings.model, digest)
+        if isinstance(skip, Misrouted):
+            return _send_on(self, skip, ledger, ctx)
         if skip:
             log.info("chunk_skipped", reason=skip, **ctx)
             return {"skipped": skip}

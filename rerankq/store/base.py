@@ -33,5 +33,8 @@ class LedgerBase:
         return job
 
     @staticmethod
-    def _message(chunk: Chunk) -> ChunkMessage:
-        return ChunkMessage.model_validate({"job_id": chunk.job_id, "chunk_id": chunk.id, "spec": chunk.spec})
+    def _message(chunk: Chunk, job: Job) -> ChunkMessage:
+        """The chunk's message, routed by its job's model and pinned scoring context."""
+        return ChunkMessage.model_validate(
+            {"job_id": chunk.job_id, "chunk_id": chunk.id, "spec": chunk.spec, "model": job.model, "context": job.score_context}
+        )

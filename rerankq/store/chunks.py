@@ -4,11 +4,13 @@ or fail an attempt; the job is finalized when its last chunk ends."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from schemas import JobState
+from schemas import ChunkMessage, JobState
+from rerankq.routing import normalize_model
 from rerankq.store.base import TERMINAL_CHUNK, LedgerBase
 from rerankq.store.clock import now
 from rerankq.store.models import Chunk, Job
@@ -16,11 +18,30 @@ from rerankq.store.records import ScoreRow
 from rerankq.store.score_writes import write_chunk_rows
 
 
+@dataclass(frozen=True, slots=True)
+class Misrouted:
+    """A chunk delivered to a worker of another model or scoring context: where it belongs, and why."""
+
+    message: ChunkMessage  # routed by the job's model and pinned context
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 class ChunkWrites(LedgerBase):
     copy_scores = True  # PostgreSQL+psycopg: COPY path (False: multi-row INSERT, kept for bench/write_bench.py)
 
-    def begin_chunk(self, job_id: str, chunk_id: int, worker: str, model: str) -> str | None:
-        """Mark the chunk running; None to go on, else why this delivery does nothing."""
+    def begin_chunk(
+        self, job_id: str, chunk_id: int, worker: str, model: str, context: str | None = None
+    ) -> str | Misrouted | None:
+        """Mark the chunk running; None to go on, else why this delivery does nothing: a reason, or
+        ``Misrouted`` when the job belongs to another model or scoring context (the worker sends the
+        message on to the job's own queue and leaves the chunk alone).
+
+        The first worker to begin a chunk of a job whose context is not pinned yet pins its own
+        ``context``: from then on only workers scoring in that context score the job's chunks, so a
+        job's scores never mix two models or two contexts."""
         with self.session.begin() as s:
             job = self._job(s, job_id, lock=True)
             chunk = s.get(Chunk, chunk_id)
@@ -31,6 +52,16 @@ class ChunkWrites(LedgerBase):
             if job.state == JobState.cancelled:
                 chunk.state = "cancelled"
                 return "job cancelled"
+            if job.model is not None and job.model != normalize_model(model):
+                return Misrouted(self._message(chunk, job), f"the job is scored by {job.model}, this worker runs {model}")
+            if job.score_context is not None and job.score_context != context:
+                mine = context[:12] if context else "none"
+                return Misrouted(
+                    self._message(chunk, job),
+                    f"the job's scores come from context {job.score_context[:12]}, this worker scores in {mine}",
+                )
+            if job.score_context is None and context is not None and job.model is not None:
+                job.score_context = context
             chunk.state, chunk.worker, chunk.model = "running", worker, model
             chunk.attempts += 1
             chunk.started_at = now()

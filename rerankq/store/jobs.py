@@ -13,6 +13,7 @@ from schemas import ChunkMessage, JobState
 from rerankq.store.base import LedgerBase
 from rerankq.store.clock import now
 from rerankq.store.models import Chunk, Job
+from rerankq.routing import normalize_model
 from rerankq.store.records import NewChunk
 
 INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `producer rerank` and /v1/rerank
@@ -29,6 +30,7 @@ class JobWrites(LedgerBase):
         instruction: str | None = None,
         pairs_reused: int = 0,
         score_context: str | None = None,
+        model: str | None = None,
         session: Session | None = None,
         job_id: str | None = None,
     ) -> tuple[str, list[ChunkMessage]]:
@@ -38,7 +40,10 @@ class JobWrites(LedgerBase):
         transaction (rerankq/store/reuse_stage.py), which may have written a placeholder row for
         ``job_id`` first; a job made only of those is complete at once."""
         job_id = job_id or str(uuid.uuid4())
-        fields = dict(kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context)
+        fields = dict(
+            kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context,
+            model=normalize_model(model) if model else None,
+        )  # fmt: skip
         if session is not None:
             return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields)
         with self.session.begin() as s:
@@ -49,7 +54,7 @@ class JobWrites(LedgerBase):
         self, s: Session, job_id: str, chunks: Sequence[NewChunk], pairs_reused: int, fields: dict
     ) -> list[ChunkMessage]:
         t = now()
-        s.merge(
+        job = s.merge(
             Job(
                 id=job_id,
                 state=JobState.queued if chunks else JobState.completed,
@@ -69,7 +74,7 @@ class JobWrites(LedgerBase):
         ]
         s.add_all(rows)
         s.flush()
-        return [self._message(c) for c in rows]
+        return [self._message(c, job) for c in rows]
 
     def mark_enqueued(self, chunk_ids: Iterable[int]) -> None:
         ids = list(chunk_ids)
@@ -98,7 +103,7 @@ class JobWrites(LedgerBase):
             chunks = s.scalars(
                 select(Chunk).where(Chunk.job_id == job_id, Chunk.state.in_(("pending", "running"))).order_by(Chunk.seq)
             ).all()
-            return [self._message(c) for c in chunks]
+            return [self._message(c, job) for c in chunks]
 
     def reopen_failed(self, job_id: str) -> list[ChunkMessage]:
         """Failed chunks back to pending (fresh retry budget); the job runs again until they finish."""
@@ -112,4 +117,4 @@ class JobWrites(LedgerBase):
             if chunks:
                 job.state = JobState.running if job.started_at else JobState.queued
                 job.finished_at = None
-            return [self._message(c) for c in chunks]
+            return [self._message(c, job) for c in chunks]

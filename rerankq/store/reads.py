@@ -87,6 +87,8 @@ class Reads(LedgerBase):
             pairs_scored=scored,
             pairs_failed=failed,
             pairs_reused=job.pairs_reused or 0,
+            model=job.model,
+            score_context=job.score_context,
             chunks_total=job.chunks_total,
             chunks=counts,
             created_at=aware(job.created_at),  # type: ignore[arg-type]

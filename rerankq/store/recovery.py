@@ -49,7 +49,8 @@ class Recovery(LedgerBase):
                     .values(state="pending", worker=None, enqueued_at=now())
                 ).rowcount
                 if taken:
-                    messages.append(self._message(s.get(Chunk, chunk_id)))  # type: ignore[arg-type]
+                    chunk = s.get(Chunk, chunk_id)
+                    messages.append(self._message(chunk, s.get(Job, chunk.job_id)))  # type: ignore[arg-type, union-attr]
         return messages
 
     def unheld_pending(self, older_than: float) -> list[ChunkMessage]:
@@ -57,8 +58,8 @@ class Recovery(LedgerBase):
         ago (or never): the ones to look for in the broker."""
         cutoff = now() - timedelta(seconds=older_than)
         with self.session() as s:
-            chunks = s.scalars(
-                select(Chunk)
+            rows = s.execute(
+                select(Chunk, Job)
                 .join(Job, Job.id == Chunk.job_id)
                 .where(
                     Job.state.in_(_LIVE_JOB),
@@ -68,7 +69,7 @@ class Recovery(LedgerBase):
                 )
                 .order_by(Chunk.job_id, Chunk.seq)
             ).all()
-            return [self._message(c) for c in chunks]
+            return [self._message(chunk, job) for chunk, job in rows]
 
     def still_pending(self, chunk_ids: Iterable[int]) -> set[int]:
         ids = list(chunk_ids)
