@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
 # Sourced by test.sh: find Redis and PostgreSQL, or install and start them; exports the test URLs.
+# The tests run a redis-server of their own on a free port (tests/services.py): the machine's Redis,
+# if any, is never touched. RERANKQ_TEST_REDIS_URL names one the tests may empty instead.
 ensure_redis() {
-  export RERANKQ_TEST_REDIS_URL=${RERANKQ_TEST_REDIS_URL:-redis://127.0.0.1:6379}
   command -v redis-server >/dev/null || apt_install redis-server redis-tools
-  if ! redis-cli -u "$RERANKQ_TEST_REDIS_URL" ping >/dev/null 2>&1; then
-    echo "starting redis-server on 127.0.0.1:6379" >&2
-    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
-    for _ in $(seq 50); do redis-cli ping >/dev/null 2>&1 && break; sleep 0.2; done
-  fi
 }
 
 pg_ok() { python -c "import psycopg,sys; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$1" 2>/dev/null; }

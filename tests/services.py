@@ -1,8 +1,12 @@
-"""Real Redis and PostgreSQL for the tests: the machine's own (shared, isolated per module by Redis
-db number and a fresh PostgreSQL database), or private servers a test may stop and restart."""
+"""Real Redis and PostgreSQL for the tests. Redis: a server of the test run's own (a private
+redis-server on a free port, gone when the run ends), so emptying a database never touches the
+machine's Redis; ``RERANKQ_TEST_REDIS_URL`` names one the tests may empty instead. PostgreSQL: the
+machine's, each module in a fresh database it creates and drops. Private servers a test may stop and
+restart are below too."""
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -16,7 +20,6 @@ from pathlib import Path
 import psycopg
 import redis
 
-REDIS_URL = os.environ.get("RERANKQ_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 POSTGRES_URL = os.environ.get("RERANKQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -126,3 +129,17 @@ class PrivatePostgres:
         except subprocess.CalledProcessError:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _test_redis() -> str:
+    """The tests' Redis (without a database number): the one named, else a private server for this run."""
+    named = os.environ.get("RERANKQ_TEST_REDIS_URL")
+    if named:
+        return named.rstrip("/")
+    server = PrivateRedis()
+    server.start()
+    atexit.register(server.stop)
+    return f"redis://127.0.0.1:{server.port}"
+
+
+REDIS_URL = _test_redis()
