@@ -1,18 +1,49 @@
-// rerankq console: polls the JSON API and fills the server-rendered tables. No framework.
+// rerankq console: polls the JSON API, fills the server-rendered tables, draws charts with the vendored
+// uPlot (static/vendor). No framework. Times are shown as the server shows them (producer/service/timefmt.py).
 "use strict";
 const rerankq = (() => {
   const fmt = (n) => Number(n).toLocaleString("en-US");
+  const $ = (sel) => document.querySelector(sel);
   const text = (tag, value, cls) => {
     const el = document.createElement(tag);
     el.textContent = value;
     if (cls) el.className = cls;
     return el;
   };
+  const cell = (...children) => {
+    const td = document.createElement("td");
+    td.append(...children);
+    return td;
+  };
   const terminal = (s) => !["queued", "running"].includes(s);
+  const done = (j) => j.pairs_scored + j.pairs_failed + (j.pairs_reused || 0);
   const eta = (j) => {
-    const left = j.pairs_total - j.pairs_scored - j.pairs_failed;
+    const left = j.pairs_total - done(j);
     return !terminal(j.state) && j.pairs_per_second && left > 0 ? `${Math.round(left / j.pairs_per_second)} s` : "–";
   };
+
+  // --- time: "2026-12-01 00:55:06 UTC (3 min ago)", as timefmt.when renders it ---
+  const absolute = (iso) => new Date(iso).toISOString().slice(0, 19).replace("T", " ") + " UTC";
+  function relative(iso) {
+    const s = (Date.now() - new Date(iso).getTime()) / 1000;
+    if (s < 5) return "just now";
+    if (s < 60) return `${Math.floor(s)} s ago`;
+    if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+    if (s < 48 * 3600) return `${Math.floor(s / 3600)} h ago`;
+    return `${Math.floor(s / 86400)} days ago`;
+  }
+  function when(iso) {
+    if (!iso) return text("span", "–", "muted");
+    const t = document.createElement("time");
+    t.dateTime = new Date(iso).toISOString();
+    t.append(absolute(iso) + " ", text("span", `(${relative(iso)})`, "ago"));
+    return t;
+  }
+  const setWhen = (el, iso) => el.replaceChildren(when(iso));
+  setInterval(() => document.querySelectorAll("time[datetime] .ago").forEach((a) => {
+    a.textContent = `(${relative(a.parentElement.dateTime)})`;
+  }), 5000);
+
   async function getJSON(url, options) {
     const r = await fetch(url, Object.assign({ credentials: "same-origin" }, options || {}));
     const body = await r.json().catch(() => ({ detail: `HTTP ${r.status}` }));
@@ -20,29 +51,39 @@ const rerankq = (() => {
     return body;
   }
 
+  // --- progress: reused, scored and failed pairs are all done ---
+  function bar(j) {
+    const el = document.createElement("div");
+    el.className = "bar";
+    el.setAttribute("role", "img");
+    el.setAttribute("aria-label", "progress");
+    el.title = "reused · scored · failed";
+    for (const [cls, n] of [["reused", j.pairs_reused || 0], ["scored", j.pairs_scored], ["failed", j.pairs_failed]]) {
+      const seg = text("span", "", `seg ${cls}`);
+      seg.style.width = `${j.pairs_total ? (100 * n / j.pairs_total).toFixed(2) : 0}%`;
+      el.append(seg);
+    }
+    return el;
+  }
+
   function jobRow(j) {
     const tr = document.createElement("tr");
     tr.dataset.job = j.job_id;
     const link = document.createElement("a");
     link.href = `/jobs/${j.job_id}`;
-    link.textContent = j.job_id.slice(0, 8);
-    const first = document.createElement("td");
-    first.append(link);
-    const bar = document.createElement("progress");
-    bar.max = j.pairs_total;
-    bar.value = j.pairs_scored + j.pairs_failed;
-    const barCell = document.createElement("td");
-    barCell.append(bar);
+    link.append(text("code", j.job_id.slice(0, 8)));
     tr.append(
-      first,
-      text("td", j.name || ""),
+      cell(link),
+      text("td", j.name || "", "name"),
       text("td", j.state, `state state-${j.state}`),
-      barCell,
-      text("td", `${fmt(j.pairs_scored)} / ${fmt(j.pairs_total)}`, "scored"),
-      text("td", fmt(j.pairs_failed)),
-      text("td", j.pairs_per_second ? j.pairs_per_second.toFixed(1) : "–"),
-      text("td", eta(j)),
-      text("td", j.created_at.slice(0, 19).replace("T", " ")),
+      cell(bar(j)),
+      text("td", `${fmt(done(j))} / ${fmt(j.pairs_total)}`, "num done"),
+      text("td", fmt(j.pairs_scored), "num scored"),
+      text("td", fmt(j.pairs_reused || 0), "num reused"),
+      text("td", fmt(j.pairs_failed), "num failed"),
+      text("td", j.pairs_per_second ? j.pairs_per_second.toFixed(1) : "–", "num"),
+      text("td", eta(j), "num"),
+      cell(when(j.created_at)),
     );
     return tr;
   }
@@ -57,7 +98,7 @@ const rerankq = (() => {
           const tr = document.createElement("tr");
           tr.className = "empty";
           const td = text("td", "No jobs yet.");
-          td.colSpan = 9;
+          td.colSpan = 11;
           tr.append(td);
           body.append(tr);
         }
@@ -67,65 +108,161 @@ const rerankq = (() => {
     setTimeout(tick, 1000);
   }
 
+  // --- charts (uPlot) ---
+  const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
+  const clock = (d) => uPlot.fmtDate("{HH}:{mm}:{ss}")(d);  // 24 h UTC, as every time on the console
+  const BLUE = "#1d64d8";
+  function chartWidth(el) { return Math.max(320, Math.floor(el.getBoundingClientRect().width || 560)); }
+
+  function rateChart(el, data) {
+    // a bucket's rate holds over the bucket, which ends at its time: a step drawn backwards from each point
+    const xs = data.at.length ? [data.at[0] - data.bucket_seconds, ...data.at] : [];
+    const ys = data.at.length ? [data.pairs_per_second[0], ...data.pairs_per_second] : [];
+    const opts = {
+      width: chartWidth(el), height: 220, tzDate: utc, legend: { show: false },
+      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+      axes: [{ stroke: "#6b7280", values: (u, ticks) => ticks.map((t) => clock(utc(t))) }, { stroke: "#6b7280", label: "pairs/s", size: 60 }],
+      series: [{}, { label: "pairs/s", stroke: BLUE, width: 2, fill: "rgba(29,100,216,0.12)", paths: uPlot.paths.stepped({ align: -1 }), points: { show: false } }],
+    };
+    if (el._chart) { el._chart.setData([xs, ys]); return el._chart; }
+    el._chart = new uPlot(opts, [xs, ys], el);
+    return el._chart;
+  }
+
+  function histogram(el, data) {
+    const centers = data.counts.map((_, i) => (data.edges[i] + data.edges[i + 1]) / 2);
+    const opts = {
+      width: chartWidth(el), height: 260, legend: { show: false },
+      scales: { x: { time: false, range: [data.edges[0], data.edges[data.edges.length - 1]] }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+      axes: [
+        { stroke: "#6b7280", label: "score change (new − old)", values: (u, vals) => vals.map((v) => (v > 0 ? "+" : "") + Number(v.toPrecision(3))) },
+        { stroke: "#6b7280", label: "pairs", size: 60 },
+      ],
+      series: [{}, { label: "pairs", stroke: BLUE, fill: "rgba(29,100,216,0.55)", width: 1, paths: uPlot.paths.bars({ size: [0.92, Infinity], align: 0 }), points: { show: false } }],
+    };
+    el._chart = new uPlot(opts, [centers, data.counts], el);
+    return el._chart;
+  }
+
   function jobPage(section) {
     const id = section.dataset.job;
-    const $ = (sel) => document.querySelector(sel);
+    const chartEl = $("#rate-chart");
+    const drawRate = async () => {
+      try {
+        const data = await getJSON(`/v1/jobs/${id}/throughput`);
+        if (data.at.length) rateChart(chartEl, data);
+        else if (!chartEl._chart) $("#rate-note").textContent = "No chunk has finished yet: nothing to chart.";
+      } catch (e) { $("#rate-note").textContent = e.message; }
+    };
     const tick = async () => {
       try {
         const j = await getJSON(`/v1/jobs/${id}`);
         $("#state").textContent = j.state;
         $("#state").className = `state state-${j.state}`;
-        $("#bar").max = j.pairs_total;
-        $("#bar").value = j.pairs_scored + j.pairs_failed;
-        $("#scored").textContent = `${fmt(j.pairs_scored)} / ${fmt(j.pairs_total)}`;
+        section.querySelector(".bar").replaceWith(bar(j));
+        $("#done").textContent = `${fmt(done(j))} / ${fmt(j.pairs_total)}`;
+        $("#scored").textContent = fmt(j.pairs_scored);
+        $("#reused").textContent = fmt(j.pairs_reused || 0);
         $("#failed").textContent = fmt(j.pairs_failed);
         $("#rate").textContent = j.pairs_per_second ? `${j.pairs_per_second.toFixed(1)} pairs/s` : "–";
         $("#eta").textContent = eta(j);
-        $("#started").textContent = j.started_at || "";
-        $("#finished").textContent = j.finished_at || "";
+        setWhen($("#started"), j.started_at);
+        setWhen($("#finished"), j.finished_at);
         for (const [k, v] of Object.entries(j.chunks)) {
-          const cell = document.querySelector(`[data-chunk-state="${k}"]`);
-          if (cell) cell.textContent = v;
+          const c = document.querySelector(`[data-chunk-state="${k}"]`);
+          if (c) c.textContent = v;
         }
-        const holders = $("#holders").tBodies[0];
-        holders.replaceChildren(...j.holders.map((h) => {
+        const holders = $("#holders");
+        holders.tBodies[0].replaceChildren(...j.holders.map((h) => {
           const tr = document.createElement("tr");
-          tr.append(text("td", h.chunk), text("td", h.worker_id || ""), text("td", h.alive ? "yes" : "no"), text("td", h.last_seen || ""));
+          tr.append(text("td", h.chunk), text("td", h.worker_id || ""), text("td", h.alive ? "yes" : "no"), cell(when(h.last_seen)));
           return tr;
         }));
+        holders.hidden = !j.holders.length;
+        $("#no-holders").hidden = j.holders.length > 0;
         const errors = $("#errors");
         errors.replaceChildren(...(j.errors.length ? j.errors.map((e) => { const li = document.createElement("li"); li.append(text("code", e)); return li; }) : [text("li", "none", "muted")]));
         $("#cancel").disabled = terminal(j.state);
+        await drawRate();
         if (terminal(j.state)) return;
       } catch (e) { /* try again */ }
-      setTimeout(tick, 1000);
+      setTimeout(tick, 2000);
     };
-    setTimeout(tick, 1000);
+    drawRate().then(() => { if (!terminal($("#state").textContent)) setTimeout(tick, 1000); });
     $("#cancel").addEventListener("click", async () => {
       if (!confirm("Cancel this job? Scores already written stay.")) return;
       await getJSON(`/v1/jobs/${id}/cancel`, { method: "POST" }).catch((e) => alert(e.message));
       tick();
     });
-    $("#query-form").addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      const qid = $("#query-id").value;
+    const search = async (qid) => {
       const table = $("#query-results");
       const msg = $("#query-message");
       try {
         const rows = await getJSON(`/v1/jobs/${id}/queries/${encodeURIComponent(qid)}`);
         table.tBodies[0].replaceChildren(...rows.map((r) => {
           const tr = document.createElement("tr");
-          tr.append(text("td", r.rank ?? "–"), text("td", r.doc_id), text("td", r.score === null ? "–" : r.score.toFixed(6)), text("td", r.error || ""));
+          tr.append(text("td", r.rank ?? "–"), text("td", r.doc_id), text("td", r.score === null ? "–" : r.score.toFixed(6), "num"), text("td", r.error || ""));
           return tr;
         }));
         table.hidden = !rows.length;
         msg.textContent = rows.length ? `${rows.length} documents scored for query ${qid}` : `no scores for query ${qid} (yet)`;
       } catch (e) { msg.textContent = e.message; table.hidden = true; }
-    });
+    };
+    $("#query-form").addEventListener("submit", (ev) => { ev.preventDefault(); search($("#query-id").value); });
+    const asked = new URLSearchParams(location.search).get("query_id");
+    if (asked) { $("#query-id").value = asked; search(asked); }
   }
 
+  // --- workers ---
+  function workerRow(w) {
+    const tr = document.createElement("tr");
+    tr.dataset.worker = w.worker_id;
+    const memory = w.engine && w.engine.gpu_memory_bytes;
+    tr.append(
+      cell(text("code", w.worker_id)),
+      text("td", w.model),
+      text("td", w.state, `state wstate-${w.state}`),
+      text("td", w.holding.length ? w.holding.join(", ") : "–", "holding"),
+      text("td", fmt(w.pairs_scored), "num"),
+      text("td", w.pairs_per_second ? w.pairs_per_second.toFixed(1) : "–", "num rate"),
+      text("td", memory ? `${(memory / 2 ** 30).toFixed(1)} GiB` : "–", "num memory"),
+      cell(when(w.started_at)),
+      text("td", "", "seen"),
+    );
+    tr.lastChild.append(when(w.last_seen));
+    return tr;
+  }
+
+  function pollWorkers(table, summary) {
+    const body = table.tBodies[0];
+    const tick = async () => {
+      try {
+        const [workers, words] = await Promise.all([getJSON("/v1/workers"), getJSON("/v1/workers/summary")]);
+        body.replaceChildren(...workers.map(workerRow));
+        if (!workers.length) {
+          const tr = document.createElement("tr");
+          tr.className = "empty";
+          const td = text("td", "No worker seen in the last day.");
+          td.colSpan = 9;
+          tr.append(td);
+          body.append(tr);
+        }
+        summary.textContent = words.summary;
+        summary.classList.toggle("error", !words.alive);
+      } catch (e) { /* keep the last table */ }
+      setTimeout(tick, 2000);
+    };
+    setTimeout(tick, 2000);
+  }
+
+  // --- night to night ---
+  function nightsPage() {
+    const data = $("#changes-data");
+    if (data) histogram($("#changes-chart"), JSON.parse(data.textContent));
+  }
+
+  // --- try it ---
   function tryIt(form) {
-    const $ = (sel) => document.querySelector(sel);
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const documents = $("#documents").value.split("\n").map((s) => s.trim()).filter((s) => s);
@@ -134,6 +271,7 @@ const rerankq = (() => {
       const msg = $("#try-message");
       const table = $("#try-results");
       msg.textContent = "Ranking…";
+      msg.className = "muted";
       $("#rank").disabled = true;
       const t0 = performance.now();
       try {
@@ -145,10 +283,10 @@ const rerankq = (() => {
         }));
         table.hidden = false;
         msg.textContent = `${r.results.length} documents ranked in ${Math.round(performance.now() - t0)} ms (${r.usage.total_tokens} tokens)`;
-      } catch (e) { msg.textContent = e.message; table.hidden = true; }
+      } catch (e) { msg.textContent = e.message; msg.className = "error"; table.hidden = true; }
       $("#rank").disabled = false;
     });
   }
 
-  return { pollJobs, jobPage, tryIt };
+  return { pollJobs, jobPage, pollWorkers, nightsPage, tryIt, when, absolute, relative };
 })();
