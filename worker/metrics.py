@@ -5,7 +5,9 @@ device index (the first entry of CUDA_VISIBLE_DEVICES; 0 without one), so one se
 `CUDA_VISIBLE_DEVICES=i celery -A worker worker -Q gpu` line; RERANKQ_METRICS_PORT=0 takes any free
 port. The port is logged at start (``metrics_listening``).
 
-The task reports each scored chunk with ``observe_chunk(pairs, tokens, seconds)``; nothing else."""
+The task reports each scored chunk with ``observe_chunk(pairs, tokens, seconds)``; nothing else.
+Every metric carries a ``model`` label (the worker's RERANKQ_MODEL), so a fleet of several models
+can be read per model."""
 
 from __future__ import annotations
 
@@ -15,20 +17,26 @@ import time
 from collections import deque
 
 from celery.signals import worker_init
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 
 from rerankq.logs import get_logger
+from rerankq.routing import normalize_model
 from rerankq.settings import get_settings
 
 log = get_logger("rerankq.worker")
 BUSY_WINDOW = 60.0  # seconds over which the engine's busy fraction is measured
 CHUNK_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 60, 120, 300, 600, 1800)
 
-PAIRS = Counter("rerankq_worker_pairs_scored", "Pairs scored by this worker (errors included)")
-TOKENS = Counter("rerankq_worker_tokens_scored", "Prompt tokens scored by this worker")
+PAIRS = Counter("rerankq_worker_pairs_scored", "Pairs scored by this worker (errors included)", ["model"])
+TOKENS = Counter("rerankq_worker_tokens_scored", "Prompt tokens scored by this worker", ["model"])
 CHUNK_SECONDS = Histogram(
-    "rerankq_worker_chunk_duration_seconds", "Time to score one chunk (reading pairs to scores)", buckets=CHUNK_BUCKETS
-)
+    "rerankq_worker_chunk_duration_seconds", "Time to score one chunk (reading pairs to scores)", ["model"],
+    buckets=CHUNK_BUCKETS,
+)  # fmt: skip
+
+
+def _model() -> str:
+    return normalize_model(get_settings().model)
 
 
 class _Busy:
@@ -60,9 +68,6 @@ class _Busy:
 
 
 busy = _Busy()
-Gauge(
-    "rerankq_worker_engine_busy_ratio", f"Fraction of the last {BUSY_WINDOW:.0f} s the engine spent scoring chunks"
-).set_function(busy.fraction)
 
 
 def _engine_memory() -> dict[str, float]:
@@ -86,29 +91,42 @@ def _engine_memory() -> dict[str, float]:
     return out
 
 
-class _MemoryCollector:
+class _EngineCollector:
+    """The engine's busy fraction and memory, read when scraped."""
+
     def collect(self):  # noqa: ANN201
         from prometheus_client.core import GaugeMetricFamily
 
+        model = _model()
+        ratio = GaugeMetricFamily(
+            "rerankq_worker_engine_busy_ratio",
+            f"Fraction of the last {BUSY_WINDOW:.0f} s the engine spent scoring chunks",
+            labels=["model"],
+        )
+        ratio.add_metric([model], busy.fraction())
+        yield ratio
         family = GaugeMetricFamily(
-            "rerankq_worker_engine_memory_bytes", "Memory used: GPU (device-wide) and the worker process (cpu)", labels=["device"]
+            "rerankq_worker_engine_memory_bytes",
+            "Memory used: GPU (device-wide) and the worker process (cpu)",
+            labels=["model", "device"],
         )
         for device, value in _engine_memory().items():
-            family.add_metric([device], value)
+            family.add_metric([model, device], value)
         yield family
 
     def describe(self):  # noqa: ANN201
         return []
 
 
-REGISTRY.register(_MemoryCollector())
+REGISTRY.register(_EngineCollector())
 
 
 def observe_chunk(pairs: int, tokens: int, seconds: float) -> None:
     """One chunk scored: ``pairs`` pairs of ``tokens`` prompt tokens in ``seconds`` of engine time."""
-    PAIRS.inc(pairs)
-    TOKENS.inc(tokens)
-    CHUNK_SECONDS.observe(seconds)
+    model = _model()
+    PAIRS.labels(model).inc(pairs)
+    TOKENS.labels(model).inc(tokens)
+    CHUNK_SECONDS.labels(model).observe(seconds)
     busy.add(seconds)
 
 
