@@ -13,6 +13,7 @@ from schemas import ChunkMessage, JobState
 from rerankq.store.base import LedgerBase
 from rerankq.store.clock import now
 from rerankq.store.models import Chunk, Job
+from rerankq.store.partitions import ensure_partition
 from rerankq.routing import normalize_model
 from rerankq.store.records import NewChunk
 
@@ -68,6 +69,7 @@ class JobWrites(LedgerBase):
             )
         )
         s.flush()
+        ensure_partition(s, job_id)  # PostgreSQL: the job's own partition of scores, in this transaction
         rows = [
             Chunk(job_id=job_id, seq=i, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0, attempts=0)
             for i, c in enumerate(chunks)

@@ -1,6 +1,11 @@
-"""Deleting old jobs: finished ones only, each with its chunks and scores in one transaction that
-first locks the job row and checks it again, so a job that `retry` or a worker brought back to life
-meanwhile is never touched, and no reader ever sees a job without some of its scores."""
+"""Deleting old jobs: finished ones only. Each job's row and chunks go in one transaction that first
+locks the job row and checks it again, so a job that `retry` or a worker brought back to life
+meanwhile is never touched.
+
+PostgreSQL: a job's scores are its own partition (rerankq/store/partitions.py). Once its row is gone
+the partition is detached concurrently and dropped: no row is deleted, the time does not depend on the
+job's size, and workers writing other jobs are never blocked. A prune interrupted in between leaves an
+orphan partition, which the next prune drops. SQLite: the scores are deleted in the job's transaction."""
 
 from __future__ import annotations
 
@@ -8,14 +13,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.orm import Session
 
-from schemas import JobState
+from rerankq.logs import get_logger
 from rerankq.store.base import LIVE_CHUNK
 from rerankq.store.clock import now
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import Chunk, Job, Score
+from rerankq.store.partitions import orphans, retire_partition
+from schemas import JobState
 
 FINISHED = tuple(s.value for s in JobState if s.terminal)
+log = get_logger("rerankq.retention")
 
 
 @dataclass
@@ -24,6 +33,7 @@ class JobPruneReport:
     jobs: list[str] = field(default_factory=list)
     chunks: int = 0
     scores: int = 0
+    orphans: int = 0  # partitions left by an interrupted prune, dropped now (PostgreSQL)
 
 
 def _prunable(cutoff: datetime):  # noqa: ANN202
@@ -33,8 +43,21 @@ def _prunable(cutoff: datetime):  # noqa: ANN202
     return (Job.state.in_(FINISHED)) & (func.coalesce(Job.finished_at, Job.created_at) < cutoff) & ~live
 
 
+def _score_rows(s: Session, job: Job) -> int:
+    """The job's score rows without reading them: its reused pairs plus what its done chunks wrote
+    (each chunk is written once, failed and cancelled chunks write nothing)."""
+    written = s.scalar(
+        select(func.coalesce(func.sum(Chunk.scored + Chunk.pair_errors), 0)).where(
+            Chunk.job_id == job.id, Chunk.state == "done"
+        )
+    )
+    return (job.pairs_reused or 0) + int(written or 0)
+
+
 def prune_jobs(store: Ledger, older_than: float, dry_run: bool = False) -> JobPruneReport:
     report = JobPruneReport(cutoff=now() - timedelta(seconds=older_than))
+    partitioned = store.dialect == "postgresql"
+    engine = store.session.kw["bind"]
     with store.session() as s:
         candidates = s.scalars(select(Job.id).where(_prunable(report.cutoff)).order_by(Job.created_at)).all()
     for job_id in candidates:
@@ -42,14 +65,23 @@ def prune_jobs(store: Ledger, older_than: float, dry_run: bool = False) -> JobPr
             job = s.get(Job, job_id, with_for_update=True)
             if job is None or not s.scalar(select(func.count()).select_from(Job).where(Job.id == job_id, _prunable(report.cutoff))):
                 continue
+            if dry_run or partitioned:
+                report.scores += _score_rows(s, job)
             if dry_run:
-                report.scores += s.scalar(select(func.count()).select_from(Score).where(Score.job_id == job_id)) or 0
                 report.chunks += s.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id)) or 0
             else:
-                report.scores += s.execute(delete(Score).where(Score.job_id == job_id)).rowcount
+                if not partitioned:
+                    report.scores += s.execute(delete(Score).where(Score.job_id == job_id)).rowcount
                 report.chunks += s.execute(delete(Chunk).where(Chunk.job_id == job_id)).rowcount
                 s.execute(delete(Job).where(Job.id == job_id))
             report.jobs.append(job_id)
+        if partitioned and not dry_run:  # the job row is gone: nothing can bring these scores back to use
+            retire_partition(engine, job_id)
+    if partitioned and not dry_run:
+        for job_id in list(orphans(engine)):
+            if retire_partition(engine, job_id):
+                report.orphans += 1
+                log.info("orphan_partition_dropped", job_id=job_id)
     return report
 
 

@@ -13,12 +13,13 @@ from datetime import timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from schemas import ChunkMessage
 from rerankq.logs import get_logger
 from rerankq.store.clock import now
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import CachedScore
+from rerankq.store.partitions import create_table_sql, partition_name
 from rerankq.store.records import NewChunk
+from schemas import ChunkMessage
 
 log = get_logger("rerankq.reuse_stage")
 REUSED_CHUNK = 0  # scores.chunk_id of a pair copied from the cache (chunk ids start at 1)
@@ -61,6 +62,10 @@ class ReuseStage:
                 "VALUES (%s, 'manifest', 'queued', 0, 0, %s, 0)",
                 (self.job_id, now()),
             )
+            # The job's partition of scores, as a table of its own until create_job keys and attaches it
+            # (rerankq/store/partitions.py): the hits load with no index to maintain and no lock on
+            # scores for the whole submission; a rollback drops it with the rest.
+            cur.execute(create_table_sql(self.job_id))
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="reuse-copy")
         else:  # seq is the rowid: the misses come back in submission order without a sort
             cur.execute("CREATE TEMP TABLE reuse_stage (seq INTEGER PRIMARY KEY, key BLOB, query_id TEXT, doc_id TEXT)")
@@ -101,7 +106,7 @@ class ReuseStage:
             cur.execute(
                 "WITH j AS (SELECT b.seq, b.key, b.query_id, b.doc_id, x.score FROM reuse_batch b "
                 "LEFT JOIN LATERAL (SELECT c.score FROM score_cache c WHERE c.key = b.key LIMIT 1) x ON true), "
-                "copied AS (INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, error) "
+                f"copied AS (INSERT INTO {partition_name(self.job_id)} (job_id, query_id, doc_id, chunk_id, score, error) "
                 "SELECT %s, query_id, doc_id, %s, score, NULL FROM j WHERE score IS NOT NULL RETURNING 1) "
                 "INSERT INTO reuse_stage (seq, key, query_id, doc_id, hit) "
                 "SELECT seq, key, query_id, doc_id, score IS NOT NULL FROM j",
