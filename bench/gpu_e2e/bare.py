@@ -17,10 +17,11 @@ import statistics
 import time
 
 T0 = time.monotonic()
+LABEL = ["bare"]  # --label: "peer" when e2e.py runs it as a user's own script (batch invariance off)
 
 
 def log(msg: str) -> None:
-    print(f"[bare {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+    print(f"[{LABEL[0]} {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
 
 
 def main() -> None:
@@ -31,7 +32,9 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=1e9, help="seconds from now: no 2nd pass past it")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--shuffle-pass", action="store_true", help="one more pass in a shuffled order (scores compared un-shuffled)")
+    ap.add_argument("--label", default="bare", help="log prefix (e2e.py: bare | peer)")
     args = ap.parse_args()
+    LABEL[0] = args.label
 
     import pyarrow.parquet as pq  # noqa: E402
 
@@ -122,6 +125,7 @@ def main() -> None:
         back = [0.0] * len(order)
         for pos, i in enumerate(order):
             back[i] = shuffled[pos]
+        result["scores_shuffled"] = back
         result["shuffled_max_diff"] = max(abs(a - b) for a, b in zip(back, result["scores"]))
         log(f"shuffled pass: {result['shuffled_s']:.2f} s, {len(order) / result['shuffled_s']:,.1f} pairs/s, "
             f"max |shuffled - pass 1| {result['shuffled_max_diff']:.3e}")

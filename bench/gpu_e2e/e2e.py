@@ -12,6 +12,9 @@ token ids (PromptBuilder) with the worker's engine_kwargs, in a fresh process.
 This orchestrator never imports torch: the GPU is used only by its child processes.
 Usage (GPU machine, from the project root, after the bundle is unpacked): see bench/gpu_e2e/README.md
   python3 bench/gpu_e2e/e2e.py --model 0.6b --pairs 40000 --tok TOK.tar.xz --debs DEBS
+With --peer, bare.py runs once more as a user's own vLLM script would (batch invariance off, prefix caching
+on, the same engine arguments otherwise): every run shows the worker against what a user would run instead.
+Checks: checks.py; table: report.py; Redis and worker processes: procs.py; shared log/result: runlog.py.
 Smoke (CPU, fake engine):  python3 bench/gpu_e2e/e2e.py --smoke --pairs 2000 --tok TOK.tar.xz --broker redis://...
 """
 
@@ -20,106 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from checks import check_jobs, compare_runs
+from procs import Worker, start_redis, stop_redis, worker_command
+from report import table_rows, write_table
+from runlog import RESULT, elapsed, log, problem, run, save
+
 HERE = Path(__file__).resolve().parent
 ROW_GROUP = 2048
-T0 = time.monotonic()
-RESULT: dict = {"steps": {}, "problems": []}
-
-
-def log(msg: str) -> None:
-    print(f"[e2e {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
-
-
-def elapsed() -> float:
-    return time.monotonic() - T0
-
-
-def save(out: Path) -> None:
-    (out / "e2e_result.json").write_text(json.dumps(RESULT, indent=2, default=str))
-
-
-def problem(text: str) -> None:
-    log("PROBLEM: " + text)
-    RESULT["problems"].append(text)
-
-
-def run(cmd: list[str], env: dict, cwd: Path, out: Path, name: str, timeout: float = 300, check: bool = True):
-    """Run a command, log its output to $OUT/cmd_<name>.log, return (rc, stdout, seconds)."""
-    t = time.monotonic()
-    p = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    s = time.monotonic() - t
-    with open(out / "commands.log", "a") as f:
-        f.write(f"\n$ {' '.join(cmd)}   (cwd {cwd}, rc {p.returncode}, {s:.2f} s)\n--- stdout\n{p.stdout[-20000:]}\n--- stderr\n{p.stderr[-20000:]}\n")
-    if check and p.returncode != 0:
-        problem(f"`{' '.join(cmd[3:] if cmd[1:3] == ['-m', 'producer.cli'] else cmd)}` exited {p.returncode}: "
-                f"{(p.stderr or p.stdout).strip()[-1500:]}")
-    return p.returncode, p.stdout, s
-
-
-# ---------------------------------------------------------------------------------------------------
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def start_redis(debs: Path, root: Path, port: int, out: Path) -> str | None:
-    """Debian's redis-server, unpacked privately (dpkg -x into root, never /). Returns its URL or None."""
-    if port_open(port):
-        log(f"something already listens on {port}: using it as Redis (FLUSHDB first: no stale chunks of an earlier run)")
-        try:
-            import redis
-
-            redis.Redis(port=port).flushdb()
-        except Exception as exc:
-            problem(f"FLUSHDB on the Redis already at {port} failed: {exc!r}")
-        return f"redis://127.0.0.1:{port}/0"
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        for deb in sorted(debs.glob("*.deb")):
-            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, capture_output=True)
-    except Exception as exc:
-        problem(f"dpkg -x of the Redis packages failed: {exc!r} {getattr(exc, 'stderr', b'')[-300:]!r}")
-        return None
-    libs = ":".join(str(p) for p in (root / "usr/lib/x86_64-linux-gnu", root / "lib/x86_64-linux-gnu") if p.exists())
-    server = root / "usr/bin/redis-server"
-    env = {**os.environ, "LD_LIBRARY_PATH": libs + (":" + os.environ["LD_LIBRARY_PATH"] if os.environ.get("LD_LIBRARY_PATH") else "")}
-    version = subprocess.run([str(server), "--version"], env=env, capture_output=True, text=True)
-    log(f"redis-server --version: rc {version.returncode} {(version.stdout + version.stderr).strip()[:300]}")
-    p = subprocess.run(
-        [str(server), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "yes", "--logfile", str(out / "redis.log"), "--dir", str(root)],
-        env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    if p.returncode != 0:
-        problem(f"redis-server failed to start: rc {p.returncode} {(p.stdout + p.stderr).strip()[:500]}")
-        return None
-    for _ in range(50):
-        if port_open(port):
-            RESULT["redis"] = version.stdout.strip()
-            return f"redis://127.0.0.1:{port}/0"
-        time.sleep(0.1)
-    problem("redis-server started but its port never opened")
-    return None
-
-
-def stop_redis(port: int) -> None:
-    try:
-        import redis
-
-        redis.Redis(port=port).shutdown(nosave=True)
-    except Exception:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,71 +61,7 @@ def make_manifest(project: Path, path: Path, n: int) -> dict:
     return {"pairs": n, "queries": (n + dpq - 1) // dpq, "docs_per_query": dpq, "bytes": path.stat().st_size}
 
 
-# ---------------------------------------------------------------------------------------------------
-def worker_command(pool: str, concurrency: int) -> list[str]:
-    """`celery -A worker worker -Q gpu` as users run it; ``--pool`` other than "default" overrides the app's pool."""
-    cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO"]
-    return cmd if pool == "default" else [*cmd, "--pool", pool, "--concurrency", str(concurrency)]
 
-
-class Worker:
-    def __init__(self, env: dict, project: Path, log_path: Path, cmd: list[str]):  # noqa: D107
-        self.log_path = log_path
-        self.f = open(log_path, "wb")
-        self.t_start = time.monotonic()
-        self.p = subprocess.Popen(
-            cmd, cwd=project, env=env, stdout=self.f, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-    def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float) -> dict:
-        """Seconds from spawn to engine_loading, engine_ready and Celery's 'ready.' line."""
-        seen: dict[str, float] = {}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            t = self.text()
-            now = time.monotonic() - self.t_start
-            for key, pat in (("engine_loading", '"event": "engine_loading"'), ("engine_ready", '"event": "engine_ready"'),
-                             ("celery_ready", r"celery@\S+ ready\.")):  # fmt: skip
-                if key not in seen and (re.search(pat, t) if key == "celery_ready" else pat in t):
-                    seen[key] = now
-                    log(f"worker: {key} after {now:.1f} s")
-            if "engine_ready" in seen and "celery_ready" in seen:
-                return seen
-            if self.p.poll() is not None:
-                problem(f"worker exited with {self.p.returncode} before it was ready; log tail: {t[-3000:]}")
-                return seen
-            time.sleep(0.25)
-        problem(f"worker not ready after {timeout:.0f} s; log tail: {self.text()[-3000:]}")
-        return seen
-
-    def stop(self, timeout: float = 90) -> float:
-        t = time.monotonic()
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                problem(f"worker ignored SIGTERM for {timeout:.0f} s: SIGKILL")
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait()
-        # the process group (prompt helper, any engine core) must be gone before the GPU is reused
-        for _ in range(100):
-            try:
-                os.killpg(self.p.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        else:
-            problem("worker's process group still alive 10 s after the worker exited: SIGKILL")
-            try:
-                os.killpg(self.p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.f.close()
-        return time.monotonic() - t
 
 
 @dataclass
@@ -289,69 +142,32 @@ def run_variant(variant: Variant, args, env: dict, project: Path, out: Path, wor
     return jobs, ready
 
 
-def pq_scores(path: str) -> dict:
-    import pyarrow.parquet as pq
-
-    t = pq.read_table(path).to_pydict()
-    return dict(zip(zip(t["query_id"], t["doc_id"]), t["score"]))
+# A user's own vLLM script: the same engine arguments, batch invariance off, prefix caching on.
+PEER_SETTINGS = {"RERANKQ_NUMERICS": "fast", "RERANKQ_BATCH_INVARIANT": "false", "RERANKQ_ENABLE_PREFIX_CACHING": "true"}
 
 
-def check_jobs(jobs: list[dict], manifest: Path, bare: dict) -> int:
-    """Exactly once, against the manifest, the ledger and the export; scores against bare. Returns the pair count."""
-    import sqlite3
-    from datetime import datetime
-
-    import pyarrow.parquet as pq
-
-    man = pq.read_table(manifest, columns=["query_id", "doc_id"]).to_pydict()
-    keys = list(zip(man["query_id"], man["doc_id"]))
-    n = len(keys)
-
-    def ts(v):  # noqa: ANN001, ANN202
-        return datetime.fromisoformat(str(v)) if v else None
-
-    for jb in jobs:
-        job, status = jb["job"], jb["status"]
-        con = sqlite3.connect(jb["db"])
-        ex = pq.read_table(jb["export"]).to_pydict()
-        ex_keys = list(zip(ex["query_id"], ex["doc_id"]))
-        errors = [e for e in ex.get("error", []) if e is not None]
-        nulls = sum(1 for s in ex["score"] if s is None)
-        db_rows = con.execute("select count(*) from scores where job_id = ?", (job,)).fetchone()[0]
-        chunk_rows = con.execute(
-            "select id, state, pairs, scored, pair_errors, attempts, started_at, finished_at, worker from chunks where job_id = ? order by started_at",
-            (job,),
-        ).fetchall()
-        con.close()
-        jb["chunks"] = [dict(zip(("id", "state", "pairs", "scored", "pair_errors", "attempts", "started_at", "finished_at", "worker"), r)) for r in chunk_rows]
-        chunk_text = []
-        for r in jb["chunks"]:
-            a, b = ts(r["started_at"]), ts(r["finished_at"])
-            if a and b:
-                r["seconds"] = (b - a).total_seconds()
-                chunk_text.append(f"{r['pairs']} in {r['seconds']:.2f} s")
-        jb["chunk_text"] = "; ".join(chunk_text)
-        chunks_scored = sum(r[3] or 0 for r in chunk_rows)
-        once = (
-            len(ex_keys) == n and len(set(ex_keys)) == n and set(ex_keys) == set(keys) and nulls == 0 and not errors
-            and db_rows == n and chunks_scored == n and status.get("pairs_scored") == n and status.get("state") == "completed"
-        )  # fmt: skip
-        e2e_scores = dict(zip(ex_keys, ex["score"]))
-        cmp = {}
-        for name in ("scores", "scores_pass2"):
-            if bare.get(name):
-                diffs = [abs(e2e_scores[k] - b) for k, b in zip(keys, bare[name]) if e2e_scores.get(k) is not None]
-                cmp[name] = (max(diffs) if diffs else None, len(diffs))
-        jb["correctness"] = {
-            "export_rows": len(ex_keys), "export_distinct": len(set(ex_keys)), "manifest_pairs": n,
-            "missing": len(set(keys) - set(ex_keys)), "extra": len(set(ex_keys) - set(keys)), "exactly_once": once,
-            "null_scores": nulls, "errors": len(errors), "db_score_rows": db_rows, "chunks_scored_sum": chunks_scored,
-            "status_pairs_scored": status.get("pairs_scored"), "status_state": status.get("state"),
-            "max_abs_diff_vs_bare_pass1": cmp.get("scores", (None, 0))[0],
-            "max_abs_diff_vs_bare_pass2": cmp.get("scores_pass2", (None, 0))[0],
-            "compared": cmp.get("scores", (None, 0))[1],
-        }  # fmt: skip
-    return n
+def run_bare(label: str, env: dict, project: Path, out: Path, work: Path, manifest: Path, passes: int, args) -> dict:  # noqa: ANN001
+    """bare.py (LLM.classify on the same token ids, in a fresh process) as ``label``; its JSON, or {} on failure."""
+    path = work / "run" / f"{label}.json"
+    cmd = [sys.executable, str(HERE / "bare.py"), "--manifest", str(manifest), "--json", str(path), "--label", label,
+           "--passes", str(passes), "--deadline", str(max(0.0, args.budget - elapsed()))]  # fmt: skip
+    if args.smoke:
+        cmd.append("--smoke")
+    if args.shuffle_pass:
+        cmd.append("--shuffle-pass")
+    p = subprocess.Popen(cmd, env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(out / f"{label}.log", "w") as f:
+        for line in p.stdout:  # type: ignore[union-attr]
+            f.write(line)
+            if line.startswith(f"[{label}"):
+                print(line, end="", flush=True)
+    p.wait()
+    if p.returncode != 0 or not path.exists():
+        problem(f"bare.py ({label}) exited {p.returncode}; see {label}.log: {(out / f'{label}.log').read_text()[-2000:]}")
+        return {"passes_s": []}
+    result = json.loads(path.read_text())
+    RESULT[label] = {k: v for k, v in result.items() if not k.startswith("scores")}
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -375,6 +191,7 @@ def main() -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME:RERANKQ_X=V,...[,workers=N]",
                     help="worker configurations, each on a fresh ledger and fresh workers, one after another "
                          "(workers=N: N workers, CUDA_VISIBLE_DEVICES=0..N-1); default one worker, defaults")  # fmt: skip
+    ap.add_argument("--peer", action="store_true", help="bare once more as a user's own script: batch invariance off, prefix caching on")
     ap.add_argument("--budget", type=float, default=560, help="seconds: skip the optional 2nd bare pass past this")
     ap.add_argument("--smoke", action="store_true", help="CPU: fake engine (plumbing test only)")
     ap.add_argument("--broker", default=None, help="force a broker URL (default: Redis from --debs, else SQLite)")
@@ -463,107 +280,34 @@ def main() -> int:
         RESULT["gpu_memory_after_worker"] = smi.stdout.strip()
     save(out)
 
+
     # --- 8. bare LLM.classify on the same token ids, same engine kwargs (RERANKQ_* of --set, no variant's) -----
-    bare_json = work / "run" / "bare.json"
     bare: dict = {"passes_s": []}
     if args.bare_passes and elapsed() + 120 < args.budget:
-        bare_cmd = [sys.executable, str(HERE / "bare.py"), "--manifest", str(manifest), "--json", str(bare_json),
-                    "--passes", str(args.bare_passes), "--deadline", str(max(0.0, args.budget - elapsed()))]  # fmt: skip
-        if args.smoke:
-            bare_cmd.append("--smoke")
-        if args.shuffle_pass:
-            bare_cmd.append("--shuffle-pass")
-        p = subprocess.Popen(bare_cmd, env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        with open(out / "bare.log", "w") as f:
-            for line in p.stdout:  # type: ignore[union-attr]
-                f.write(line)
-                if line.startswith("[bare"):
-                    print(line, end="", flush=True)
-        p.wait()
-        if p.returncode != 0 or not bare_json.exists():
-            problem(f"bare.py exited {p.returncode}; see bare.log: {(out / 'bare.log').read_text()[-2000:]}")
-        else:
-            bare = json.loads(bare_json.read_text())
-            RESULT["bare"] = {k: v for k, v in bare.items() if not k.startswith("scores")}
+        bare = run_bare("bare", env, project, out, work, manifest, args.bare_passes, args)
     else:
         log("bare skipped: not enough time left")
+    peer: dict = {"passes_s": []}
+    if args.peer and elapsed() + 120 < args.budget:
+        peer_env = {k: v for k, v in env.items() if k != "VLLM_BATCH_INVARIANT"}
+        peer = run_bare("peer", {**peer_env, **PEER_SETTINGS}, project, out, work, manifest, 1, args)
+    elif args.peer:
+        log("peer skipped: not enough time left")
 
-    # --- 9. correctness, per job ------------------------------------------------------------------------
+    # --- 9. correctness, per job; runs against each other ------------------------------------------------
     n = check_jobs(jobs, manifest, bare)
-    if len(jobs) > 1:
-        a = pq_scores(jobs[0]["export"])
-        b = pq_scores(jobs[-1]["export"])
-        RESULT["max_abs_diff_first_vs_last_job"] = max(abs(a[k] - b[k]) for k in a if k in b and a[k] is not None and b[k] is not None)
-    if bare.get("scores_pass2"):
-        RESULT["max_abs_diff_bare_pass1_vs_pass2"] = max(abs(x - y) for x, y in zip(bare["scores"], bare["scores_pass2"]))
+    compare_runs(jobs, bare, peer, manifest, RESULT)
     RESULT["jobs"] = jobs
 
     # --- 10. table ----------------------------------------------------------------------------------
-    bp = bare["passes_s"]
-    rows = [
-        ("model shape", f"{args.model} (random bf16 weights)" if not args.smoke else "smoke (fake engine)"),
-        ("pairs", f"{n:,} ({RESULT['manifest']['queries']} queries x {RESULT['manifest']['docs_per_query']}, row groups of {ROW_GROUP})"),
-        ("chunk size / pipeline slice", f"{RESULT['settings'].get('chunk_size')} / {RESULT['settings'].get('pipeline_pairs')}"),
-        ("broker / ledger", f"{broker.split(':')[0]} / sqlite"),
-        ("worker command", " ".join(worker_command(args.pool, args.concurrency)[1:]) + (f" with {' '.join(args.set)}" if args.set else "")),
-    ]
-    if bare.get("tokens"):
-        rows.insert(2, ("tokens/pair (mean, min-max)", f"{bare['tokens'] / n:.1f} ({bare['min_tokens']}-{bare['max_tokens']})"))
-    for variant in variants:
-        ready = ready_by_variant.get(variant.name)
-        if ready is None:
-            continue
-        rows.append((f"{variant.name}: settings, workers", f"{variant.settings or 'defaults'}, {variant.workers} worker(s)"))
-        rows.append((f"{variant.name}: spawn -> engine_ready", ", ".join(f"{r.get('engine_ready', float('nan')):.1f} s" for r in ready)))
-    for j, jb in enumerate(jobs):
-        st = jb["status"]
-        job_s = st.get("elapsed_seconds")
-        c = jb["correctness"]
-        name = f"{jb['variant']} job {jb['index']}"
-        rows += [
-            (f"{name}: submit -> wait returned", f"{jb['e2e_s']:.2f} s = {n / jb['e2e_s']:,.1f} pairs/s (submit cmd {jb['submit_s']:.2f} s, status cmd {jb['status_s']:.2f} s)"),
-            (f"{name}: ledger started->finished (worker only)", f"{job_s:.2f} s = {n / job_s:,.1f} pairs/s" if job_s else "?"),
-            (f"{name}: chunks", f"{len(jb['chunks'])} chunks, {jb['chunk_text'][:300]}"),
-            (f"{name}: exactly once", f"{c['exactly_once']} (export rows {c['export_rows']}, distinct {c['export_distinct']}, missing {c['missing']}, extra {c['extra']}, null {c['null_scores']}, errors {c['errors']}; db rows {c['db_score_rows']}; chunk scored sum {c['chunks_scored_sum']}; status {c['status_state']} {c['status_pairs_scored']})"),
-        ]  # fmt: skip
-        if bp:
-            ref = bp[0]
-            rows += [
-                (f"{name}: ratio e2e / bare pass 1", f"{(n / jb['e2e_s']) / (n / ref):.3f}"),
-                (f"{name}: ratio worker / bare pass 1", f"{(n / job_s) / (n / ref):.3f}" if job_s else "?"),
-                (f"{name}: max |e2e - bare|", f"pass 1: {c['max_abs_diff_vs_bare_pass1']:.3e}" + (f", pass 2: {c['max_abs_diff_vs_bare_pass2']:.3e}" if c["max_abs_diff_vs_bare_pass2"] is not None else "") + f" ({c['compared']} pairs)"),
-            ]  # fmt: skip
-    firsts = {}
-    for jb in jobs:
-        if jb["index"] == 1 and jb["status"].get("elapsed_seconds"):
-            firsts[jb["variant"]] = n / jb["status"]["elapsed_seconds"]
-    base = next(iter(firsts.values()), None)
-    for name, rate in list(firsts.items())[1:]:
-        rows.append((f"{name} job 1 / {next(iter(firsts))} job 1 (worker only)", f"{rate / base:.3f}"))
-    if bare.get("engine_start_s") is not None:
-        rows.append(("bare: engine start (same kwargs)", f"{bare['engine_start_s']:.1f} s; PromptBuilder.build {bare['tokenize_s']:.2f} s (not in the timings)"))
-    for k, b in enumerate(bp):
-        rows.append((f"bare LLM.classify pass {k + 1}", f"{b:.2f} s = {n / b:,.1f} pairs/s"))
-    if "max_abs_diff_first_vs_last_job" in RESULT:
-        rows.append(("max |first job - last job|", f"{RESULT['max_abs_diff_first_vs_last_job']:.3e}"))
-    if "max_abs_diff_bare_pass1_vs_pass2" in RESULT:
-        rows.append(("max |bare pass 1 - pass 2| (cold vs warm cache)", f"{RESULT['max_abs_diff_bare_pass1_vs_pass2']:.3e}"))
-    if bare.get("shuffled_s"):
-        rows.append(("bare shuffled pass", f"{bare['shuffled_s']:.2f} s = {n / bare['shuffled_s']:,.1f} pairs/s; max |shuffled - pass 1| {bare['shuffled_max_diff']:.3e}"))
-    rows += [
-        ("engine kwargs", json.dumps(bare.get("kwargs"))),
-        ("versions", bare.get("versions", "")),
-        ("problems", "; ".join(RESULT["problems"]) or "none"),
-    ]
+    rows = table_rows(args, n, broker, variants, ready_by_variant, jobs, bare, peer, RESULT, ROW_GROUP)
     RESULT["table"] = rows
     save(out)
-    width = max(len(k) for k, _ in rows)
-    text = "\n".join(f"| {k.ljust(width)} | {v} |" for k, v in rows)
-    (out / "table.md").write_text(text + "\n")
-    print("\n" + text, flush=True)
+    print("\n" + write_table(out, rows), flush=True)
     if not args.broker and broker.startswith("redis"):
         stop_redis(args.port)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

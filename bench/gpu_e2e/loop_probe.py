@@ -29,10 +29,10 @@ def child(args: argparse.Namespace) -> None:
 
     import pyarrow.parquet as pq
 
-    from worker.engines.vllm_engine import VllmEngine, engine_kwargs, on_gpu
     from rerankq.model_files import resolve_dtype
     from rerankq.prompt import Pair, PromptBuilder
     from rerankq.settings import Settings
+    from worker.engines.vllm_engine import VllmEngine, engine_kwargs, on_gpu
 
     settings = Settings(model=args.ckpt)
     table = pq.read_table(args.manifest, columns=["query", "document"]).to_pydict()
