@@ -89,6 +89,15 @@ class ChunkMessage(_Model):
     # context. The ledger stays the judge: a worker checks both again before it scores.
     model: str | None = None
     context: str | None = None
+    # A cascade (two stages in one job): stage 1 scores every pair with the job's model, and each
+    # query's ``top`` best go on to stage 2, re-scored by the second model. Cascade chunks look the
+    # score cache up on the worker (their pairs are not filtered by reuse at submission).
+    stage: int = Field(default=1, ge=1, le=2)
+    top: int | None = Field(default=None, ge=1)
+
+    @property
+    def cascade(self) -> bool:
+        return self.stage == 2 or self.top is not None
 
 
 class RerankRequest(BaseModel):

@@ -58,6 +58,10 @@ class JobStatus(BaseModel):
     pairs_reused: int = 0  # copied from the score cache at submission: never scored by this job's workers
     model: str | None = None  # the model that scores it (None: a job recorded before jobs named one)
     score_context: str | None = None  # the scoring context all its scores come from, once known
+    instruction: str | None = None  # the job's instruction (rows may carry their own)
+    then_model: str | None = None  # a cascade's second model: it re-scores each query's top pairs
+    then_top: int | None = None
+    then_context: str | None = None
     chunks_total: int
     chunks: ChunkCounts
     created_at: datetime

@@ -23,14 +23,17 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from schemas import ChunkMessage
 from worker.celery_app import app
+from worker.cascade import stage2_chunk, top_pairs
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
+from worker.engines.base import PairScore
 from rerankq.logs import configure_logging, get_logger
 from worker.metrics import observe_chunk
 from rerankq.prompt import Pair
 from rerankq.settings import get_settings
 from rerankq.store.db import check_revision
 from rerankq.routing import normalize_model, worker_queues
+from rerankq.store.cache_lookup import cached_scores
 from rerankq.store.chunks import Misrouted
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import ScoreRow
@@ -121,6 +124,29 @@ def _consume_own_queues(controller, settings) -> None:  # noqa: ANN001
     for name in queues:
         app_.amqp.queues.select_add(name)
     log.info("queues", worker=WORKER_ID, queues=[settings.queue, *queues])
+
+
+def _score_missing(reranker: Reranker, keyed: list, keys: list, hits: dict[bytes, float]) -> list[PairScore]:
+    """Scores in chunk order; pairs whose key the cache holds (``hits``) never reach the engine."""
+    todo = [i for i, key in enumerate(keys) if key is None or key not in hits]
+    scored = iter(reranker.score([keyed[i].pair for i in todo]) if todo else [])
+    wanted = set(todo)
+    return [next(scored) if i in wanted else PairScore(hits[key]) for i, key in enumerate(keys)]
+
+
+def _send_unsent(job_id: str, ledger: Ledger, request) -> None:  # noqa: ANN001
+    """Send the chunks a cascade's stage 1 just handed on (the sweeper re-sends any a crash leaves)."""
+    from rerankq.broker import BATCH_PRIORITY, publish
+
+    messages = with_db_retry(ledger.unsent, job_id)
+    priority = (request.delivery_info or {}).get("priority")
+    try:
+        sent = publish(app, messages, get_settings().queue, BATCH_PRIORITY if priority is None else priority)
+    except Exception as exc:  # the broker is away: the ledger holds them pending; the sweeper sends them
+        sent = getattr(exc, "sent", [])
+        log.warning("stage2_publish_failed", job_id=job_id, error=str(exc)[:200])
+    if sent:
+        with_db_retry(ledger.mark_enqueued, sent)
 
 
 def _send_on(task, misrouted: Misrouted, ledger: Ledger, ctx: dict) -> dict:  # noqa: ANN001
@@ -235,7 +261,9 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
             try:
                 scoring_started = time.perf_counter()
                 keyed = load_pairs(msg.spec)
-                results = reranker.score([k.pair for k in keyed])  # safe from several task threads
+                keys = _cache_keys(keyed)
+                hits = with_db_retry(cached_scores, ledger, keys) if msg.cascade and state.context else {}
+                results = _score_missing(reranker, keyed, keys, hits)  # safe from several task threads
                 # --- worker metrics (RERANKQ_METRICS_PORT) ---
                 observe_chunk(len(results), sum(r.tokens for r in results), time.perf_counter() - scoring_started)
             except Exception as exc:  # the chunk itself fails: retry with backoff, then mark it failed
@@ -251,9 +279,11 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
                 if final:
                     return {"failed": _describe(exc)}
                 raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries)
-            keys = _cache_keys(keyed)
             rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error, key) for k, r, key in zip(keyed, results, keys)]
-            written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows)
+            then = stage2_chunk(msg.spec, keyed, top_pairs(keyed, results, msg.top)) if msg.top else None
+            written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows, then)
+            if written and then is not None:
+                _send_unsent(msg.job_id, ledger, self.request)
             scored = len(rows)
         finally:
             if liveness is not None:

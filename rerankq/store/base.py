@@ -34,7 +34,16 @@ class LedgerBase:
 
     @staticmethod
     def _message(chunk: Chunk, job: Job) -> ChunkMessage:
-        """The chunk's message, routed by its job's model and pinned scoring context."""
+        """The chunk's message, routed by its stage's model and pinned scoring context."""
+        model, context = stage_route(job, chunk.stage or 1)
         return ChunkMessage.model_validate(
-            {"job_id": chunk.job_id, "chunk_id": chunk.id, "spec": chunk.spec, "model": job.model, "context": job.score_context}
-        )
+            {
+                "job_id": chunk.job_id, "chunk_id": chunk.id, "spec": chunk.spec, "model": model, "context": context,
+                "stage": chunk.stage or 1, "top": job.then_top if job.then_model and (chunk.stage or 1) == 1 else None,
+            }
+        )  # fmt: skip
+
+
+def stage_route(job: Job, stage: int) -> tuple[str | None, str | None]:
+    """The model and pinned context that score a stage of the job (stage 2: a cascade's second model)."""
+    return (job.then_model, job.then_context) if stage == 2 else (job.model, job.score_context)

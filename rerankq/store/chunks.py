@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from schemas import ChunkMessage, JobState
 from rerankq.routing import normalize_model
-from rerankq.store.base import TERMINAL_CHUNK, LedgerBase
+from rerankq.store.base import TERMINAL_CHUNK, LedgerBase, stage_route
 from rerankq.store.clock import now
 from rerankq.store.models import Chunk, Job
-from rerankq.store.records import ScoreRow
-from rerankq.store.score_writes import write_chunk_rows
+from rerankq.store.records import NewChunk, ScoreRow
+from rerankq.store.score_writes import write_chunk_rows, write_stage2_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +52,21 @@ class ChunkWrites(LedgerBase):
             if job.state == JobState.cancelled:
                 chunk.state = "cancelled"
                 return "job cancelled"
-            if job.model is not None and job.model != normalize_model(model):
-                return Misrouted(self._message(chunk, job), f"the job is scored by {job.model}, this worker runs {model}")
-            if job.score_context is not None and job.score_context != context:
+            stage = chunk.stage or 1
+            wanted_model, wanted_context = stage_route(job, stage)
+            if wanted_model is not None and wanted_model != normalize_model(model):
+                return Misrouted(self._message(chunk, job), f"the job is scored by {wanted_model}, this worker runs {model}")
+            if wanted_context is not None and wanted_context != context:
                 mine = context[:12] if context else "none"
                 return Misrouted(
                     self._message(chunk, job),
-                    f"the job's scores come from context {job.score_context[:12]}, this worker scores in {mine}",
+                    f"the job's scores come from context {wanted_context[:12]}, this worker scores in {mine}",
                 )
-            if job.score_context is None and context is not None and job.model is not None:
-                job.score_context = context
+            if wanted_context is None and context is not None and wanted_model is not None:
+                if stage == 2:
+                    job.then_context = context
+                else:
+                    job.score_context = context
             chunk.state, chunk.worker, chunk.model = "running", worker, model
             chunk.attempts += 1
             chunk.started_at = now()
@@ -70,14 +75,29 @@ class ChunkWrites(LedgerBase):
                 job.started_at = now()
             return None
 
-    def finish_chunk(self, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> bool:
-        """Scores, chunk state and job state in one transaction. False if another delivery got there first."""
+    def finish_chunk(
+        self, job_id: str, chunk_id: int, rows: Sequence[ScoreRow], then: NewChunk | None = None
+    ) -> bool:
+        """Scores, chunk state and job state in one transaction. False if another delivery got there first.
+
+        ``then``: a cascade's stage-1 chunk hands on its queries' top pairs as a stage-2 chunk, recorded
+        in the same transaction (so the job cannot end before it is scored); ``unsent`` finds it to send."""
         with self.session.begin() as s:
             job = self._job(s, job_id, lock=True)
             chunk = s.get(Chunk, chunk_id)
             if chunk is None or chunk.state == "done":
                 return False
-            write_chunk_rows(s, job_id, chunk_id, rows, use_copy=self.copy_scores)
+            if (chunk.stage or 1) == 2:
+                write_stage2_rows(s, job_id, rows)
+            else:
+                write_chunk_rows(s, job_id, chunk_id, rows, use_copy=self.copy_scores)
+            if then is not None and then.pairs:
+                seq = s.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job_id))
+                s.add(Chunk(
+                    job_id=job_id, seq=seq + 1, state="pending", spec=then.spec, pairs=then.pairs, stage=2, scored=0,
+                    pair_errors=0, attempts=0,
+                ))  # fmt: skip
+                job.chunks_total += 1
             errors = sum(1 for r in rows if r.error is not None)
             chunk.state, chunk.error, chunk.finished_at = "done", None, now()
             chunk.scored, chunk.pair_errors = len(rows) - errors, errors

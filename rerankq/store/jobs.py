@@ -32,6 +32,8 @@ class JobWrites(LedgerBase):
         pairs_reused: int = 0,
         score_context: str | None = None,
         model: str | None = None,
+        then_model: str | None = None,
+        then_top: int | None = None,
         session: Session | None = None,
         job_id: str | None = None,
     ) -> tuple[str, list[ChunkMessage]]:
@@ -44,6 +46,7 @@ class JobWrites(LedgerBase):
         fields = dict(
             kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context,
             model=normalize_model(model) if model else None,
+            then_model=normalize_model(then_model) if then_model else None, then_top=then_top if then_model else None,
         )  # fmt: skip
         if session is not None:
             return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields)

@@ -43,6 +43,11 @@ class Job(Base):
     # under it, else by the first chunk to begin (rerankq/store/chunks.py).
     score_context: Mapped[str | None] = mapped_column(String(64))
     model: Mapped[str | None] = mapped_column(Text)  # RERANKQ_MODEL of the workers that may score it
+    # A cascade's stage 2: each query's ``then_top`` best pairs re-scored by ``then_model`` (pinned
+    # to ``then_context`` like stage 1 to ``score_context``).
+    then_model: Mapped[str | None] = mapped_column(Text)
+    then_top: Mapped[int | None] = mapped_column(Integer)
+    then_context: Mapped[str | None] = mapped_column(String(64))
 
 
 class Chunk(Base):
@@ -55,6 +60,7 @@ class Chunk(Base):
     state: Mapped[str] = mapped_column(String(16))  # pending | running | done | failed | cancelled
     spec: Mapped[dict] = mapped_column(JSON)
     pairs: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # 2: a cascade's re-score
     scored: Mapped[int] = mapped_column(Integer, default=0)
     pair_errors: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -76,6 +82,8 @@ class Score(Base):
     chunk_id: Mapped[int] = mapped_column(Integer)  # REUSED_CHUNK (0): copied from the score cache at submission
     score: Mapped[float | None] = mapped_column(Double)
     error: Mapped[str | None] = mapped_column(Text)
+    stage2_score: Mapped[float | None] = mapped_column(Double)  # a cascade's second model, top pairs only
+    stage2_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Worker(Base):

@@ -62,14 +62,17 @@ class Reads(LedgerBase):
     def _status(self, s: Session, job: Job) -> JobStatus:
         counts = ChunkCounts()
         scored = failed = 0
-        for state, n, n_scored, n_errors, n_pairs in s.execute(
+        for stage, state, n, n_scored, n_errors, n_pairs in s.execute(
             select(
-                Chunk.state, func.count(), func.sum(Chunk.scored), func.sum(Chunk.pair_errors), func.sum(Chunk.pairs)
+                Chunk.stage, Chunk.state, func.count(), func.sum(Chunk.scored), func.sum(Chunk.pair_errors),
+                func.sum(Chunk.pairs),
             )
             .where(Chunk.job_id == job.id)
-            .group_by(Chunk.state)
-        ):
-            setattr(counts, state, n)
+            .group_by(Chunk.stage, Chunk.state)
+        ):  # fmt: skip
+            setattr(counts, state, getattr(counts, state) + n)
+            if stage != 1:  # a cascade's stage 2 re-scores pairs stage 1 counted
+                continue
             if state == "done":
                 scored, failed = scored + (n_scored or 0), failed + (n_errors or 0)
             elif state == "failed":
@@ -89,6 +92,10 @@ class Reads(LedgerBase):
             pairs_reused=job.pairs_reused or 0,
             model=job.model,
             score_context=job.score_context,
+            instruction=job.instruction,
+            then_model=job.then_model,
+            then_top=job.then_top,
+            then_context=job.then_context,
             chunks_total=job.chunks_total,
             chunks=counts,
             created_at=aware(job.created_at),  # type: ignore[arg-type]

@@ -71,6 +71,24 @@ class Recovery(LedgerBase):
             ).all()
             return [self._message(chunk, job) for chunk, job in rows]
 
+    def unsent(self, job_id: str) -> list[ChunkMessage]:
+        """Pending chunks of a live job never sent to the broker: a cascade's stage-2 chunks as stage-1
+        chunks finish (the sweeper sends any that a crash left unsent)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Chunk, Job)
+                .join(Job, Job.id == Chunk.job_id)
+                .where(
+                    Chunk.job_id == job_id,
+                    Job.state.in_(_LIVE_JOB),
+                    Chunk.state == "pending",
+                    Chunk.worker.is_(None),
+                    Chunk.enqueued_at.is_(None),
+                )
+                .order_by(Chunk.seq)
+            ).all()
+            return [self._message(chunk, job) for chunk, job in rows]
+
     def still_pending(self, chunk_ids: Iterable[int]) -> set[int]:
         ids = list(chunk_ids)
         if not ids:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from rerankq.store.clock import now
@@ -43,6 +44,27 @@ def write_chunk_rows(s: Session, job_id: str, chunk_id: int, rows: Sequence[Scor
         for r in rows
     ]
     s.execute(insert(Score).on_conflict_do_nothing(index_elements=["job_id", "query_id", "doc_id"]), values)
+    fill_cache(s, rows)
+
+
+def write_stage2_rows(s: Session, job_id: str, rows: Sequence[ScoreRow]) -> None:
+    """A cascade's stage-2 scores, onto the rows stage 1 wrote (each at most once: a second delivery
+    changes nothing), and into the cache under the second model's context."""
+    if not rows:
+        return
+    stmt = (
+        update(Score)
+        .where(
+            Score.job_id == job_id,
+            Score.query_id == bindparam("qid"),
+            Score.doc_id == bindparam("did"),
+            Score.stage2_score.is_(None),
+            Score.stage2_error.is_(None),
+        )
+        .values(stage2_score=bindparam("score"), stage2_error=bindparam("error"))
+        .execution_options(synchronize_session=False)
+    )
+    s.connection().execute(stmt, [{"qid": r.query_id, "did": r.doc_id, "score": r.score, "error": r.error} for r in rows])
     fill_cache(s, rows)
 
 

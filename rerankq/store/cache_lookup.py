@@ -1,0 +1,25 @@
+"""Cached scores looked up by the worker: a cascade's chunks are not filtered by reuse at submission
+(each stage-1 chunk must hold all of a query's pairs to pick its top ones), so the worker scores
+only the pairs the cache does not hold, in its own scoring context."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from rerankq.store.ledger import Ledger
+from rerankq.store.models import CachedScore
+
+BATCH = 1000
+
+
+def cached_scores(store: Ledger, keys: Sequence[bytes | None]) -> dict[bytes, float]:
+    """The cached score of each key the cache holds (keys in the scoring worker's own context)."""
+    wanted = sorted({k for k in keys if k is not None})
+    found: dict[bytes, float] = {}
+    with store.session() as s:
+        for at in range(0, len(wanted), BATCH):
+            part = wanted[at : at + BATCH]
+            found.update(s.execute(select(CachedScore.key, CachedScore.score).where(CachedScore.key.in_(part))).tuples())
+    return found
