@@ -61,10 +61,10 @@ def write_stage2_rows(s: Session, job_id: str, rows: Sequence[ScoreRow]) -> None
             Score.stage2_score.is_(None),
             Score.stage2_error.is_(None),
         )
-        .values(stage2_score=bindparam("score"), stage2_error=bindparam("error"))
+        .values(stage2_score=bindparam("s2_score"), stage2_error=bindparam("s2_error"))
         .execution_options(synchronize_session=False)
     )
-    s.connection().execute(stmt, [{"qid": r.query_id, "did": r.doc_id, "score": r.score, "error": r.error} for r in rows])
+    s.connection().execute(stmt, [{"qid": r.query_id, "did": r.doc_id, "s2_score": r.score, "s2_error": r.error} for r in rows])
     fill_cache(s, rows)
 
 
