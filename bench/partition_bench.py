@@ -59,7 +59,7 @@ def prune_once(url: str, rows: int) -> dict:
     from rerankq.store.clock import now
     from rerankq.store.db import get_engine
     from rerankq.store.ledger import Ledger
-    from rerankq.store.models import Job
+    from rerankq.store.models import Chunk, Job
     from rerankq.store.partitions import partition_name
     from rerankq.store.records import NewChunk
     from rerankq.store.retention import prune_jobs
@@ -73,6 +73,7 @@ def prune_once(url: str, rows: int) -> dict:
     old = now() - timedelta(days=40)
     with store.session.begin() as s:
         s.execute(update(Job).where(Job.id == job).values(state="completed", created_at=old, finished_at=old))
+        s.execute(update(Chunk).where(Chunk.job_id == job).values(state="done", scored=rows))
     with psycopg.connect(_libpq(url), autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {partition_name(job)}")  # as autovacuum would have, after the night
     get_engine(url).dispose()
