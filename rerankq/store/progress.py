@@ -42,10 +42,11 @@ def chunk_finishes(session: sessionmaker[Session], job_id: str) -> tuple[datetim
 CHUNKS_PER_BUCKET = 3  # chunks commit whole: fewer per bucket and the curve is mostly spikes and gaps
 
 
-def throughput(session: sessionmaker[Session], job_id: str, buckets: int = 60, min_width: float = 1.0) -> list[RatePoint]:
+def throughput(session: sessionmaker[Session], job_id: str, buckets: int = 60, min_width: float = 0.05) -> list[RatePoint]:
     """Pairs/s over the job's life in equal intervals (at most ``buckets``, about CHUNKS_PER_BUCKET
-    finished chunks each on average, each at least ``min_width`` seconds) from its start to its last
-    finished chunk; empty until a chunk has finished.
+    finished chunks each on average, none narrower than ``min_width`` seconds, so that chunks finishing
+    together do not make an infinite rate) from its start to its last finished chunk; empty until a
+    chunk has finished.
 
     A bucket's rate is the pairs of the chunks that finished in it over its width: with few chunks
     the curve is coarse, never invented."""

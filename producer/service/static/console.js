@@ -109,19 +109,30 @@ const rerankq = (() => {
   }
 
   // --- charts (uPlot) ---
-  const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
-  const clock = (d) => uPlot.fmtDate("{HH}:{mm}:{ss}")(d);  // 24 h UTC, as every time on the console
   const BLUE = "#1d64d8";
   function chartWidth(el) { return Math.max(320, Math.floor(el.getBoundingClientRect().width || 560)); }
 
+  // seconds since the job started, in the unit its length reads best in
+  function sinceStart(span) {
+    if (span < 180) return (t) => `${Number(t.toPrecision(3))} s`;
+    if (span < 3 * 3600) return (t) => `${Number((t / 60).toPrecision(3))} min`;
+    return (t) => `${Number((t / 3600).toPrecision(3))} h`;
+  }
+
   function rateChart(el, data) {
-    // a bucket's rate holds over the bucket, which ends at its time: a step drawn backwards from each point
-    const xs = data.at.length ? [data.at[0] - data.bucket_seconds, ...data.at] : [];
+    // x: seconds since the start; a bucket's rate holds over the bucket, which ends at its point,
+    // so the step is drawn backwards from each point, from the start (0) on
+    const origin = data.at.length ? data.at[0] - data.bucket_seconds : 0;
+    const xs = data.at.length ? [0, ...data.at.map((t) => t - origin)] : [];
     const ys = data.at.length ? [data.pairs_per_second[0], ...data.pairs_per_second] : [];
+    const label = sinceStart(xs.length ? xs[xs.length - 1] : 0);
     const opts = {
-      width: chartWidth(el), height: 220, tzDate: utc, legend: { show: false },
-      scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
-      axes: [{ stroke: "#6b7280", values: (u, ticks) => ticks.map((t) => clock(utc(t))) }, { stroke: "#6b7280", label: "pairs/s", size: 60 }],
+      width: chartWidth(el), height: 220, legend: { show: false },
+      scales: { x: { time: false }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+      axes: [
+        { stroke: "#6b7280", label: "since the job started", values: (u, ticks) => ticks.map(label) },
+        { stroke: "#6b7280", label: "pairs/s", size: 60 },
+      ],
       series: [{}, { label: "pairs/s", stroke: BLUE, width: 2, fill: "rgba(29,100,216,0.12)", paths: uPlot.paths.stepped({ align: -1 }), points: { show: false } }],
     };
     if (el._chart) { el._chart.setData([xs, ys]); return el._chart; }
