@@ -219,3 +219,18 @@ def test_delivered_unacked_chunk_counts_as_present_until_dead_after(store, regis
         assert chunks_in_broker(app, [settings.queue], delivered_within=0.0) == set()
         message.ack()
         queue.close()
+
+
+def test_a_dead_worker_holds_nothing_once_swept(store, registry, w):
+    """Issue 19: the registry listed a crashed worker as still holding chunks finished by others."""
+    register(registry, w["A"])
+    register(registry, w["B"])
+    job, (m, _) = new_job(store)
+    store.begin_chunk(job, m.chunk_id, w["A"], "model")
+    registry.heartbeat(w["A"], holding=[m.chunk_id], state="ready")
+    registry.heartbeat(w["B"], holding=[99], state="ready")
+    silence(store, w["A"], DEAD_AFTER + 5)
+    assert registry.release_dead(DEAD_AFTER) >= 1
+    by_id = {x.worker_id: x for x in registry.workers(DEAD_AFTER)}
+    assert (by_id[w["A"]].state, by_id[w["A"]].holding) == ("dead", [])
+    assert by_id[w["B"]].holding == [99], "a live worker keeps what it holds"

@@ -47,6 +47,7 @@ class Sweeper:
         if reclaimed:
             result.from_dead = self._send(reclaimed)
             log.warning("chunks_reclaimed", reason="worker presumed dead", chunks=result.from_dead)
+        self.registry.release_dead(dead_after)
         result.lost = self._resend_lost(recheck_delay)
         self.registry.forget(older_than=7 * 86400)
         return result

@@ -55,6 +55,14 @@ class Reads(LedgerBase):
         with self.session() as s:
             return int(s.scalar(select(func.coalesce(func.sum(Chunk.scored), 0)).where(Chunk.state == "done")) or 0)
 
+    def inline_pairs(self, job_id: str) -> list[dict]:
+        """The pairs an inline job's chunks carry (stage 1), in order: what it takes to submit it again."""
+        with self.session() as s:
+            specs = s.scalars(
+                select(Chunk.spec).where(Chunk.job_id == job_id, Chunk.stage == 1).order_by(Chunk.seq)
+            ).all()
+        return [p for spec in specs if spec.get("kind") == "inline" for p in spec["pairs"]]
+
     def score_count(self, job_id: str) -> int:
         with self.session() as s:
             return s.scalar(select(func.count()).select_from(Score).where(Score.job_id == job_id)) or 0

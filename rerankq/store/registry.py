@@ -142,6 +142,17 @@ class Registry:
         with self.session.begin() as s:
             s.execute(delete(Lease).where(Lease.name == name, Lease.holder == holder))
 
+    def release_dead(self, dead_after: float) -> int:
+        """Workers presumed dead (silent for ``dead_after`` s) or stopped hold nothing any more: the sweeper
+        has taken their chunks back, so the registry must not go on listing them as held."""
+        cutoff = now() - timedelta(seconds=dead_after)
+        with self.session.begin() as s:
+            return s.execute(
+                update(Worker)
+                .where((Worker.last_seen < cutoff) | (Worker.state == "stopped"))
+                .values(holding=[])
+            ).rowcount
+
     def forget(self, older_than: float) -> int:
         """Drop workers not seen for ``older_than`` seconds (their history stays in chunks.worker)."""
         with self.session.begin() as s:
