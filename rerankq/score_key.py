@@ -108,7 +108,10 @@ def batch_invariant() -> bool:
 
 
 def configured(settings: Settings) -> dict:
-    """The configured knobs (before resolution) a producer matches against workers' recorded contexts."""
+    """The configured knobs (before resolution) a producer matches against workers' recorded contexts.
+
+    Settings only, never the process environment: a GPU worker sets ``VLLM_BATCH_INVARIANT`` for itself,
+    and a producer that never does must still match it."""
     return {
         "model": settings.model,
         "engine": settings.engine,
@@ -116,7 +119,9 @@ def configured(settings: Settings) -> dict:
         "quantization": settings.quantization,
         "max_length": settings.max_length,
         "prefix_caching": settings.enable_prefix_caching,
-        "batch_invariant": batch_invariant(),
+        "batch_invariant": settings.batch_invariant,
+        "numerics": settings.numerics,
+        "bi_linear": settings.bi_linear,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "prompt_recipe": PROMPT_RECIPE,
     }
@@ -136,13 +141,19 @@ class ScoringContext:
     tensor_parallel_size: int
     prompt_recipe: str = PROMPT_RECIPE
     default_instruction: str = DEFAULT_INSTRUCTION
+    # vLLM's resolved numerics (rerankq/numerics.py: mode, prefix caching, linear kernels), e.g.
+    # "deterministic prefix linear=cublas-pad32"; "" for engines without (hf, custom).
+    numerics: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @cached_property
     def digest(self) -> str:
-        canonical = json.dumps({"v": KEY_VERSION, **self.as_dict()}, sort_keys=True, separators=(",", ":"))
+        fields = self.as_dict()
+        if not fields["numerics"]:  # engines without numerics modes keep the digests they always had
+            del fields["numerics"]
+        canonical = json.dumps({"v": KEY_VERSION, **fields}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def keys(self, instructions: Iterable[str | None], queries: Iterable[str | None], documents: Iterable[str | None]) -> list[bytes | None]:
@@ -190,6 +201,7 @@ def pair_keys(
 def context_for(settings: Settings, model_path: str | Path, dtype: str | None = None) -> ScoringContext:
     """The context a worker with these settings and these model files scores in."""
     from rerankq.model_files import resolve_dtype
+    from rerankq.numerics import engine_numerics
 
     resolved = dtype or resolve_dtype(settings.dtype, str(model_path), settings.engine)
     return ScoringContext(
@@ -201,6 +213,7 @@ def context_for(settings: Settings, model_path: str | Path, dtype: str | None = 
         prefix_caching=settings.enable_prefix_caching,
         batch_invariant=batch_invariant(),
         tensor_parallel_size=settings.tensor_parallel_size,
+        numerics=engine_numerics(settings).label if settings.engine == "vllm" else "",
     )
 
 

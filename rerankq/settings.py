@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
@@ -33,6 +33,17 @@ class Settings(BaseSettings):
     batch_invariant: bool | None = Field(
         None, description="vLLM batch-invariant kernels (VLLM_BATCH_INVARIANT): default on with a GPU, off on CPU"
     )
+    numerics: Literal["deterministic", "fast"] | None = Field(
+        None,
+        description="deterministic: batch-invariant kernels + prefix caching (a score never depends on its batch); "
+        "fast: prefix caching without batch invariance (a user's own vLLM script); default deterministic on a GPU "
+        "(rerankq/numerics.py)",
+    )
+    bi_linear: Literal["cublas", "triton"] = Field(
+        "cublas",
+        description="deterministic mode's linear layers on vLLM 0.26 + GPU: cuBLAS (batch invariant under vLLM's "
+        "settings, small steps padded; worker/engines/bi_linear.py) or vLLM's own Triton kernel",
+    )
     engine_process: bool | None = Field(
         None,
         description="vLLM's engine core in a process of its own, tied to the worker's life: its GPU loop never "
@@ -54,7 +65,7 @@ class Settings(BaseSettings):
         30 * 86400.0, gt=0, description="seconds a worker's recorded scoring context stays usable for reuse"
     )
     cache_touch_interval: float = Field(
-        7 * 86400.0, ge=0, description="a reused cache entry's last_used is rewritten once it is this old (seconds)"
+        7 * 86400.0, ge=0, description="a reused cache entry moves to a fresh generation once its own is this old (seconds)"
     )
     tiny_model_dir: Path = Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"
 
@@ -100,6 +111,17 @@ class Settings(BaseSettings):
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True
+
+    @model_validator(mode="after")
+    def _numerics_agree(self) -> Settings:
+        """RERANKQ_NUMERICS names a mode; an explicit RERANKQ_BATCH_INVARIANT that contradicts it is an error."""
+        if self.numerics is not None and self.batch_invariant is not None:
+            if self.batch_invariant != (self.numerics == "deterministic"):
+                raise ValueError(
+                    f"RERANKQ_NUMERICS={self.numerics} contradicts RERANKQ_BATCH_INVARIANT={str(self.batch_invariant).lower()}"
+                    " (deterministic means batch invariant; fast means not): set one of them"
+                )
+        return self
 
     @property
     def broker(self) -> str:

@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--deadline", type=float, default=1e9, help="seconds from now: no 2nd pass past it")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--shuffle-pass", action="store_true", help="one more pass in a shuffled order (scores compared un-shuffled)")
+    ap.add_argument("--stability", type=int, default=0, metavar="PAIRS",
+                    help="after the passes: the first PAIRS pairs again one at a time (reverse order) and in batches "
+                         "of 7, each compared bitwise with pass 1 (batch size, order, prefix cache hits)")  # fmt: skip
     ap.add_argument("--label", default="bare", help="log prefix (e2e.py: bare | peer)")
     args = ap.parse_args()
     LABEL[0] = args.label
@@ -62,6 +65,7 @@ def main() -> None:
     log(f"{len(prompts)} prompts, {sum(lengths)} tokens ({sum(lengths) / len(prompts):.1f}/pair, {min(lengths)}-{max(lengths)}), "
         f"PromptBuilder.build {tokenize_s:.2f} s, truncated {sum(p.truncated for p in built)}")  # fmt: skip
 
+    prompts_in_order = prompts
     result: dict = {"pairs": len(prompts), "tokens": sum(lengths), "min_tokens": min(lengths), "max_tokens": max(lengths),
                     "tokenize_s": tokenize_s, "passes_s": []}  # fmt: skip
     if args.smoke:
@@ -73,8 +77,11 @@ def main() -> None:
         engine = fake_engine.factory(settings, model_path)
         result["engine_start_s"] = time.monotonic() - start
 
+        def classify_some(some: list[list[int]]) -> list[float]:
+            return engine.score_prompts(some)
+
         def classify() -> list[float]:
-            return engine.score_prompts(prompts)
+            return classify_some(prompts)
     else:
         import torch
         import vllm
@@ -96,9 +103,12 @@ def main() -> None:
         llm = LLM(**kwargs)
         result["engine_start_s"] = time.monotonic() - start
 
-        def classify() -> list[float]:
-            outputs = llm.classify([{"prompt_token_ids": ids} for ids in prompts], use_tqdm=False)
+        def classify_some(some: list[list[int]]) -> list[float]:
+            outputs = llm.classify([{"prompt_token_ids": ids} for ids in some], use_tqdm=False)
             return [float(o.outputs.probs[0]) for o in outputs]
+
+        def classify() -> list[float]:
+            return classify_some(prompts)
 
     log(f"engine started in {result['engine_start_s']:.1f} s")
     for k in range(args.passes):
@@ -129,6 +139,9 @@ def main() -> None:
         result["shuffled_max_diff"] = max(abs(a - b) for a, b in zip(back, result["scores"]))
         log(f"shuffled pass: {result['shuffled_s']:.2f} s, {len(order) / result['shuffled_s']:,.1f} pairs/s, "
             f"max |shuffled - pass 1| {result['shuffled_max_diff']:.3e}")
+    if args.stability and time.monotonic() - T0 + 20 < args.deadline:
+        result["stability"] = stability(classify_some, prompts_in_order, result["scores"], args.stability)
+        log(f"stability: {result['stability']}")
     with open(args.json, "w") as f:
         json.dump(result, f)
     log("done")
@@ -137,6 +150,23 @@ def main() -> None:
         if callable(shutdown):
             shutdown()
     os._exit(0)  # no slow interpreter teardown of the in-process engine
+
+
+def stability(classify_some, prompts: list[list[int]], reference: list[float], n: int) -> dict:  # noqa: ANN001
+    """Pairs scored again in other company than pass 1's: alone (a step of one prompt, its query's prefix
+    cached after the first), in reverse order, and in batches of 7; rows differing from pass 1 bitwise."""
+    n = min(n, len(prompts))
+    alone = [0.0] * n
+    for i in reversed(range(n)):
+        alone[i] = classify_some([prompts[i]])[0]
+    sevens: list[float] = []
+    for a in range(0, n, 7):
+        sevens += classify_some(prompts[a:a + 7])
+    out = {"pairs": n}
+    for name, got in (("alone_reversed", alone), ("batches_of_7", sevens)):
+        out[f"{name}_differing"] = sum(1 for x, y in zip(got, reference) if x != y)
+        out[f"{name}_max_abs"] = max(abs(x - y) for x, y in zip(got, reference))
+    return out
 
 
 # vLLM spawns its engine core (the worker's GPU default): the child re-imports this file, so nothing

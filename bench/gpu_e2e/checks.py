@@ -106,8 +106,16 @@ def compare_runs(jobs: list[dict], bare: dict, peer: dict, manifest: Path, resul
         result["max_abs_diff_bare_pass1_vs_pass2"] = max(abs(x - y) for x, y in zip(bare["scores"], bare["scores_pass2"]))
     if not peer.get("scores"):
         return
+    import pyarrow.parquet as pq
+
     groups = query_groups(manifest)
     if bare.get("scores"):
         result["peer_vs_bare"] = drift(groups, peer["scores"], bare["scores"])
+    man = pq.read_table(manifest, columns=["query_id", "doc_id"]).to_pydict()
+    keys = list(zip(man["query_id"], man["doc_id"]))
+    for jb in jobs:  # a fast-mode job against the peer: fast mode's drift under the worker's chunking
+        scores = pq_scores(jb["export"])
+        if all(scores.get(k) is not None for k in keys):
+            jb["vs_peer"] = drift(groups, [scores[k] for k in keys], peer["scores"])
     if peer.get("scores_shuffled"):
         result["peer_shuffled"] = drift(groups, peer["scores"], peer["scores_shuffled"])

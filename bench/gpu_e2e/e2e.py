@@ -155,6 +155,8 @@ def run_bare(label: str, env: dict, project: Path, out: Path, work: Path, manife
         cmd.append("--smoke")
     if args.shuffle_pass:
         cmd.append("--shuffle-pass")
+    if args.stability and label == "bare":
+        cmd += ["--stability", str(args.stability)]
     p = subprocess.Popen(cmd, env=env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     with open(out / f"{label}.log", "w") as f:
         for line in p.stdout:  # type: ignore[union-attr]
@@ -192,6 +194,7 @@ def main() -> int:
                     help="worker configurations, each on a fresh ledger and fresh workers, one after another "
                          "(workers=N: N workers, CUDA_VISIBLE_DEVICES=0..N-1); default one worker, defaults")  # fmt: skip
     ap.add_argument("--peer", action="store_true", help="bare once more as a user's own script: batch invariance off, prefix caching on")
+    ap.add_argument("--stability", type=int, default=0, metavar="PAIRS", help="bare: PAIRS pairs again alone and in 7s, bitwise vs pass 1")
     ap.add_argument("--budget", type=float, default=560, help="seconds: skip the optional 2nd bare pass past this")
     ap.add_argument("--smoke", action="store_true", help="CPU: fake engine (plumbing test only)")
     ap.add_argument("--broker", default=None, help="force a broker URL (default: Redis from --debs, else SQLite)")

@@ -61,6 +61,11 @@ def table_rows(args, n: int, broker: str, variants: list, ready_by_variant: dict
         rows.append(("max |first job - last job|", f"{result['max_abs_diff_first_vs_last_job']:.3e}"))
     if "max_abs_diff_bare_pass1_vs_pass2" in result:
         rows.append(("max |bare pass 1 - pass 2| (cold vs warm cache)", f"{result['max_abs_diff_bare_pass1_vs_pass2']:.3e}"))
+    if bare.get("stability"):
+        st = bare["stability"]
+        rows.append(("bare: first pairs again, alone (reverse order) / in 7s, vs pass 1",
+                     f"{st['alone_reversed_differing']} / {st['batches_of_7_differing']} of {st['pairs']} differ; "
+                     f"max |d| {st['alone_reversed_max_abs']:.3e} / {st['batches_of_7_max_abs']:.3e}"))  # fmt: skip
     if bare.get("shuffled_s"):
         rows.append(("bare shuffled pass", f"{bare['shuffled_s']:.2f} s = {n / bare['shuffled_s']:,.1f} pairs/s; max |shuffled - pass 1| {bare['shuffled_max_diff']:.3e}"))
     rows += peer_rows(n, jobs, bare, peer, result)
@@ -85,6 +90,11 @@ def peer_rows(n: int, jobs: list[dict], bare: dict, peer: dict, result: dict) ->
         name = f"{jb['variant']} job {jb['index']}"
         rows.append((f"{name}: ratio e2e / peer, worker / peer",
                      f"{(n / jb['e2e_s']) / rate:.3f}, " + (f"{(n / job_s) / rate:.3f}" if job_s else "?")))  # fmt: skip
+    for jb in jobs:
+        if "vs_peer" in jb:
+            d = jb["vs_peer"]
+            rows.append((f"{jb['variant']} job {jb['index']}: max |e2e - peer|",
+                         f"{d['max_abs']:.3e}; queries whose top 10 differs {d['top10_changed']}/{d['queries']}"))  # fmt: skip
     if "peer_vs_bare" in result:
         d = result["peer_vs_bare"]
         rows.append(("max |peer - bare pass 1|", f"{d['max_abs']:.3e}; queries whose top 10 differs {d['top10_changed']}/{d['queries']}"))

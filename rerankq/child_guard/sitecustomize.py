@@ -10,6 +10,10 @@ otherwise reach (vLLM spawns them):
   a fresh ``python -m vllm.model_executor.models.registry`` subprocess, which would otherwise import
   the mismatched torchvision and fail with "architectures ... are not supported".
 
+- run the hooks the parent names in ``RERANKQ_CHILD_HOOKS`` (``module:function,...``), e.g. the worker's
+  patch of vLLM's batch-invariant linear layers (worker/engines/bi_linear.py), which must reach the
+  engine core vLLM spawns. The names come from the environment: rerankq imports nothing of them.
+
 Nothing here may stop a child from starting: every step is best effort.
 """
 
@@ -20,3 +24,16 @@ try:
     import rerankq.torch_compat  # noqa: F401
 except ImportError:  # rerankq is not importable from this child's path
     pass
+
+try:
+    import os as _os
+
+    for _hook in filter(None, _os.environ.get("RERANKQ_CHILD_HOOKS", "").split(",")):
+        import importlib as _importlib
+
+        _module, _, _function = _hook.partition(":")
+        getattr(_importlib.import_module(_module), _function)()
+except Exception as _exc:  # noqa: BLE001 - never stop a child; say why its hook did not run
+    import sys as _sys
+
+    _sys.stderr.write(f"rerankq child_guard: RERANKQ_CHILD_HOOKS failed: {_exc!r}\n")

@@ -7,7 +7,11 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from rerankq.logs import get_logger
+from rerankq.numerics import CUBLAS_MIN_TOKENS, Numerics, resolve, vllm_version
 from rerankq.settings import Settings
+
+log = get_logger("rerankq.vllm_engine")
 
 HF_OVERRIDES = {
     "architectures": ["Qwen3ForSequenceClassification"],
@@ -28,19 +32,17 @@ def on_gpu() -> bool:
 
 
 def deterministic_mode(settings: Settings, gpu: bool) -> bool:
-    """Batch-invariant kernels: on by default with a GPU (RERANKQ_BATCH_INVARIANT overrides).
+    """Batch-invariant kernels: RERANKQ_NUMERICS=deterministic, the default with a GPU (rerankq/numerics.py).
 
     With them a pair's score does not depend on what else is in the batch, so cached query prefixes
     can be reused without moving scores (bench/RESULTS.md: bitwise equal across order, batch size,
     cold/warm cache and processes on vLLM 0.26, H100)."""
-    return settings.batch_invariant if settings.batch_invariant is not None else gpu
+    return resolve(settings, gpu).batch_invariant
 
 
 def prefix_caching(settings: Settings, gpu: bool) -> bool:
-    """Prefix reuse only where it cannot move scores: by default exactly when batch-invariant mode is on."""
-    if settings.enable_prefix_caching is not None:
-        return settings.enable_prefix_caching
-    return deterministic_mode(settings, gpu)
+    """Prefix reuse: in both named modes; unnamed, exactly when batch-invariant mode is on."""
+    return resolve(settings, gpu).prefix_caching
 
 
 def engine_process(settings: Settings, gpu: bool) -> bool:
@@ -67,8 +69,30 @@ def set_vllm_env(settings: Settings, gpu: bool) -> None:
         from rerankq.torch_compat import guard_children
 
         guard_children(die_with=os.getpid())
-    if deterministic_mode(settings, gpu):
+    numerics = resolve(settings, gpu, vllm_version())
+    if numerics.batch_invariant:
         os.environ.setdefault("VLLM_BATCH_INVARIANT", "1")
+    elif settings.numerics == "fast":  # asked for by name: an inherited VLLM_BATCH_INVARIANT must not undo it
+        os.environ["VLLM_BATCH_INVARIANT"] = "0"
+    route_linear_layers(numerics)
+
+
+def route_linear_layers(numerics: Numerics) -> None:
+    """Deterministic mode's linear layers on cuBLAS (worker/engines/bi_linear.py) here and in the engine
+    core's process, or vLLM's own kernels, as ``numerics`` (and so the scoring context) says."""
+    from worker.engines import bi_linear
+
+    if numerics.linear == "cublas":
+        bi_linear.export_to_children(CUBLAS_MIN_TOKENS)
+        bi_linear.install(CUBLAS_MIN_TOKENS)
+        log.info("bi_linear", kernels="cublas", min_tokens=CUBLAS_MIN_TOKENS, numerics=numerics.label)
+        return
+    bi_linear.export_to_children(None)
+    if numerics.linear == "triton":
+        log.warning("bi_linear", kernels="triton", vllm=vllm_version(), numerics=numerics.label,
+                    reason="RERANKQ_BI_LINEAR=triton, or a vLLM other than 0.26: vLLM's own batch-invariant kernel")  # fmt: skip
+    elif numerics.batch_invariant:
+        log.info("bi_linear", kernels="vllm", reason="no GPU: vLLM's CPU kernels", numerics=numerics.label)
 
 
 def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool = False) -> dict[str, Any]:
