@@ -70,9 +70,10 @@ def fill_cache(url: str, model: str, manifest: Path, age_days: float = 1.0) -> d
     from producer.manifest import plan_manifest
     from rerankq.score_key import DEFAULT_INSTRUCTION, context_for, pair_keys
     from rerankq.settings import Settings
+    from rerankq.store.cache_gens import SPREAD_DAYS, day_of
     from rerankq.store.clock import now
-    from rerankq.store.ledger import Ledger
     from rerankq.store.contexts import record_worker_context
+    from rerankq.store.ledger import Ledger
 
     settings = Settings(database_url=url, model=model, dtype="float32")
     store = Ledger(url)
@@ -89,15 +90,19 @@ def fill_cache(url: str, model: str, manifest: Path, age_days: float = 1.0) -> d
 
         def add(values: dict) -> None:
             keys = pair_keys(ctx.digest, [None] * len(values["query"]), values["query"], values["document"], DEFAULT_INSTRUCTION)
-            rows = [(k, random.random(), t, t) for k in keys]
+            # generations spread over the next SPREAD_DAYS days, as workers write them (rerankq/store/cache_gens.py)
+            rows = [(k, random.random(), t, day_of(t) + random.randrange(SPREAD_DAYS)) for k in keys]
             if store.dialect == "postgresql":  # noqa: SIM108
-                with cur.copy("COPY score_cache (key, score, created_at, last_used) FROM STDIN") as copy:
+                with cur.copy("COPY score_cache (key, score, created_at, gen) FROM STDIN") as copy:
                     for r in rows:
                         copy.write_row(r)
             else:
                 stamp = t.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's DateTime storage on SQLite
                 cur.execute("BEGIN")
-                cur.executemany("INSERT INTO score_cache VALUES (?, ?, ?, ?)", [(k, s, stamp, stamp) for k, s, _, _ in rows])
+                cur.executemany(
+                    "INSERT INTO score_cache (key, score, created_at, gen) VALUES (?, ?, ?, ?)",
+                    [(k, s, stamp, g) for k, s, _, g in rows],
+                )
                 cur.execute("COMMIT")
 
         plan_manifest(str(manifest), settings, on_batch=add)
@@ -108,16 +113,16 @@ def fill_cache(url: str, model: str, manifest: Path, age_days: float = 1.0) -> d
 def set_age(url: str, days: float) -> None:
     from datetime import timedelta
 
-    from sqlalchemy import update
+    from sqlalchemy import text
 
+    from rerankq.store.cache_gens import day_of, jittered_gen_sql
     from rerankq.store.clock import now
-
     from rerankq.store.ledger import Ledger
-    from rerankq.store.models import CachedScore
 
     store = Ledger(url)
-    with store.session.begin() as s:
-        s.execute(update(CachedScore).values(last_used=now() - timedelta(days=days)))
+    start = day_of(now() - timedelta(days=days))
+    with store.session.begin() as s:  # written ``days`` ago: generations spread from that day on
+        s.execute(text(f"UPDATE score_cache SET gen = {jittered_gen_sql(store.dialect, str(start))}"))
     if store.dialect == "postgresql":  # as autovacuum would have, in the week since night 1
         with store.session.kw["bind"].connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql("VACUUM ANALYZE score_cache")
@@ -152,9 +157,9 @@ def run_child(url: str, model: str, manifest: Path, reuse: bool) -> dict:
     lines = out.stdout.strip().splitlines()
     result = json.loads(lines[-1])
     for line in out.stderr.splitlines():  # the phases of the reuse path, from its log lines
-        if any(f'"{event}"' in line for event in ("reuse_recorded", "reuse_staged", "reuse_touched")):
+        if any(f'"{event}"' in line for event in ("reuse_recorded", "reuse_staged", "reuse_rehomed")):
             phases = json.loads(line)
-            result.update({k: v for k, v in phases.items() if k.endswith("_s")})
+            result.update({k: v for k, v in phases.items() if k.endswith("_s") or k == "entries"})
     return result
 
 
@@ -171,7 +176,8 @@ def main() -> None:
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--cache-age-days", type=float, action="append", default=None,
-                    help="age of night 1's cache entries: 1 (default) = a usual night; 8 = their last_used is due a refresh")
+                    help="days since night 1's cache entries were written: 1 (default) = a usual night; 8 = a 1/7 slice is due "
+                         "re-homing (the steady state); 15 = all of them are (after a two-week pause)")
     args = ap.parse_args()
     from rerankq.store.db import upgrade
 

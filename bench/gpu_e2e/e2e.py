@@ -291,7 +291,7 @@ def main() -> int:
     else:
         log("bare skipped: not enough time left")
     peer: dict = {"passes_s": []}
-    if args.peer and elapsed() + 120 < args.budget:
+    if args.peer and elapsed() + 200 < args.budget:  # a cold engine start of its own
         peer_env = {k: v for k, v in env.items() if k != "VLLM_BATCH_INVARIANT"}
         peer = run_bare("peer", {**peer_env, **PEER_SETTINGS}, project, out, work, manifest, 1, args)
     elif args.peer:
