@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import redis
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from producer.api import submit_manifest, submit_pairs
 from producer.changes import diff, export_changes
@@ -31,6 +31,7 @@ from worker.chunk_pairs import load_pairs
 from rerankq.prompt import Pair
 from rerankq.score_key import context_for, model_fingerprint, pair_keys
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
+from rerankq.store.cache_gens import day_of
 from rerankq.store.clock import now
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import ScoreRow
@@ -369,13 +370,15 @@ def test_prune_cache_by_last_use(env, tmp_path, tiny_model):
     worker = FakeWorker(store, settings, tiny_model)
     worker.run(submit_manifest(str(m), settings=settings))
     old = now() - timedelta(days=40)
-    with store.session.begin() as s:
-        s.execute(update(CachedScore).values(last_used=old, created_at=old))
-    submit_manifest(str(m), settings=settings)  # reuses every pair: their last use is now
+    with store.session.begin() as s:  # use is recorded per generation (rerankq/store/cache_gens.py)
+        s.execute(update(CachedScore).values(gen=day_of(old), created_at=old))
+    submit_manifest(str(m), settings=settings)  # reuses every pair: their generation is used now
+    with store.session() as s:  # and, that old, they moved to a fresh one
+        assert min(s.scalars(select(CachedScore.gen))) >= day_of(now())
     m2 = write_manifest(tmp_path / "m2.parquet", rows(n_queries=2, docs_per_query=5, seed=10))
     worker.run(submit_manifest(str(m2), settings=settings))
-    with store.session.begin() as s:  # m2's ten: unused for 40 days
-        s.execute(update(CachedScore).where(CachedScore.created_at > old + timedelta(days=1)).values(last_used=old))
+    with store.session.begin() as s:  # m2's ten: in a generation unused for 41 days
+        s.execute(update(CachedScore).where(CachedScore.created_at > old + timedelta(days=1)).values(gen=day_of(old) - 1))
     assert prune_cache(store, parse_age("30d"), dry_run=True).removed == 10
     r = prune_cache(store, parse_age("30d"), batch=3)
     assert (r.removed, r.kept) == (10, 10)

@@ -123,7 +123,17 @@ class CachedScore(Base):
     key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     score: Mapped[float] = mapped_column(Double)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_used: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # UTC day number the entry counts as used through; its use is then its generation's (rerankq/store/cache_gens.py)
+    gen: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class CacheGeneration(Base):
+    """When some reuse last hit entries of a generation: use recorded per generation, not per entry."""
+
+    __tablename__ = "cache_generations"
+
+    gen: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_used: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class ScoreContext(Base):

@@ -8,15 +8,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from rerankq.logs import get_logger
+from rerankq.store.cache_gens import DAY, day_of, jittered_gen_sql, mark_used
 from rerankq.store.clock import now
 from rerankq.store.ledger import Ledger
-from rerankq.store.models import CachedScore
 from rerankq.store.partitions import create_table_sql, partition_name
 from rerankq.store.records import NewChunk
 from schemas import ChunkMessage
@@ -49,13 +48,14 @@ class ReuseStage:
         self.raw = self.conn.connection.dbapi_connection
         self.count = 0
         self.reused = 0
+        self.gens: set[int] = set()  # generations of the hits (PostgreSQL: gathered batch by batch)
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         cur = self.raw.cursor()
         cur.execute("DROP TABLE IF EXISTS reuse_stage")
         if self.pg:
             cur.execute("DROP TABLE IF EXISTS reuse_batch")
-            cur.execute("CREATE TEMP TABLE reuse_stage (seq bigint, key bytea, query_id text, doc_id text, hit boolean)")
+            cur.execute("CREATE TEMP TABLE reuse_stage (seq bigint, key bytea, query_id text, doc_id text, hit boolean, gen int)")
             cur.execute("CREATE TEMP TABLE reuse_batch (seq bigint, key bytea, query_id text, doc_id text)")
             cur.execute(
                 "INSERT INTO jobs (id, kind, state, pairs_total, chunks_total, created_at, pairs_reused) "
@@ -104,14 +104,16 @@ class ReuseStage:
             # it into a join that scans the whole cache for every batch); hits go to the job's scores,
             # and every row to the stage with whether it hit (the misses are then read without a join).
             cur.execute(
-                "WITH j AS (SELECT b.seq, b.key, b.query_id, b.doc_id, x.score FROM reuse_batch b "
-                "LEFT JOIN LATERAL (SELECT c.score FROM score_cache c WHERE c.key = b.key LIMIT 1) x ON true), "
+                "WITH j AS (SELECT b.seq, b.key, b.query_id, b.doc_id, x.score, x.gen FROM reuse_batch b "
+                "LEFT JOIN LATERAL (SELECT c.score, c.gen FROM score_cache c WHERE c.key = b.key LIMIT 1) x ON true), "
                 f"copied AS (INSERT INTO {partition_name(self.job_id)} (job_id, query_id, doc_id, chunk_id, score, error) "
-                "SELECT %s, query_id, doc_id, %s, score, NULL FROM j WHERE score IS NOT NULL RETURNING 1) "
-                "INSERT INTO reuse_stage (seq, key, query_id, doc_id, hit) "
-                "SELECT seq, key, query_id, doc_id, score IS NOT NULL FROM j",
+                "SELECT %s, query_id, doc_id, %s, score, NULL FROM j WHERE score IS NOT NULL RETURNING 1), "
+                "staged AS (INSERT INTO reuse_stage (seq, key, query_id, doc_id, hit, gen) "
+                "SELECT seq, key, query_id, doc_id, score IS NOT NULL, gen FROM j RETURNING 1) "
+                "SELECT DISTINCT gen FROM j WHERE score IS NOT NULL",
                 (self.job_id, REUSED_CHUNK),
             )
+            self.gens.update(g for (g,) in cur.fetchall())
         finally:
             cur.close()
 
@@ -158,6 +160,11 @@ class ReuseStage:
                 ).rowcount
             if copied != reused:  # cannot happen within one snapshot; never record a job that lies
                 raise RuntimeError(f"score cache changed during submission: {copied} hits copied, {reused} planned")
+            if reused and not self.pg:
+                self.gens.update(
+                    s.scalars(text("SELECT DISTINCT c.gen FROM reuse_stage st JOIN score_cache c ON c.key = st.key"))
+                )
+            mark_used(s, self.gens, now())  # a few rows: the use of every hit, with the job
         log.info(
             "reuse_recorded", job_id=job_id, staged=self.count, reused=reused, chunks=len(chunks),
             plan_s=round(t1 - t0, 2), copy_s=round(time.perf_counter() - t1, 2),
@@ -166,28 +173,38 @@ class ReuseStage:
         return job_id, messages, reused, self.count
 
     def touch(self) -> None:
-        """Mark the reused entries used: one bulk UPDATE after the job is committed (best effort), of
-        the entries whose last use is older than ``touch_interval`` only. Rewriting every reused entry
-        every night would cost as much as copying the scores; ``prune_cache`` allows for the interval."""
+        """Re-home the reused entries whose generation is more than ``touch_interval`` old: a fresh,
+        jittered generation, so the old one can go unused (rerankq/store/cache_gens.py). After the job
+        is committed and best effort: their use is already recorded, by generation, in the job's
+        transaction. Only the entries that came due are rewritten, about 1/10 of the reused ones a
+        night at the defaults, never all of them."""
         if not self.reused:
             return
         t0, t = time.perf_counter(), now()
-        stale = t - timedelta(seconds=self.touch_interval)
+        today = day_of(t)
+        due = today - max(1, round(self.touch_interval / DAY))
+        if not any(g < due for g in self.gens):
+            return
+        fresh = jittered_gen_sql(self.store.dialect)
         try:
             with self.conn.begin():
-                due = self.conn.execute(
-                    select(CachedScore.key).where(CachedScore.last_used < stale).limit(1)
-                ).first()
-                if due is None:
-                    return
-                self.conn.execute(
-                    text(
-                        "UPDATE score_cache SET last_used = :t WHERE last_used < :stale "
-                        f"AND key IN (SELECT key FROM reuse_stage{' WHERE hit' if self.pg else ''})"
-                    ),
-                    {"t": t, "stale": stale},
-                )
-            log.info("reuse_touched", touch_s=round(time.perf_counter() - t0, 2))
+                if self.pg:
+                    n = self.conn.execute(
+                        text(
+                            f"UPDATE score_cache c SET gen = {fresh} FROM reuse_stage st "
+                            "WHERE st.hit AND st.gen < :due AND c.key = st.key AND c.gen < :due"
+                        ),
+                        {"today": today, "due": due},
+                    ).rowcount
+                else:
+                    n = self.conn.execute(
+                        text(
+                            f"UPDATE score_cache SET gen = {fresh} "
+                            "WHERE gen < :due AND key IN (SELECT key FROM reuse_stage)"
+                        ),
+                        {"today": today, "due": due},
+                    ).rowcount
+            log.info("reuse_rehomed", entries=n, reused=self.reused, touch_s=round(time.perf_counter() - t0, 2))
         except Exception as exc:  # e.g. a concurrent prune on PostgreSQL: the job is recorded regardless
             log.warning("cache_refresh_failed", error=str(exc).splitlines()[0][:200])
 

@@ -7,11 +7,13 @@ PostgreSQL with psycopg: COPY into a per-connection staging table, then idempote
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
+from rerankq.store.cache_gens import SPREAD_DAYS, day_of, jittered_gen_sql
 from rerankq.store.clock import now
 from rerankq.store.models import CachedScore, Score
 from rerankq.store.records import ScoreRow
@@ -71,8 +73,9 @@ def write_stage2_rows(s: Session, job_id: str, rows: Sequence[ScoreRow]) -> None
 def fill_cache(s: Session, rows: Sequence[ScoreRow]) -> None:
     """Cache the scored pairs of a finishing chunk (in its transaction); existing keys are kept."""
     t = now()
+    today = day_of(t)
     values = [
-        {"key": r.key, "score": r.score, "created_at": t, "last_used": t}
+        {"key": r.key, "score": r.score, "created_at": t, "gen": today + random.randrange(SPREAD_DAYS)}
         for r in rows
         if r.key is not None and r.score is not None and r.error is None
     ]
@@ -99,9 +102,9 @@ def _copy_rows(s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow])
     if any(r.key is not None for r in rows):
         t = now()
         cursor.execute(
-            "INSERT INTO score_cache (key, score, created_at, last_used) "
-            "SELECT key, score, %s, %s FROM score_stage_k "
+            "INSERT INTO score_cache (key, score, created_at, gen) "
+            f"SELECT key, score, %s, {jittered_gen_sql('postgresql', '%s')} FROM score_stage_k "
             "WHERE key IS NOT NULL AND score IS NOT NULL AND error IS NULL "
             "ON CONFLICT (key) DO NOTHING",
-            (t, t),
+            (t, day_of(t)),
         )
