@@ -15,7 +15,7 @@ import re
 import shutil
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -89,7 +89,7 @@ class Console:
         self.settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), dtype="float32", max_length=512)
         self.store = Ledger(url)
         self.registry = Registry(url)
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         self.registry.register(WorkerInfo(BUSY, "gpu-node-1", 4242, str(tiny_model), {"engine": "vllm", "gpu_memory_bytes": 71.3 * GIB}))
         self.registry.register(WorkerInfo(LOADING, "gpu-node-1", 4243, str(tiny_model), {"engine": "vllm"}))
         self.registry.register(WorkerInfo(DEAD, "gpu-node-2", 977, str(tiny_model), {"engine": "vllm"}))
@@ -108,7 +108,7 @@ class Console:
             str(write_manifest(tmp / "adhoc.parquet", rows(n_queries=150, docs_per_query=20, seed=11, long_every=50))), name="legal-statutes", chunk_size=100, settings=self.settings
         )  # fmt: skip
         score_pending(self.store, self.settings, self.running, BUSY, limit=12)
-        replay_times(self.store, self.running, datetime.now(timezone.utc) - timedelta(seconds=2), [0.16, 0.14, 0.17, 0.15], finished=False)
+        replay_times(self.store, self.running, datetime.now(UTC) - timedelta(seconds=2), [0.16, 0.14, 0.17, 0.15], finished=False)
         self.held = self.store.resumable(self.running)[0].chunk_id
         digest = context_for(self.settings, tiny_model).digest
         assert self.store.begin_chunk(self.running, self.held, BUSY, str(tiny_model), context=digest) is None
@@ -116,7 +116,7 @@ class Console:
         self.registry.heartbeat(BUSY, state="ready", holding=[self.held], pairs_per_second=1287.4, add_scored=48_230)
         self.registry.heartbeat(LOADING, state="loading")
         self.registry.heartbeat(DEAD, state="ready", holding=[], pairs_per_second=655.0, add_scored=9_120)
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         with self.store.session.begin() as s:  # started hours ago; the third silent for 5 minutes: presumed dead
             for worker, started, seen in ((BUSY, 6 * 3600, 0), (LOADING, 40, 0), (DEAD, 9 * 3600, 300)):
                 s.execute(update(Worker).where(Worker.id == worker).values(started_at=at - timedelta(seconds=started), last_seen=at - timedelta(seconds=seen)))
@@ -214,7 +214,7 @@ def test_throughput_is_pairs_per_second_by_finish_time(tmp_path, redis_url, tiny
     job = submit_manifest(str(write_manifest(tmp_path / "m.parquet", rows(n_queries=6, docs_per_query=10, seed=2))), chunk_size=10, settings=settings)
     assert throughput(store.session, job) == [], "nothing finished: nothing to chart"
     score_pending(store, settings, job, "w")
-    start = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
     replay_times(store, job, start, [10, 10, 10, 5, 5, 20])  # finishes at 10, 20, 30, 35, 40, 60 s
     points = throughput(store.session, job)  # 6 chunks: 2 buckets of 30 s
     assert [p.width for p in points] == [30.0, 30.0]
@@ -405,7 +405,9 @@ def test_try_page_says_no_worker_is_alive_instead_of_ranking(no_worker, browser)
 
     _, base = no_worker
     browser.get(base + "/try")
-    assert browser.find_element(By.ID, "workers-note").text == f"Workers: {NO_WORKER}"
+    shown = NO_WORKER.replace("`", "")  # the command is set as code
+    assert browser.find_element(By.ID, "workers-note").text == f"Workers: {shown}"
+    assert browser.find_element(By.CSS_SELECTOR, "#workers-note code").text == "celery -A worker worker -Q gpu"
     browser.find_element(By.ID, "query").send_keys("capital of China?")
     browser.find_element(By.ID, "documents").send_keys("Beijing is the capital.\nParis is in France.")
     started = time.monotonic()
@@ -413,7 +415,8 @@ def test_try_page_says_no_worker_is_alive_instead_of_ranking(no_worker, browser)
     wait(browser, lambda d: d.find_element(By.ID, "try-message").text not in ("", "Ranking…"), timeout=10)
     assert time.monotonic() - started < 5
     message = browser.find_element(By.ID, "try-message")
-    assert message.text == NO_WORKER and "error" in message.get_attribute("class")
+    assert message.text == shown and "error" in message.get_attribute("class")
+    assert message.find_element(By.TAG_NAME, "code").text == "celery -A worker worker -Q gpu"
     assert not browser.find_element(By.ID, "try-results").is_displayed()
     assert browser.find_element(By.ID, "rank").is_enabled()
     screenshot(browser, "console-try-no-worker.png")

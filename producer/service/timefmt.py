@@ -5,13 +5,13 @@ same whether the server rendered it or the page's polling did."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def absolute(value: datetime) -> str:
@@ -20,7 +20,7 @@ def absolute(value: datetime) -> str:
 
 def relative(value: datetime, at: datetime | None = None) -> str:
     """``just now``, ``42 s ago``, ``3 min ago``, ``5 h ago``, ``2 days ago`` (a future time is ``just now``)."""
-    seconds = ((at or datetime.now(timezone.utc)) - _utc(value)).total_seconds()
+    seconds = ((at or datetime.now(UTC)) - _utc(value)).total_seconds()
     if seconds < 5:
         return "just now"
     if seconds < 60:

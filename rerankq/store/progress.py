@@ -6,7 +6,7 @@ holds no time series of its own (a chunk's pairs count when its transaction comm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,7 +24,7 @@ class RatePoint:
 
 
 def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # SQLite drops the zone
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 def chunk_finishes(session: sessionmaker[Session], job_id: str) -> tuple[datetime | None, list[tuple[datetime, int]]]:

@@ -40,6 +40,8 @@ const rerankq = (() => {
     return t;
   }
   const setWhen = (el, iso) => el.replaceChildren(when(iso));
+  // a message's `backticked` commands as <code>, as the server's `ticks` filter does
+  const setMessage = (el, message) => el.replaceChildren(...String(message).split("`").map((p, i) => (i % 2 ? text("code", p) : p)));
   setInterval(() => document.querySelectorAll("time[datetime] .ago").forEach((a) => {
     a.textContent = `(${relative(a.parentElement.dateTime)})`;
   }), 5000);
@@ -258,7 +260,7 @@ const rerankq = (() => {
           tr.append(td);
           body.append(tr);
         }
-        summary.textContent = words.summary;
+        setMessage(summary, words.summary);
         summary.classList.toggle("error", !words.alive);
       } catch (e) { /* keep the last table */ }
       setTimeout(tick, 2000);
@@ -294,7 +296,7 @@ const rerankq = (() => {
         }));
         table.hidden = false;
         msg.textContent = `${r.results.length} documents ranked in ${Math.round(performance.now() - t0)} ms (${r.usage.total_tokens} tokens)`;
-      } catch (e) { msg.textContent = e.message; msg.className = "error"; table.hidden = true; }
+      } catch (e) { setMessage(msg, e.message); msg.className = "error"; table.hidden = true; }
       $("#rank").disabled = false;
     });
   }
