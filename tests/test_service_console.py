@@ -226,6 +226,38 @@ def test_throughput_is_pairs_per_second_by_finish_time(tmp_path, redis_url, tiny
 # --- pages in the browser --------------------------------------------------------------------------------
 
 
+def test_a_job_whose_every_pair_was_reused_reads_done(tmp_path, redis_url, tiny_model, browser):
+    """The issue's "0 / 2,000": the same manifest submitted again scores nothing; its job is complete at
+    once and every page says all its pairs are done, reused."""
+    from selenium.webdriver.common.by import By
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    migrate(url)
+    settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), dtype="float32", max_length=512)
+    store = Ledger(url)
+    Registry(url).register(WorkerInfo("w", "h", 1, str(tiny_model)))
+    record_worker_context(store, "w", settings, context_for(settings, tiny_model))
+    manifest = str(write_manifest(tmp_path / "m.parquet", rows(n_queries=6, docs_per_query=10, seed=5)))
+    score_pending(store, settings, submit_manifest(manifest, chunk_size=10, settings=settings), "w")
+    again = submit_manifest(manifest, name="nightly-again", chunk_size=10, settings=settings)
+    status = store.status(again)
+    assert (status.state.value, status.pairs_total, status.pairs_reused, status.pairs_scored, status.chunks_total) == ("completed", 60, 60, 0, 0)
+    server, base = serve(settings)
+    try:
+        browser.get(base + "/")
+        row = f'tr[data-job="{again}"]'
+        wait(browser, lambda d: cells(d, f"{row} td.done"))
+        assert cells(browser, f"{row} td.done") == ["60 / 60"] and cells(browser, f"{row} td.reused") == ["60"]
+        assert cells(browser, f"{row} td.scored") == ["0"]
+        browser.get(f"{base}/jobs/{again}")
+        assert browser.find_element(By.ID, "done").text == "60 / 60"
+        assert browser.find_element(By.ID, "reused-share").text == "100.0 % of the pairs came from the score cache"
+        wait(browser, lambda d: d.find_element(By.ID, "rate-note").text.startswith("No chunk was scored (every pair reused"))
+        assert not browser.find_elements(By.CSS_SELECTOR, "#rate-chart canvas"), "no empty chart"
+    finally:
+        server.should_exit = True
+
+
 def test_jobs_page_counts_reused_pairs_as_done(console, browser):
     """Item 1: a completed nightly job that reused most of its scores reads 400 / 400 with a full bar,
     and shows its reused pairs next to its scored ones; a running job's bar is as full as its done pairs."""
@@ -256,7 +288,8 @@ def test_job_page_shows_the_reused_share_and_pairs_per_second_over_time(console,
     from selenium.webdriver.common.by import By
 
     job = console.store.status(console.night2)
-    browser.get(f"{console.url}/jobs/{console.night2}")
+    browser.get(f"{console.url}/jobs/{console.night2[:6]}")  # a unique prefix, as the CLI takes
+    assert browser.find_element(By.TAG_NAME, "h1").text == f"Job {console.night2}"
     assert browser.find_element(By.ID, "done").text == f"{job.pairs_total:,} / {job.pairs_total:,}"
     assert browser.find_element(By.ID, "reused").text == f"{job.pairs_reused:,}"
     assert browser.find_element(By.ID, "scored").text == f"{job.pairs_scored:,}"

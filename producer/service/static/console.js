@@ -164,7 +164,11 @@ const rerankq = (() => {
       try {
         const data = await getJSON(`/v1/jobs/${id}/throughput`);
         if (data.at.length) rateChart(chartEl, data);
-        else if (!chartEl._chart) $("#rate-note").textContent = "No chunk has finished yet: nothing to chart.";
+        else if (!chartEl._chart) {
+          $("#rate-note").textContent = terminal($("#state").textContent)
+            ? "No chunk was scored (every pair reused, or none finished): nothing to chart."
+            : "No chunk has finished yet: nothing to chart.";
+        }
       } catch (e) { $("#rate-note").textContent = e.message; }
     };
     const tick = async () => {
