@@ -119,7 +119,8 @@ def test_import_hook_routes_the_layer_and_pads_small_steps(fake_vllm_linear: str
     rows_run: list[int] = []
     real = bi_linear.padded_rows
     monkeypatch.setattr(bi_linear, "padded_rows", lambda m, t: rows_run.append(real(m, t)) or real(m, t))
-    layer = types.SimpleNamespace(weight=torch.randn(24, 16))
+    layer = types.SimpleNamespace(weight=torch.randn(bi_linear.MIN_CUBLAS_N, 16))
+    head = types.SimpleNamespace(weight=torch.randn(1, 16))  # a score head's one column
     method = module.UnquantizedLinearMethod()
     # traced once with a symbolic number of tokens: the branch on it must still be taken per call
     step = torch.compile(lambda x: method.apply(layer, x), dynamic=True, backend="aot_eager")
@@ -127,7 +128,10 @@ def test_import_hook_routes_the_layer_and_pads_small_steps(fake_vllm_linear: str
         x = torch.randn(m, 16)
         assert torch.allclose(step(x), F.linear(x, layer.weight), atol=1e-5)
     assert rows_run == [32, 40, 32, 33]  # small steps padded to 32 rows, large ones as they are
-    assert module.CALLS == []  # vLLM's kernel is never called
+    assert module.CALLS == []  # vLLM's kernel is never called for a wide layer
+    x = torch.randn(40, 16)
+    assert torch.allclose(method.apply(head, x), F.linear(x, head.weight), atol=1e-5)
+    assert module.CALLS == [40]  # a thin layer stays on vLLM's kernel, whatever M
 
 
 def test_patch_refuses_an_unknown_layout() -> None:

@@ -45,6 +45,11 @@ MS = [*range(1, 81), 100, 127, 255, 256, 333, 511, 512, 777, 1000, 1024, 2047, 3
 
 
 def layer(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The layer as bi_linear routes it: cuBLAS (padded), or vLLM's kernel for thin layers."""
+    if w.shape[0] < bi_linear.MIN_CUBLAS_N:
+        from vllm.model_executor.layers.batch_invariant import linear_batch_invariant
+
+        return linear_batch_invariant(x, w)
     return bi_linear.cublas_linear(x, w, None, CUBLAS_MIN_TOKENS)
 
 

@@ -14,7 +14,10 @@ shapes of Qwen3-Reranker 0.6B/4B/8B (H200, torch 2.11: ../shared/gpu/cublas-bi).
 chose other kernels. So a step of fewer than ``CUBLAS_MIN_TOKENS`` (32) tokens is padded with zero rows
 up to 32 and cut back: every row always comes from the kernels of M >= 32, and one kernel family
 computes every row. (Falling back to the Triton kernel for small steps would not be invariant: a pair
-whose tokens land in a small step would get Triton's rows, in a large step cuBLAS's.)
+whose tokens land in a small step would get Triton's rows, in a large step cuBLAS's.) Thin layers
+(fewer than ``MIN_CUBLAS_N`` outputs: the score head's one column) stay on vLLM's kernel whatever M:
+for them cuBLAS picked its kernel by M (rows differed from M = 255 on, bench/RESULTS.md); the choice
+depends on the weight's shape only, never on the step.
 
 The branch on M must be taken at run time, not when torch.compile traces the model (vLLM traces once,
 with a symbolic M, and drops the guards), so the layer is one opaque custom op, ``rerankq::bi_linear``.
@@ -47,6 +50,7 @@ HOOK = "worker.engines.bi_linear:install_from_env"
 TARGET = "vllm.model_executor.layers.linear"
 REPLACED = "linear_batch_invariant"
 OP = "rerankq::bi_linear"
+MIN_CUBLAS_N = 128  # output features under which a layer stays on vLLM's Triton kernel (see above)
 
 _state: dict[str, Any] = {"min_tokens": None, "original": None, "patched": False}
 
@@ -94,6 +98,8 @@ def _register_op() -> Callable[..., Any]:
     op = getattr(getattr(torch.ops, ns), name)
 
     def linear(x: Any, weight: Any, bias: Any = None) -> Any:
+        if weight.shape[0] < MIN_CUBLAS_N:  # decided by the weight's shape: fixed at trace time, as it should be
+            return _state["original"](x, weight, bias)
         return op(x, weight, bias)
 
     return linear
