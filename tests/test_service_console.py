@@ -384,6 +384,10 @@ def test_night_to_night_page_is_producer_diff(console, browser):
     assert swapped["changed"] == counts["changed"]
     assert "top 3 changed" in browser.find_element(By.CSS_SELECTOR, '[data-count="queries_top_k_changed"]').text
 
+    browser.get(f"{console.url}/nights?old=zzzz&new={console.night1[:8]}")  # a mistyped id: said on the page
+    assert browser.find_element(By.ID, "nights-error").text == "no job 'zzzz' in the ledger (see producer list)"
+    assert browser.find_elements(By.CSS_SELECTOR, "#nights-form select")
+
 
 def test_one_timestamp_format_on_every_page(console, browser):
     """Item 13: every time on every page is `YYYY-MM-DD HH:MM:SS UTC (… ago)`, server- or script-rendered."""
