@@ -20,7 +20,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import threading
 import time
@@ -121,17 +120,24 @@ def poller(url: str, jobs: list[str], deadline: float, out) -> None:  # noqa: AN
     out.put({"status": lat, "cpu": sum(psutil.Process().cpu_times()[:2])})
 
 
-def _backend_cpu(url: str) -> float:
-    db = url.rsplit("/", 1)[1]
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
-        pids = [p for (p,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (db,))]
-    total = 0.0
-    for pid in pids:
-        try:
-            total += sum(psutil.Process(pid).cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
+class BackendCpu:
+    """CPU seconds of this run's PostgreSQL backends, each counted from first to last sight (pooled
+    connections come and go: a sum over the backends alive at two instants would lose some)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[float, float]] = {}
+
+    def sample(self, pids: list[int]) -> None:
+        for pid in pids:
+            try:
+                cpu = sum(psutil.Process(pid).cpu_times()[:2])
+            except psutil.Error:
+                continue
+            first = self.seen.get(pid, (cpu, cpu))[0]
+            self.seen[pid] = (first, cpu)
+
+    def seconds(self) -> float:
+        return sum(last - first for first, last in self.seen.values())
 
 
 def run(url: str, workers: int, chunk_size: int, seconds: float, jobs: int, heartbeat: float) -> dict:
@@ -165,22 +171,23 @@ def run(url: str, workers: int, chunk_size: int, seconds: float, jobs: int, hear
         waits: Counter = Counter()
         samples = 0
         time.sleep(max(0.0, start - time.time()))
-        cpu0, pg0 = psutil.cpu_times(), None
+        cpu0, backends = psutil.cpu_times(), BackendCpu()
         with psycopg.connect(_libpq(db), autocommit=True) as conn:
             name = db.rsplit("/", 1)[1]
             while time.time() < deadline:
-                if pg0 is None:
-                    pg0 = _backend_cpu(db)
-                for state, wtype, wevent in conn.execute(
-                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                pids = []
+                for pid, state, wtype, wevent in conn.execute(
+                    "SELECT pid, state, wait_event_type, wait_event FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
                     (name,),
                 ):
+                    pids.append(pid)
                     if state == "active":
                         waits[f"{wtype}:{wevent}" if wtype else "CPU (running)"] += 1
+                backends.sample(pids)
                 samples += 1
                 time.sleep(0.2)
-        pg_cpu = _backend_cpu(db) - (pg0 or 0.0)
+        pg_cpu = backends.seconds()
         cpu1 = psutil.cpu_times()
         results = [out.get(timeout=120) for _ in procs]
         for p in procs:
