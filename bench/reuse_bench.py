@@ -130,7 +130,8 @@ def set_age(url: str, days: float) -> None:
 
 def child(url: str, model: str, manifest: str, reuse: bool) -> None:
     """One submit, timed, in this (fresh) process; prints JSON."""
-    from producer.api import ledger, submit_manifest
+    from producer.job_control import ledger
+    from producer.submission import submit_manifest
     from rerankq.logs import configure_logging
     from rerankq.settings import Settings
 

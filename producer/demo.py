@@ -132,14 +132,11 @@ def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err
     workdir.mkdir(parents=True, exist_ok=True)
     env = choose_environment(workdir, err)
     os.environ.update(env)
-    get_settings.cache_clear()
-    from worker.celery_app import app, configure
-
-    configure(app, get_settings())
-    from producer.api import submit_manifest, wait, waiting_note
-    from producer.waiting import NO_WORKER
+    get_settings.cache_clear()  # the producer publishes on the broker chosen above (rerankq.celery_app.publisher)
     from producer.export import export_parquet, iter_ranked
-    from producer.api import ledger
+    from producer.job_control import ledger
+    from producer.submission import submit_manifest
+    from producer.waiting import NO_WORKER, wait, waiting_note
     from rerankq.store.db import safe_url, upgrade
 
     settings = get_settings()

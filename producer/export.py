@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
+from producer.errors import InputError
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import Score
 
@@ -112,3 +115,13 @@ def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
         raise
     tmp.replace(out)
     return rows
+
+
+@contextlib.contextmanager
+def writing(out: str | Path) -> Iterator[None]:
+    """An export file that cannot be written (no such directory, no permission, disk full ...) is an
+    input error naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise InputError(f"cannot write {out}: {os.strerror(exc.errno) if exc.errno else exc}") from None

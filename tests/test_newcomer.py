@@ -149,7 +149,7 @@ def test_rerank_while_a_worker_loads_says_so(env):
 
 
 def test_wait_says_what_it_waits_for(env):
-    from producer.api import submit_pairs
+    from producer.submission import submit_pairs
     from rerankq.settings import Settings
 
     job_id = submit_pairs(
@@ -163,7 +163,7 @@ def test_wait_says_what_it_waits_for(env):
 
 
 def test_job_id_prefixes_like_git(env, tmp_path: Path):
-    from producer.api import ledger
+    from producer.job_control import ledger
     from rerankq.settings import Settings
 
     settings = Settings(database_url=env["RERANKQ_DATABASE_URL"], broker_url=env["RERANKQ_BROKER_URL"])
@@ -195,7 +195,7 @@ def test_job_id_prefixes_like_git(env, tmp_path: Path):
 
 
 def test_list_shows_whole_ids_and_status_times_to_the_second(env):
-    from producer.api import submit_pairs
+    from producer.submission import submit_pairs
     from rerankq.settings import Settings
 
     settings = Settings(database_url=env["RERANKQ_DATABASE_URL"], broker_url=env["RERANKQ_BROKER_URL"])

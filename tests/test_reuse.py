@@ -18,7 +18,7 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from producer.api import submit_manifest, submit_pairs
+from producer.submission import submit_manifest, submit_pairs
 from producer.changes import diff, export_changes
 from producer.export import iter_ranked
 from producer.tiny_model import write_tiny_model

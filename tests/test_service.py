@@ -123,21 +123,23 @@ def test_full_interactive_queue_answers_429_and_the_service_stays_up(settings):
 def test_interactive_chunks_are_taken_before_batch_chunks(settings, tmp_path):
     """Kombu's Redis priorities: a batch job's chunks wait in "gpu\\x06\\x169", an interactive chunk in
     "gpu", and a consumer (as a worker does between chunks) gets the interactive one first."""
-    from producer import api
+    from producer.interactive import check_rerank, submit_rerank
+    from producer.queueing import broker_app, queue_depths
+    from producer.submission import submit_manifest
     from rerankq.broker import priority_lists
 
     manifest = write_manifest(tmp_path / "m.parquet", rows(n_queries=6, docs_per_query=5, seed=1))
-    batch = api.submit_manifest(str(manifest), chunk_size=5, settings=settings)
-    request = api.check_rerank("q", ["a", "b"], settings=settings)
-    interactive = api.submit_rerank(request, settings=settings)
+    batch = submit_manifest(str(manifest), chunk_size=5, settings=settings)
+    request = check_rerank("q", ["a", "b"], settings=settings)
+    interactive = submit_rerank(request, settings=settings)
     r = redis.Redis.from_url(settings.broker)
     lists = priority_lists(settings.queue)
     assert lists == {"interactive": "gpu", "batch": "gpu\x06\x169"}
     assert r.llen(lists["batch"]) == 6 and r.llen(lists["interactive"]) == 1
-    assert api.queue_depths(settings) == {"interactive": 1, "batch": 6}
+    assert queue_depths(settings) == {"interactive": 1, "batch": 6}
 
     taken = []
-    with api._app(settings).connection_for_read() as conn:
+    with broker_app(settings).connection_for_read() as conn:
         channel = conn.default_channel
         for _ in range(3):
             message = channel.basic_get(settings.queue, no_ack=True)
@@ -217,7 +219,7 @@ def test_serve_warns_loudly_on_a_public_address_without_a_key(settings, tmp_path
 
 
 def test_jobs_api_mirrors_the_cli(settings, tmp_path):
-    from producer import api
+    from producer.job_control import ledger
     from rerankq.store.records import ScoreRow
 
     bad = tmp_path / "bad.parquet"
@@ -245,7 +247,7 @@ def test_jobs_api_mirrors_the_cli(settings, tmp_path):
         assert [j["job_id"] for j in c.get("/v1/jobs").json()] == [job["job_id"]]
 
         # Score it as a worker would (the worker's own ledger calls), then export over HTTP.
-        store = api.ledger(settings)
+        store = ledger(settings)
         messages = store.resumable(job["job_id"])
         for m in messages:
             store.begin_chunk(job["job_id"], m.chunk_id, "test:1", "tiny")
@@ -285,10 +287,10 @@ def test_broker_down_is_503_with_the_cli_message(settings):
 def test_metrics(settings, tmp_path):
     from prometheus_client.parser import text_string_to_metric_families
 
-    from producer import api
+    from producer.submission import submit_manifest
 
     manifest = write_manifest(tmp_path / "m.parquet", rows(n_queries=4, docs_per_query=3, seed=5))
-    api.submit_manifest(str(manifest), chunk_size=3, settings=settings)
+    submit_manifest(str(manifest), chunk_size=3, settings=settings)
     with client(settings) as c:
         families = {f.name: f for f in text_string_to_metric_families(c.get("/metrics").text)}
     samples = lambda name: {tuple(sorted(s.labels.items())): s.value for s in families[name].samples}  # noqa: E731

@@ -107,11 +107,11 @@ def test_the_seeds_requests_snippet_runs_as_is(live, capsys):
     assert r["model"] and r["id"].startswith("rerank-")
     assert r["usage"]["prompt_tokens"] == r["usage"]["total_tokens"] > 0
 
-    # The same scores as the CLI's path (producer.api.rerank), per document.
-    from producer import api
+    # The same scores as the CLI's path (producer.rerank), per document.
+    from producer import rerank
     from rerankq.settings import Settings
 
-    ranked = api.rerank(q, docs, settings=Settings(**{k.removeprefix("RERANKQ_").lower(): v for k, v in live.env.items() if k.startswith("RERANKQ_")}))
+    ranked = rerank(q, docs, settings=Settings(**{k.removeprefix("RERANKQ_").lower(): v for k, v in live.env.items() if k.startswith("RERANKQ_")}))
     by_index = {item["index"]: item["relevance_score"] for item in r["results"]}
     for x in ranked:
         assert by_index[int(x.doc_id)] == pytest.approx(x.score, abs=1e-6)
@@ -195,11 +195,12 @@ def test_worker_metrics_and_service_metrics(live):
 
 def test_worker_sends_task_events(live):
     """Celery's own event receiver sees the chunk task sent, received, started and succeeded."""
-    from producer import api
+    from producer import submit_pairs, wait
+    from producer.queueing import broker_app
     from rerankq.settings import Settings
 
     settings = Settings(broker_url=live.env["RERANKQ_BROKER_URL"], database_url=live.env["RERANKQ_DATABASE_URL"])
-    app = api._app(settings)
+    app = broker_app(settings)
     seen: list[dict] = []
     ready = threading.Event()
 
@@ -214,8 +215,8 @@ def test_worker_sends_task_events(live):
     thread.start()
     ready.wait(10)
     time.sleep(1)
-    job_id = api.submit_pairs([{"query_id": "q", "doc_id": "d", "query": Q, "document": DOCS[0]}], settings=settings)
-    api.wait(job_id, timeout=120, settings=settings)
+    job_id = submit_pairs([{"query_id": "q", "doc_id": "d", "query": Q, "document": DOCS[0]}], settings=settings)
+    wait(job_id, timeout=120, settings=settings)
 
     def kinds() -> set[str]:
         return {e["type"] for e in seen if e.get("name") == "rerankq.score_chunk" or e["type"].startswith("task-")}

@@ -1,11 +1,11 @@
-"""The FastAPI app: rerank, jobs API, console and metrics over the same core as the CLI (producer.api)."""
+"""The FastAPI app: rerank, jobs API, console and metrics over the same core as the CLI (producer/)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from producer import api
+from producer.job_control import ledger
 from producer.service import console, errors, jobs, metrics, rerank
 from producer.service.limits import BodyLimit
 from producer.service.security import ApiKeyGuard
@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.api_key = (settings.api_key.get_secret_value() if settings.api_key else None) or None  # "" = no key
-    app.state.ledger = api.ledger(settings)
+    app.state.ledger = ledger(settings)
     app.state.registry = Registry(settings.database, settings.connect_timeout)
     app.state.metrics = metrics.ServiceMetrics(settings, app.state.ledger, app.state.registry)
     errors.install(app)

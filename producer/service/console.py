@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from producer import api
+from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 from producer.service.security import COOKIE, key_matches
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +28,7 @@ templates.env.globals["eta_seconds"] = eta_seconds
 
 @router.get("/", response_class=HTMLResponse)
 def jobs_page(request: Request) -> Response:
-    jobs = request.app.state.ledger.list_jobs(50, exclude_name=api.INTERACTIVE_JOB_NAME)
+    jobs = request.app.state.ledger.list_jobs(50, exclude_name=INTERACTIVE_JOB_NAME)
     return templates.TemplateResponse(request, "jobs.html", {"jobs": jobs, "model": request.app.state.settings.model})
 
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from producer.api import BrokerUnavailable, InputError
+from producer.errors import BrokerUnavailable, InputError
 from rerankq.logs import get_logger
 from rerankq.manifest_source import ManifestError
 from rerankq.store.db import DatabaseError

@@ -8,7 +8,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from producer import api
+from producer.job_control import cancel
+from producer.submission import submit_manifest
+from producer.workers import workers as registered_workers
+from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 from producer.export import iter_parquet_bytes, iter_ranked
 from schemas import JobState, JobStatus, WorkerStatus
 
@@ -44,7 +47,7 @@ async def submit_job(body: JobRequest, request: Request) -> JobStatus:
     """Validate the whole manifest (every problem listed), record the job, enqueue its chunks."""
     settings = request.app.state.settings
     job_id = await asyncio.to_thread(
-        api.submit_manifest,
+        submit_manifest,
         body.manifest,
         instruction=body.instruction,
         name=body.name,
@@ -61,7 +64,7 @@ def list_jobs(
     interactive: bool = Query(False, description="include the one-chunk jobs of /v1/rerank"),
 ) -> list[JobStatus]:
     """Recent jobs, newest first."""
-    exclude = None if interactive else api.INTERACTIVE_JOB_NAME
+    exclude = None if interactive else INTERACTIVE_JOB_NAME
     return request.app.state.ledger.list_jobs(limit, exclude_name=exclude)
 
 
@@ -74,7 +77,7 @@ def job_status(job_id: str, request: Request) -> JobStatus:
 @router.post("/jobs/{job_id}/cancel", response_model=CancelResponse, responses={404: {}})
 def cancel_job(job_id: str, request: Request) -> CancelResponse:
     """No further chunk is scored; scores already written stay."""
-    return CancelResponse(job_id=job_id, state=api.cancel(job_id, settings=request.app.state.settings))
+    return CancelResponse(job_id=job_id, state=cancel(job_id, settings=request.app.state.settings))
 
 
 @router.get("/jobs/{job_id}/queries/{query_id}", response_model=list[RankedPair], responses={404: {}})
@@ -101,4 +104,4 @@ def export_job(job_id: str, request: Request) -> StreamingResponse:
 @router.get("/workers", response_model=list[WorkerStatus], tags=["workers"])
 def workers(request: Request) -> list[WorkerStatus]:
     """Workers seen recently, the live ones first (state loading | ready | busy | stopped | dead)."""
-    return api.workers(request.app.state.settings)
+    return registered_workers(request.app.state.settings)

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from producer import api
+from producer.queueing import queue_depths
 from schemas import JobState
 from rerankq.logs import get_logger
 from rerankq.settings import Settings
@@ -48,7 +48,7 @@ class LedgerCollector(Collector):
         scored = self._part("database", self.ledger.pairs_scored_total)
         if scored is not None:
             yield CounterMetricFamily("rerankq_pairs_scored", "Pairs scored by finished chunks, all jobs", value=scored)
-        depths = self._part("broker", lambda: api.queue_depths(self.settings))
+        depths = self._part("broker", lambda: queue_depths(self.settings))
         if depths is not None:
             queue = GaugeMetricFamily(
                 "rerankq_queue_depth", "Chunks waiting in the broker (not yet taken by a worker)", labels=["queue", "priority"]

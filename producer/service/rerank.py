@@ -14,7 +14,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
-from producer import api
+from producer.errors import InputError
+from producer.interactive import check_rerank, rerank_results, submit_rerank
+from producer.queueing import interactive_backlog
 from producer.service.errors import Overloaded, ServiceError
 from producer.service.tokens import tokens_for
 from rerankq.settings import Settings
@@ -74,12 +76,12 @@ class RerankResponse(BaseModel):
 def _prepare(body: RerankBody, settings: Settings) -> tuple[Any, list[str], int]:
     """Validated request (the CLI's checks), the texts to score, and their prompt tokens."""
     documents: list[str] = body.documents  # type: ignore[assignment]
-    request = api.check_rerank(body.query, documents, body.instruction, settings)
+    request = check_rerank(body.query, documents, body.instruction, settings)
     tokens = tokens_for(settings)
     scored = documents
     if body.max_tokens_per_doc is not None:
         if tokens is None:
-            raise api.InputError(
+            raise InputError(
                 "field 'max_tokens_per_doc': needs the model's tokenizer on the service's host (RERANKQ_MODEL)"
             )
         scored = [tokens.truncate(d, body.max_tokens_per_doc) for d in documents]
@@ -89,13 +91,13 @@ def _prepare(body: RerankBody, settings: Settings) -> tuple[Any, list[str], int]
 
 
 def _submit(request: Any, settings: Settings) -> str:
-    backlog = api.interactive_backlog(settings)
+    backlog = interactive_backlog(settings)
     if backlog >= settings.max_interactive_backlog:
         raise Overloaded(
             f"the interactive queue is full ({backlog} requests waiting for a worker, "
             f"RERANKQ_MAX_INTERACTIVE_BACKLOG={settings.max_interactive_backlog}); retry shortly"
         )
-    return api.submit_rerank(request, settings=settings)
+    return submit_rerank(request, settings=settings)
 
 
 async def _wait(request: Request, job_id: str, settings: Settings) -> None:
@@ -122,10 +124,10 @@ async def rerank(body: RerankBody, request: Request) -> RerankResponse:
     prepared, documents, used = await asyncio.to_thread(_prepare, body, settings)
     job_id = await asyncio.to_thread(_submit, prepared, settings)
     await _wait(request, job_id, settings)
-    ranked = await asyncio.to_thread(api.rerank_results, job_id, documents, settings)
+    ranked = await asyncio.to_thread(rerank_results, job_id, documents, settings)
     failed = next((r for r in ranked if r.error is not None), None)
     if failed is not None:
-        raise api.InputError(f"field 'documents.{failed.doc_id}': {failed.error}")
+        raise InputError(f"field 'documents.{failed.doc_id}': {failed.error}")
     top = ranked[: body.top_n] if body.top_n else ranked
     results = [
         RerankResult(

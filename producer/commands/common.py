@@ -1,0 +1,65 @@
+"""What every command shares: the two consoles (results on stdout, everything else on stderr),
+the JOB argument, and the one-line `error:` for failures we know (exit 3)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+out = Console()
+err = Console(stderr=True)
+ERROR_EXIT = 3
+JobArg = Annotated[str, typer.Argument(metavar="JOB", help="a job id, or a unique prefix of one (as with git)")]
+
+F = TypeVar("F", bound=Callable)
+
+
+def say(line: str) -> None:
+    """A line for the person at the terminal (stderr: stdout holds only results)."""
+    err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def friendly(fn: F) -> F:
+    """Known failures print one clear line (no traceback, no credentials) and exit 3."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):  # noqa: ANN202
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # a database or broker failure we did not word: still no URL in it
+            if isinstance(exc, typer.Exit):
+                raise
+            # imported only on failure: a read-only command must not pay for pyarrow or the tokenizer
+            from producer.errors import BrokerUnavailable, InputError
+            from rerankq.manifest_source import ManifestError
+            from rerankq.store.db import DatabaseError
+            from rerankq.store.errors import UnknownJob
+
+            if isinstance(exc, (BrokerUnavailable, InputError, ManifestError, DatabaseError, UnknownJob, TimeoutError)):
+                say(f"error: {exc.args[0] if exc.args else exc}")
+                raise typer.Exit(ERROR_EXIT) from None
+            from sqlalchemy.exc import DBAPIError
+
+            if isinstance(exc, DBAPIError):
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+                say(f"error: database: {reason}")
+                raise typer.Exit(ERROR_EXIT) from None
+            raise
+
+    return run  # type: ignore[return-value]
+
+
+def ago(when: datetime) -> str:
+    """``12 s ago``, ``5 min ago``."""
+    seconds = max(0.0, (datetime.now(UTC) - when).total_seconds())
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def utc(value: datetime | None) -> str:
+    """A ledger timestamp to the second, in UTC (microseconds say nothing to a person)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""

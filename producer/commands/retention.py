@@ -1,0 +1,66 @@
+"""Keeping the ledger small: prune old jobs and unused score-cache entries."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from producer.commands.common import friendly
+
+DryRun = Annotated[bool, typer.Option("--dry-run", help="report what would be deleted")]
+
+
+def _age(value: str) -> float:
+    """Seconds in an age like ``30d``; a bad one is an input error, worded by the parser."""
+    from producer.errors import InputError
+    from rerankq.store.retention import parse_age
+
+    try:
+        return parse_age(value)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+@friendly
+def prune(
+    jobs_older_than: Annotated[str, typer.Option("--jobs-older-than", help="e.g. 30d, 12h")],
+    dry_run: DryRun = False,
+) -> None:
+    """Delete finished jobs (and their chunks and scores) older than the age given. Queued and
+    running jobs, and jobs with a chunk still running, are never touched."""
+    from producer.job_control import ledger
+    from rerankq.store.retention import prune_jobs
+
+    r = prune_jobs(ledger(), _age(jobs_older_than), dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {len(r.jobs)} job(s) finished before {r.cutoff:%Y-%m-%d %H:%M:%S} UTC: {r.chunks:,} chunk(s), {r.scores:,} score row(s)")
+    for job_id in r.jobs:
+        print(f"  {job_id}")
+
+
+@friendly
+def cache_prune(
+    unused_for: Annotated[str, typer.Option("--unused-for", help="e.g. 30d: entries neither written nor reused since")],
+    dry_run: DryRun = False,
+) -> None:
+    """Delete score-cache entries unused for the age given (safe while workers run). A reuse records
+    its use once the last record is RERANKQ_CACHE_TOUCH_INTERVAL old (7 days), so entries are kept up
+    to that much longer."""
+    from producer.job_control import ledger
+    from rerankq.settings import get_settings
+    from rerankq.store.score_cache import prune_cache
+
+    r = prune_cache(ledger(), _age(unused_for), get_settings().cache_touch_interval, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    print(f"{verb} {r.removed:,} cache entr{'y' if r.removed == 1 else 'ies'} unused since {r.cutoff:%Y-%m-%d %H:%M:%S} UTC; {r.kept:,} kept")
+
+
+@friendly
+def cache_info() -> None:
+    """Entries in the score cache and the oldest last use."""
+    from producer.job_control import ledger
+    from rerankq.store.score_cache import cache_size
+
+    n, oldest = cache_size(ledger())
+    print(f"{n:,} entries" + (f", least recently used {oldest:%Y-%m-%d %H:%M:%S} UTC" if oldest else ""))

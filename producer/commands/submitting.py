@@ -1,0 +1,58 @@
+"""Sending work to the workers: a manifest as a batch job, or one query's documents at once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from producer.commands.common import friendly, out, say
+from producer.commands.jobs import follow_with_progress
+from schemas import JobStatus
+
+
+@friendly
+def submit(
+    manifest: Annotated[str, typer.Argument(help="Parquet file, directory of Parquet files, or s3:// gs:// file:// URI")],
+    instruction: Annotated[str | None, typer.Option(help="instruction for rows without one")] = None,
+    name: Annotated[str | None, typer.Option(help="a name to find the job by")] = None,
+    chunk_size: Annotated[int | None, typer.Option(min=1, help="pairs per chunk (default RERANKQ_CHUNK_SIZE)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="follow the job until it ends")] = False,
+    reuse: Annotated[
+        bool, typer.Option("--reuse/--no-reuse", help="copy cached scores of unchanged pairs (--no-reuse: score every pair)")
+    ] = True,
+) -> None:
+    """Validate a manifest, record the job and enqueue its chunks. Prints the job id last."""
+    from producer.submission import submit_manifest
+
+    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say)
+    code = follow_with_progress(job_id, None) if wait else 0
+    print(job_id)
+    raise typer.Exit(code)
+
+
+@friendly
+def rerank(
+    query: Annotated[str, typer.Option("--query", "-q")],
+    doc: Annotated[list[str], typer.Option("--doc", "-d", help="a document; repeat for more")],
+    instruction: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    timeout: Annotated[float, typer.Option(help="seconds to wait; then the job is cancelled")] = 600,
+) -> None:
+    """Rank a few documents for one query through the workers (documents travel in the message)."""
+    from producer.interactive import rerank as run
+
+    def note(_st: JobStatus, line: str) -> None:  # what the job waits for, each time that changes
+        say(line)
+
+    ranked = run(query, doc, instruction, timeout=timeout, on_wait=note)
+    if as_json:
+        print(json.dumps([asdict(r) for r in ranked], ensure_ascii=False, indent=2))
+        return
+    table = Table("rank", "score", "document")
+    for r in ranked:
+        table.add_row(str(r.rank or "-"), "-" if r.score is None else f"{r.score:.6f}", r.document if r.error is None else f"{r.document} [{r.error}]")
+    out.print(table)

@@ -1,0 +1,46 @@
+"""Running things next to the ledger: the HTTP service, the end-to-end demo, a tiny offline model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from producer.commands.common import err, friendly, out
+
+
+@friendly
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on (non-loopback without RERANKQ_API_KEY: warning)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+) -> None:
+    """The HTTP service: /v1/rerank, the jobs API (/docs), the web console at / and /metrics."""
+    try:
+        from producer.service.server import serve as run
+    except ImportError as exc:
+        from producer.errors import InputError
+
+        raise InputError(f"`producer serve` needs the service extra: pip install 'rerankq[service]' ({exc})") from None
+    run(host, port)
+
+
+@friendly
+def demo(
+    pairs_per_query: int = 25,
+    queries: int = 8,
+    workdir: Annotated[
+        Path | None, typer.Option(help="where the sample corpus, export and worker log go [default: ~/.cache/rerankq/demo]")
+    ] = None,
+) -> None:
+    """The main job end to end on this machine: sample corpus → worker → SQL → export → top documents."""
+    from producer.demo import default_workdir, run_demo
+
+    raise typer.Exit(run_demo(workdir or default_workdir(), queries, pairs_per_query, out, err))
+
+
+def tiny_model(directory: Path, seed: int = 0) -> None:
+    """Write a random-weight Qwen3 reranker with the real Qwen3 tokenizer (offline tests and demos)."""
+    from producer.tiny_model import write_tiny_model
+
+    print(write_tiny_model(directory, seed))

@@ -1,0 +1,94 @@
+"""Rerank: one query against a few documents through the workers, answered in seconds.
+
+The request is a one-chunk inline job at the highest message priority, so a worker takes it
+before the next chunk of any batch job. Shared by `producer rerank`, ``rerank()`` and /v1/rerank."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from producer.errors import InputError
+from producer.job_control import ledger
+from producer.submission import submit_pairs
+from producer.waiting import describe_workers, wait
+from producer.workers import alive_workers
+from rerankq.settings import Settings, get_settings
+from rerankq.store.jobs import INTERACTIVE_JOB_NAME
+from schemas import InlinePair, JobState, JobStatus, RerankRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    rank: int | None
+    doc_id: str
+    score: float | None
+    document: str
+    error: str | None = None
+
+
+def check_rerank(
+    query: str, documents: Sequence[str], instruction: str | None = None, settings: Settings | None = None
+) -> RerankRequest:
+    """The rerank request's validation, shared by `producer rerank`, rerank() and /v1/rerank."""
+    settings = settings or get_settings()
+    try:
+        request = RerankRequest(query=query, documents=list(documents), instruction=instruction)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(f"field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+    if len(request.documents) > settings.max_inline_pairs:
+        raise InputError(
+            f"field 'documents': {len(request.documents):,} documents, over the limit of "
+            f"{settings.max_inline_pairs:,} (RERANKQ_MAX_INLINE_PAIRS)"
+        )
+    return request  # empty texts and character limits: submit_pairs' checks, worded per pair
+
+
+def submit_rerank(request: RerankRequest, *, settings: Settings | None = None) -> str:
+    """One interactive chunk (highest priority: workers take it before the next batch chunk); the job id."""
+    from rerankq.broker import INTERACTIVE_PRIORITY
+
+    settings = settings or get_settings()
+    pairs = [
+        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=request.instruction)
+        for i, d in enumerate(request.documents)
+    ]
+    return submit_pairs(
+        pairs, settings=settings, chunk_size=len(pairs), name=INTERACTIVE_JOB_NAME, priority=INTERACTIVE_PRIORITY
+    )
+
+
+def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | None = None) -> list[Ranked]:
+    """A finished rerank job's results, best first (``doc_id`` is the document's position)."""
+    from producer.export import iter_ranked
+
+    return [
+        Ranked(row["rank"], row["doc_id"], row["score"], documents[int(row["doc_id"])], row["error"])
+        for row in iter_ranked(ledger(settings), job_id)
+    ]
+
+
+def rerank(
+    query: str,
+    documents: Sequence[str],
+    instruction: str | None = None,
+    *,
+    timeout: float | None = 600,
+    settings: Settings | None = None,
+    on_wait: Callable[[JobStatus, str], object] | None = None,
+) -> list[Ranked]:
+    """Score one query against a few documents through the workers; best first. A job still
+    unfinished after ``timeout`` seconds is cancelled (TimeoutError says why it did not finish)."""
+    settings = settings or get_settings()
+    request = check_rerank(query, documents, instruction, settings)
+    job_id = submit_rerank(request, settings=settings)
+    st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)
+    if not st.state.terminal and ledger(settings).cancel(job_id) == JobState.cancelled:
+        raise TimeoutError(
+            f"job {job_id} still {st.state.value} after {timeout:g} s, so it was cancelled; "
+            f"{describe_workers(alive_workers(settings))}"
+        )
+    return rerank_results(job_id, request.documents, settings)

@@ -1,0 +1,187 @@
+"""Submitting work: a Parquet manifest or inline pairs become a recorded job and queued chunks.
+
+Everything is checked before anything is written: a rejected submission leaves no job behind. The
+job and its chunks are then recorded in SQL, and only then enqueued (``producer/queueing.py``)."""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from producer.errors import InputError
+from producer.job_control import ledger
+from producer.queueing import check_broker, enqueue
+from rerankq.settings import Settings, get_settings
+from rerankq.store.ledger import Ledger
+from rerankq.store.records import NewChunk
+from schemas import InlinePair, InlineSpec
+
+if TYPE_CHECKING:  # pyarrow and the tokenizer load only for the commands that use them
+    from rerankq.prompt import PromptBuilder
+
+
+def submit_manifest(
+    manifest: str,
+    *,
+    instruction: str | None = None,
+    name: str | None = None,
+    chunk_size: int | None = None,
+    settings: Settings | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> str:
+    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id.
+
+    ``reuse``: pairs whose score is cached under the workers' scoring context are copied into the
+    job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py).
+    ``report`` receives a line on what was reused, or why nothing was."""
+    from producer.manifest import plan_manifest
+
+    settings = settings or get_settings()
+    store = ledger(settings)
+    context, why_not = _reuse_context(store, settings, reuse)
+    if context is not None:
+        from producer.reuse import submit_manifest_reusing
+
+        check_broker(settings)
+        job_id, messages, reused, total = submit_manifest_reusing(
+            store, settings, context, manifest, instruction=instruction, name=name, chunk_size=chunk_size,
+            builder=_prompt_builder(settings), enqueue=lambda ms: ms and enqueue(ms, store, settings),
+        )  # fmt: skip
+        _reused(report, reused, total, messages, context)
+        return job_id
+    plan = plan_manifest(
+        manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
+    )
+    job_id = _record_and_enqueue(
+        store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
+    )
+    if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
+        report(why_not)
+    return job_id
+
+
+def submit_pairs(
+    pairs: Iterable[dict | InlinePair],
+    *,
+    instruction: str | None = None,
+    name: str | None = None,
+    chunk_size: int | None = None,
+    settings: Settings | None = None,
+    priority: int | None = None,
+    reuse: bool = True,
+    report: Callable[[str], None] | None = None,
+) -> str:
+    """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
+    ``priority``: see ``producer.queueing.enqueue`` (interactive requests jump the batch queue);
+    ``reuse`` and ``report`` as for ``submit_manifest``."""
+    settings = settings or get_settings()
+    groups = _checked_pairs(pairs, instruction, settings)
+    size = chunk_size or settings.chunk_size
+    store = ledger(settings)
+    context, why_not = _reuse_context(store, settings, reuse)
+    if context is not None:
+        from producer.reuse import submit_pairs_reusing
+
+        check_broker(settings)
+        grouped = [p for group in groups.values() for p in group]
+        job_id, messages, reused, _ = submit_pairs_reusing(
+            store, settings, context, grouped, instruction=instruction, name=name, chunk_size=size,
+            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority),
+        )  # fmt: skip
+        _reused(report, reused, len(grouped), messages, context)
+        return job_id
+    job_id = _record_and_enqueue(
+        store, settings, priority, kind="inline", chunks=_inline_chunks(groups, size), name=name, instruction=instruction
+    )
+    if why_not and report is not None:
+        report(why_not)
+    return job_id
+
+
+def _checked_pairs(
+    pairs: Iterable[dict | InlinePair], instruction: str | None, settings: Settings
+) -> dict[str, list[InlinePair]]:
+    """Inline pairs validated (the first problem, worded per pair) and grouped by query, in order."""
+    items: list[InlinePair] = []
+    for i, p in enumerate(pairs):
+        if len(items) >= settings.max_inline_pairs:
+            raise InputError(
+                f"more than {settings.max_inline_pairs} pairs in an inline job (RERANKQ_MAX_INLINE_PAIRS): "
+                "write a Parquet manifest and use `producer submit`"
+            )
+        try:
+            item = p if isinstance(p, InlinePair) else InlinePair.model_validate(p)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InputError(f"pair {i} field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+        for field_name, limit in (("document", settings.max_document_chars), ("query", settings.max_query_chars)):
+            value = getattr(item, field_name)
+            if not value:
+                raise InputError(f"pair {i} field {field_name!r}: is an empty string")
+            if len(value) > limit:
+                raise InputError(f"pair {i} field {field_name!r}: {len(value):,} characters, over the limit of {limit:,}")
+        if item.instruction is None and instruction is not None:
+            item = item.model_copy(update={"instruction": instruction})
+        items.append(item)
+    if not items:
+        raise InputError("no pairs to rerank")
+    groups: dict[str, list[InlinePair]] = defaultdict(list)
+    for item in items:
+        groups[item.query_id].append(item)
+    for qid, group in groups.items():
+        ids = [p.doc_id for p in group]
+        if len(set(ids)) != len(ids):
+            dup = next(d for d in ids if ids.count(d) > 1)
+            raise InputError(f"duplicate pair (query_id={qid!r}, doc_id={dup!r})")
+    return groups
+
+
+def _inline_chunks(groups: dict[str, list[InlinePair]], size: int) -> list[NewChunk]:
+    """Chunks of up to ``size`` pairs, cut only between queries."""
+    chunks: list[NewChunk] = []
+    current: list[InlinePair] = []
+    for group in groups.values():
+        if current and len(current) + len(group) > size:
+            chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
+            current = []
+        current.extend(group)
+    chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
+    return chunks
+
+
+def _record_and_enqueue(store: Ledger, settings: Settings, priority: int | None = None, **job: object) -> str:
+    """Broker checked first (nothing recorded if it is away), then the job and its chunks in SQL, then the queue."""
+    check_broker(settings)
+    job_id, messages = store.create_job(**job)  # type: ignore[arg-type]
+    enqueue(messages, store, settings, priority=priority)
+    return job_id
+
+
+def _prompt_builder(settings: Settings) -> Callable[[], PromptBuilder] | None:
+    """A loader of the model's tokenizer when its files are here: over-long queries are then caught at
+    submission. Loaded (~0.5-1 s) only if a query is too long to fit surely by its byte count."""
+    from rerankq.model_files import local_model_path
+    from rerankq.prompt import PromptBuilder
+
+    path = local_model_path(settings.model)
+    return functools.cache(lambda: PromptBuilder.from_model(path, settings.max_length)) if path else None
+
+
+def _reuse_context(store: Ledger, settings: Settings, reuse: bool) -> tuple[str | None, str | None]:
+    """The scoring context to reuse cached scores under (producer/reuse.py), or None and why: score everything."""
+    if not reuse:
+        return None, None
+    from producer.reuse import choose_context
+
+    choice = choose_context(store, settings)
+    return choice.digest, None if choice.digest else f"no reuse, every pair is scored: {choice.reason}"
+
+
+def _reused(report: Callable[[str], None] | None, reused: int, total: int, messages: Sequence, context: str) -> None:
+    if report is not None:
+        report(f"reused {reused:,} of {total:,} pairs from the score cache (context {context[:12]}); {len(messages)} chunk(s) to score")
