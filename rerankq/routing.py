@@ -23,7 +23,7 @@ def normalize_model(model: str) -> str:
 
 def model_queue(base: str, model: str) -> str:
     name = normalize_model(model)
-    slug = _SLUG.sub("-", name.lower()).strip("-.")[-40:] or "model"
+    slug = _SLUG.sub("-", name.lower())[-40:].strip("-.") or "model"
     return f"{base}.{slug}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 

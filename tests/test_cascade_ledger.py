@@ -70,3 +70,16 @@ def test_cascade_hands_top_pairs_to_the_second_model(store: Ledger):
         ("q1", "d3", 4, 1, None), ("q1", "d0", 5, 1, None),  # then stage 1's order
         ("q2", "d1", 1, 2, 0.9), ("q2", "d0", 2, 2, 0.4),
     ]  # fmt: skip
+
+
+def test_workers_find_cached_scores_by_key(store: Ledger):
+    """Cascade chunks skip the engine for pairs the cache holds in the worker's own context."""
+    from rerankq.store.cache_lookup import cached_scores
+
+    spec = InlineSpec.model_validate({"pairs": _pairs("q", 3)})
+    job, (msg,) = store.create_job(kind="inline", chunks=[NewChunk(spec.model_dump(mode="json"), 3)], model=SMALL)
+    store.begin_chunk(job, msg.chunk_id, "w", SMALL, "a" * 64)
+    keys = [bytes([i]) * 32 for i in range(3)]
+    rows = [ScoreRow("q", f"d{i}", i / 10, None, keys[i]) for i in range(2)] + [ScoreRow("q", "d2", None, "too long", keys[2])]
+    assert store.finish_chunk(job, msg.chunk_id, rows)
+    assert cached_scores(store, [*keys, None, b"\x09" * 32]) == {keys[0]: 0.0, keys[1]: 0.1}, "errors are never cached"

@@ -21,5 +21,5 @@ def cached_scores(store: Ledger, keys: Sequence[bytes | None]) -> dict[bytes, fl
     with store.session() as s:
         for at in range(0, len(wanted), BATCH):
             part = wanted[at : at + BATCH]
-            found.update(s.execute(select(CachedScore.key, CachedScore.score).where(CachedScore.key.in_(part))).tuples())
+            found.update(s.execute(select(CachedScore.key, CachedScore.score).where(CachedScore.key.in_(part))).all())
     return found
