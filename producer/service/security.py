@@ -67,7 +67,7 @@ class ApiKeyGuard:
         if key_matches(bearer, self.key) or key_matches(cookie, self.key):
             await self.app(scope, receive, send)
             return
-        wants_html = path in ("/", "/try") or path.startswith("/jobs/")
+        wants_html = path in ("/", "/try", "/workers", "/nights") or path.startswith("/jobs/")
         if wants_html and scope.get("method") == "GET":
             await send({"type": "http.response.start", "status": 303, "headers": [(b"location", b"/login")]})
             await send({"type": "http.response.body", "body": b""})
