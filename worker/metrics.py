@@ -80,13 +80,13 @@ def _engine_memory() -> dict[str, float]:
             for i in range(torch.cuda.device_count()):
                 free, total = torch.cuda.mem_get_info(i)
                 out[f"cuda:{i}"] = float(total - free)
-    except Exception:  # noqa: BLE001 - no torch or no device: report what we can
+    except Exception:  # noqa: BLE001, S110 - no torch or no device: report what we can
         pass
     try:
         import psutil
 
         out["cpu"] = float(psutil.Process().memory_info().rss)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - no psutil: GPU figures only
         pass
     return out
 

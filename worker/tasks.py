@@ -189,7 +189,7 @@ def _exit_now(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001, S110 - a closed stream: nothing left to flush
             pass
     os._exit(code)
 
@@ -278,7 +278,7 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
                 log.error("chunk_error", final=final, error=_describe(exc), **ctx)
                 if final:
                     return {"failed": _describe(exc)}
-                raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries)
+                raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries) from exc
             rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error, key) for k, r, key in zip(keyed, results, keys)]
             then = stage2_chunk(msg.spec, keyed, top_pairs(keyed, results, msg.top)) if msg.top else None
             written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows, then)
