@@ -234,3 +234,27 @@ def test_a_dead_worker_holds_nothing_once_swept(store, registry, w):
     by_id = {x.worker_id: x for x in registry.workers(DEAD_AFTER)}
     assert (by_id[w["A"]].state, by_id[w["A"]].holding) == ("dead", [])
     assert by_id[w["B"]].holding == [99], "a live worker keeps what it holds"
+
+
+def test_sweeper_resends_lost_chunks_to_their_models_queue(store, registry, broker, w):
+    """Self-healing per model: a lost chunk of a model's job goes back to that model's queue (or its
+    pinned context's), at its own priority, never to another model's."""
+    from rerankq.broker import priority_lists
+    from rerankq.routing import context_queue, model_queue
+
+    url, client = broker
+    settings = Settings(broker_url=url, heartbeat_interval=1, worker_dead_after=DEAD_AFTER)
+    app = make_app(settings)
+    pairs = [InlinePair(query_id="q", doc_id="d", query="q", document="d")]
+    spec = InlineSpec(pairs=pairs).model_dump(mode="json")
+    batch, (b,) = store.create_job(kind="inline", chunks=[NewChunk(spec, 1)], model="org/a")
+    pinned, (p,) = store.create_job(kind="inline", chunks=[NewChunk(spec, 1)], model="org/b", score_context="c" * 64)
+    rerank, (r,) = store.create_job(kind="inline", chunks=[NewChunk(spec, 1)], model="org/a", name="rerank")
+    with store.session.begin() as s:
+        for job in (batch, pinned, rerank):
+            s.execute(update(Job).where(Job.id == job).values(created_at=now() - timedelta(seconds=30)))
+    assert {b.chunk_id, p.chunk_id, r.chunk_id} <= set(Sweeper(store, registry, app, settings, w["A"]).run_once(0.1).lost)
+    a_lists, b_lists = priority_lists(model_queue("gpu", "org/a")), priority_lists(context_queue("gpu", "org/b", "c" * 64))
+    assert client.llen(a_lists["batch"]) == 1 and client.llen(a_lists["interactive"]) == 1
+    assert client.llen(b_lists["batch"]) == 1
+    assert client.llen(priority_lists(model_queue("gpu", "org/b"))["batch"]) == 0, "a pinned job goes to its context's queue"
