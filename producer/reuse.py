@@ -136,6 +136,7 @@ def submit_manifest_reusing(
     chunk_size: int | None,
     builder: BuilderSource,
     enqueue: Callable[[list], object],
+    notify: str | None = None,
 ) -> tuple[str, list, int, int]:
     """Validate and stage keys in one streaming pass, then record the job over the misses only,
     enqueue its chunks, and only then mark the reused cache entries used."""
@@ -157,7 +158,9 @@ def submit_manifest_reusing(
         log.info("reuse_staged", pairs=stage.count, validate_and_stage_s=round(time.perf_counter() - t0, 2))
         files = [(mf.path, mf.size, rows) for mf, rows in plan.files]
         planner = _MissPlanner(files, plan.uri, instruction, chunk_size or settings.chunk_size)
-        recorded = stage.record(planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction)
+        recorded = stage.record(
+            planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction, notify=notify
+        )
         enqueue(recorded[1])
         stage.touch()
         return recorded
@@ -174,6 +177,8 @@ def submit_pairs_reusing(
     name: str | None,
     chunk_size: int,
     enqueue: Callable[[list], object],
+    notify: str | None = None,
+    kind: str = "inline",
 ) -> tuple[str, list, int, int]:
     """``items`` are validated and grouped by query already (instruction filled from the job's)."""
     keys = pair_keys(context, [p.instruction for p in items], [p.query for p in items], [p.document for p in items])
@@ -199,7 +204,7 @@ def submit_pairs_reusing(
 
     with ReuseStage(store, settings.cache_touch_interval) as stage:
         stage.add(keys, [p.query_id for p in items], [p.doc_id for p in items])
-        recorded = stage.record(plan, context, kind="inline", name=name, instruction=instruction)
+        recorded = stage.record(plan, context, kind=kind, name=name, instruction=instruction, notify=notify)
         enqueue(recorded[1])
         stage.touch()
         return recorded

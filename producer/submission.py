@@ -9,6 +9,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -33,15 +34,18 @@ def submit_manifest(
     settings: Settings | None = None,
     reuse: bool = True,
     report: Callable[[str], None] | None = None,
+    notify: str | None = None,
 ) -> str:
     """Validate the whole manifest, record the job, enqueue its chunks; returns the job id.
 
     ``reuse``: pairs whose score is cached under the workers' scoring context are copied into the
     job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py).
-    ``report`` receives a line on what was reused, or why nothing was."""
+    ``report`` receives a line on what was reused, or why nothing was. ``notify``: the URL told when
+    the job ends (default RERANKQ_WEBHOOK_URL; see README "Webhooks")."""
     from producer.manifest import plan_manifest
 
     settings = settings or get_settings()
+    notify = notify_url(notify, settings)
     store = ledger(settings)
     context, why_not = _reuse_context(store, settings, reuse)
     if context is not None:
@@ -50,7 +54,7 @@ def submit_manifest(
         check_broker(settings)
         job_id, messages, reused, total = submit_manifest_reusing(
             store, settings, context, manifest, instruction=instruction, name=name, chunk_size=chunk_size,
-            builder=_prompt_builder(settings), enqueue=lambda ms: ms and enqueue(ms, store, settings),
+            builder=_prompt_builder(settings), enqueue=lambda ms: ms and enqueue(ms, store, settings), notify=notify,
         )  # fmt: skip
         _reused(report, reused, total, messages, context)
         return job_id
@@ -58,7 +62,8 @@ def submit_manifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
     )
     job_id = _record_and_enqueue(
-        store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction
+        store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction,
+        notify=notify,
     )
     if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
         report(why_not)
@@ -75,11 +80,15 @@ def submit_pairs(
     priority: int | None = None,
     reuse: bool = True,
     report: Callable[[str], None] | None = None,
+    notify: str | None = None,
+    kind: str = "inline",
 ) -> str:
     """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
     ``priority``: see ``producer.queueing.enqueue`` (interactive requests jump the batch queue);
-    ``reuse`` and ``report`` as for ``submit_manifest``."""
+    ``reuse``, ``report`` and ``notify`` as for ``submit_manifest`` (interactive requests, with a
+    ``priority``, notify only when asked). ``kind``: ``batch`` for an OpenAI-style batch file."""
     settings = settings or get_settings()
+    notify = notify_url(notify, settings, default=priority is None)
     groups = _checked_pairs(pairs, instruction, settings)
     size = chunk_size or settings.chunk_size
     store = ledger(settings)
@@ -91,12 +100,13 @@ def submit_pairs(
         grouped = [p for group in groups.values() for p in group]
         job_id, messages, reused, _ = submit_pairs_reusing(
             store, settings, context, grouped, instruction=instruction, name=name, chunk_size=size,
-            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority),
+            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority), notify=notify, kind=kind,
         )  # fmt: skip
         _reused(report, reused, len(grouped), messages, context)
         return job_id
     job_id = _record_and_enqueue(
-        store, settings, priority, kind="inline", chunks=_inline_chunks(groups, size), name=name, instruction=instruction
+        store, settings, priority, kind=kind, chunks=_inline_chunks(groups, size), name=name, instruction=instruction,
+        notify=notify,
     )
     if why_not and report is not None:
         report(why_not)
@@ -160,6 +170,19 @@ def _record_and_enqueue(store: Ledger, settings: Settings, priority: int | None 
     job_id, messages = store.create_job(**job)  # type: ignore[arg-type]
     enqueue(messages, store, settings, priority=priority)
     return job_id
+
+
+def notify_url(notify: str | None, settings: Settings, default: bool = True) -> str | None:
+    """The webhook URL a job records: its own, else RERANKQ_WEBHOOK_URL (when ``default``); checked here,
+    so a typo is refused at submission rather than retried for days."""
+    url = notify if notify is not None else (settings.webhook_url if default else None)
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        source = "--notify" if notify is not None else "RERANKQ_WEBHOOK_URL"
+        raise InputError(f"{source}: {url!r} is not an http:// or https:// URL")
+    return url
 
 
 def _prompt_builder(settings: Settings) -> Callable[[], PromptBuilder] | None:

@@ -108,6 +108,19 @@ class Settings(BaseSettings):
         None, ge=0, description="worker metrics port: N + the worker's CUDA device index; 0 = any free port (logged)"
     )
 
+    # --- webhooks (rerankq/store/webhooks.py, worker/webhook_sender.py) ----------------------
+    webhook_url: str | None = Field(
+        None, description="notified when a job ends (a job's own --notify URL wins); recorded with the job at submission"
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="whsec_<base64>: Standard Webhooks signing key; workers with it deliver the ledger's events"
+    )
+    webhook_timeout: float = Field(10.0, gt=0, description="seconds one delivery attempt may take")
+    webhook_retry_backoff: float = Field(5.0, gt=0, description="first retry delay in seconds, doubled each attempt")
+    webhook_max_backoff: float = Field(3600.0, gt=0, description="longest delay between two attempts (seconds)")
+    webhook_retry_for: float = Field(72 * 3600.0, gt=0, description="an event undelivered this long is given up (seconds)")
+    webhook_poll_interval: float = Field(2.0, gt=0, description="seconds between the sender's looks at the outbox")
+
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True
@@ -121,6 +134,15 @@ class Settings(BaseSettings):
                     f"RERANKQ_NUMERICS={self.numerics} contradicts RERANKQ_BATCH_INVARIANT={str(self.batch_invariant).lower()}"
                     " (deterministic means batch invariant; fast means not): set one of them"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_secret_format(self) -> Settings:
+        """A secret the signer cannot use is refused at start, not at the first event."""
+        if self.webhook_secret is not None:
+            from rerankq.webhook_signing import check_secret
+
+            check_secret(self.webhook_secret.get_secret_value())
         return self
 
     @property

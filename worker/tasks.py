@@ -83,6 +83,7 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
     from worker.celery_app import app
     from worker.liveness import Liveness
     from worker.sweeper import Sweeper
+    from worker.webhook_sender import start_sender as start_webhook_sender
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -95,6 +96,7 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
         sweeper = Sweeper(state.ledger, registry, app, settings, WORKER_ID)
         liveness = Liveness(registry, info, settings.heartbeat_interval, settings.worker_dead_after, sweeper.run_once)
         state.liveness = liveness.start()
+        start_webhook_sender(settings, registry, WORKER_ID)  # its own thread and lease (worker/webhook_sender.py)
     except Exception as exc:
         _fatal("database_refused", exc)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")

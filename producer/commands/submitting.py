@@ -24,11 +24,14 @@ def submit(
     reuse: Annotated[
         bool, typer.Option("--reuse/--no-reuse", help="copy cached scores of unchanged pairs (--no-reuse: score every pair)")
     ] = True,
+    notify: Annotated[
+        str | None, typer.Option(help="webhook URL told when the job ends (default RERANKQ_WEBHOOK_URL)")
+    ] = None,
 ) -> None:
     """Validate a manifest, record the job and enqueue its chunks. Prints the job id last."""
     from producer.submission import submit_manifest
 
-    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say)
+    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say, notify=notify)
     code = follow_with_progress(job_id, None) if wait else 0
     print(job_id)
     raise typer.Exit(code)

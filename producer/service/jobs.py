@@ -27,6 +27,7 @@ class JobRequest(BaseModel):
     name: StrictStr | None = None
     instruction: StrictStr | None = Field(None, description="for rows without one")
     chunk_size: StrictInt | None = Field(None, ge=1, description="pairs per chunk (default RERANKQ_CHUNK_SIZE)")
+    notify: StrictStr | None = Field(None, description="webhook URL told when the job ends (default RERANKQ_WEBHOOK_URL)")
 
 
 class CancelResponse(BaseModel):
@@ -53,6 +54,7 @@ async def submit_job(body: JobRequest, request: Request) -> JobStatus:
         name=body.name,
         chunk_size=body.chunk_size,
         settings=settings,
+        notify=body.notify,
     )
     return await asyncio.to_thread(request.app.state.ledger.status, job_id)
 

@@ -16,6 +16,7 @@ from rerankq.store.clock import now
 from rerankq.store.models import Chunk, Job
 from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.score_writes import write_chunk_rows, write_stage2_rows
+from rerankq.store.webhooks import record_job_end
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,3 +134,4 @@ def _finalize(s: Session, job: Job) -> None:
     else:
         job.state = JobState.completed_with_errors
     job.finished_at = now()
+    record_job_end(s, job)  # its webhook event, in the transaction that ends it

@@ -16,6 +16,7 @@ from rerankq.store.models import Chunk, Job
 from rerankq.store.partitions import ensure_partition
 from rerankq.routing import normalize_model
 from rerankq.store.records import NewChunk
+from rerankq.store.webhooks import record_job_end
 
 INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `producer rerank` and /v1/rerank
 
@@ -34,6 +35,7 @@ class JobWrites(LedgerBase):
         model: str | None = None,
         then_model: str | None = None,
         then_top: int | None = None,
+        notify: str | None = None,
         session: Session | None = None,
         job_id: str | None = None,
     ) -> tuple[str, list[ChunkMessage]]:
@@ -47,6 +49,7 @@ class JobWrites(LedgerBase):
             kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context,
             model=normalize_model(model) if model else None,
             then_model=normalize_model(then_model) if then_model else None, then_top=then_top if then_model else None,
+            notify=notify or None,
         )  # fmt: skip
         if session is not None:
             return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields)
@@ -79,6 +82,8 @@ class JobWrites(LedgerBase):
         ]
         s.add_all(rows)
         s.flush()
+        if not chunks:  # every pair reused: complete at once, and notified like any job
+            record_job_end(s, job)
         return [self._message(c, job) for c in rows]
 
     def mark_enqueued(self, chunk_ids: Iterable[int]) -> None:
@@ -97,6 +102,7 @@ class JobWrites(LedgerBase):
             s.execute(
                 update(Chunk).where(Chunk.job_id == job_id, Chunk.state == "pending").values(state="cancelled")
             )
+            record_job_end(s, job)
             return JobState.cancelled
 
     def resumable(self, job_id: str) -> list[ChunkMessage]:

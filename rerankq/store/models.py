@@ -48,6 +48,7 @@ class Job(Base):
     then_model: Mapped[str | None] = mapped_column(Text)
     then_top: Mapped[int | None] = mapped_column(Integer)
     then_context: Mapped[str | None] = mapped_column(String(64))
+    notify: Mapped[str | None] = mapped_column(Text)  # webhook URL told when the job ends (rerankq/store/webhooks.py)
 
 
 class Chunk(Base):
@@ -147,3 +148,22 @@ class ScoreContext(Base):
     context: Mapped[dict] = mapped_column(JSON)  # the resolved parts that were hashed
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookEvent(Base):
+    """The outbox: an event recorded in the transaction that ends its job, sent later by one worker
+    (worker/webhook_sender.py) until the receiver answers 2xx or ``RERANKQ_WEBHOOK_RETRY_FOR`` passes."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # msg_…: the webhook-id header, same on every attempt
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    type: Mapped[str] = mapped_column(String(64))  # job.completed, batch.failed, ...
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)  # the exact body signed and sent
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivered | failed (given up)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
