@@ -75,6 +75,7 @@ def detail(response) -> str:  # noqa: ANN001
     ],
 )  # fmt: skip
 def test_bad_rerank_requests_name_the_field(settings, body, status, message):
+    alive_worker(settings)  # per-pair checks (empty texts) run at submission, after the no-worker 503
     with client(settings) as c:
         r = c.post("/v1/rerank", json=body)
     assert r.status_code == status, r.text
@@ -102,14 +103,26 @@ def test_invalid_json_and_oversize_bodies(settings):
     assert redis.Redis.from_url(settings.broker).dbsize() == 0
 
 
+def alive_worker(settings: Settings, state: str = "ready") -> None:
+    """A registry row whose heartbeat is fresh: the service counts it alive, though nothing ever scores."""
+    from rerankq.store.registry import Registry, WorkerInfo
+
+    registry = Registry(settings.database)
+    registry.register(WorkerInfo("gpu-node-1:7:x", "gpu-node-1", 7, settings.model))
+    registry.heartbeat("gpu-node-1:7:x", state=state)
+
+
 def test_full_interactive_queue_answers_429_and_the_service_stays_up(settings):
-    """No worker: requests time out (504, their jobs cancelled) and wait in the queue; past the limit, 429."""
+    """A worker that never takes a chunk: requests time out (504 saying what the workers do, their jobs
+    cancelled) and wait in the queue; past the limit, 429. (No worker at all: 503 at once,
+    tests/test_service_console.py.)"""
     body = {"query": "capital of China?", "documents": ["Beijing", "Paris"]}
+    alive_worker(settings, state="loading")
     with client(settings) as c:
         for _ in range(2):
             r = c.post("/v1/rerank", json=body)
             assert r.status_code == 504, r.text
-            assert "no worker scored the request within 1 s (RERANKQ_RERANK_TIMEOUT)" in detail(r)
+            assert detail(r) == "no worker scored the request within 1 s (RERANKQ_RERANK_TIMEOUT); 1 worker loading its engine"
         r = c.post("/v1/rerank", json=body)
         assert r.status_code == 429, r.text
         assert r.headers["retry-after"] == "1"
@@ -178,8 +191,10 @@ def test_api_key_guards_everything_but_healthz_and_metrics(settings):
             assert KEY not in r.text
         ok = c.get("/v1/jobs", headers={"Authorization": f"Bearer {KEY}"})
         assert ok.status_code == 200 and ok.json() == []
-        page = c.get("/", follow_redirects=False)
-        assert page.status_code == 303 and page.headers["location"] == "/login"
+        for page in ("/", "/workers", "/nights", "/try", "/jobs/x"):
+            r = c.get(page, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] == "/login", page
+        assert c.get("/v1/workers/summary").status_code == 401
         assert c.post("/login", data={"key": "nope"}).status_code == 401
         c.post("/login", data={"key": KEY}, follow_redirects=False)  # sets the HttpOnly cookie
         assert c.get("/").status_code == 200
@@ -272,6 +287,7 @@ def test_jobs_api_mirrors_the_cli(settings, tmp_path):
 
 def test_broker_down_is_503_with_the_cli_message(settings):
     port = free_port()
+    alive_worker(settings)  # else the request is refused before the broker is tried (no worker alive: 503)
     with client(settings, broker_url=f"redis://:{KEY}@127.0.0.1:{port}/0", connect_timeout=1.0) as c:
         r = c.post("/v1/rerank", json={"query": "q", "documents": ["a"]})
         assert r.status_code == 503, r.text
@@ -344,7 +360,7 @@ def test_worker_metrics_port_choice():
 
 
 def test_cohere_sdk_sends_the_key_as_a_bearer_token(settings):
-    """The SDK's own api_key is the service's RERANKQ_API_KEY (no worker here: an accepted request times out)."""
+    """The SDK's own api_key is the service's RERANKQ_API_KEY (no worker here: an accepted request is 503)."""
     import cohere
 
     with client(settings, api_key=KEY) as c:
@@ -355,4 +371,5 @@ def test_cohere_sdk_sends_the_key_as_a_bearer_token(settings):
         right = cohere.ClientV2(api_key=KEY, base_url="http://testserver", httpx_client=c)
         with pytest.raises(cohere.core.ApiError) as err:
             right.rerank(model="m", query="q", documents=["a"], request_options={"max_retries": 0})
-        assert err.value.status_code == 504, err.value.body
+        assert err.value.status_code == 503, err.value.body
+        assert "no worker alive" in str(err.value.body)

@@ -1,18 +1,24 @@
-"""The web console: server-rendered pages (Jinja2) with a little JavaScript that polls the JSON API.
+"""The web console: server-rendered pages (Jinja2) with a little JavaScript that polls the JSON API
+and draws charts with the vendored uPlot (static/vendor; no network at run time).
 
-/ jobs with live progress, /jobs/{id} one job (chunks by state, errors, holders, query search),
-/try the try-it page (like the seeds' Gradio page), /login when RERANKQ_API_KEY is set."""
+/ jobs with live progress, /jobs/{id} one job (progress with reused pairs, pairs/s over time, chunks,
+errors, holders, query search), /workers the registry, /nights what changed between two jobs,
+/try the try-it page, /login when RERANKQ_API_KEY is set. Every time is shown one way (timefmt)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 
-from rerankq.store.jobs import INTERACTIVE_JOB_NAME
+from producer.service import nights, timefmt
 from producer.service.security import COOKIE, key_matches
+from producer.waiting import describe_workers
+from rerankq.store.jobs import INTERACTIVE_JOB_NAME
+from rerankq.store.errors import UnknownJob
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -23,24 +29,83 @@ def eta_seconds(total: int, done: int, rate: float | None) -> float | None:
     return (total - done) / rate if rate and total > done else None
 
 
+def ticks(message: str) -> Markup:
+    """A message's `backticked` commands as <code> (the CLI's wording, written for a terminal)."""
+    parts = str(message).split("`")
+    return Markup("").join(Markup("<code>{}</code>").format(p) if i % 2 else escape(p) for i, p in enumerate(parts))
+
+
+def gib(value: float | None) -> str:
+    return "–" if value is None else f"{value / 2**30:.1f} GiB"
+
+
 templates.env.globals["eta_seconds"] = eta_seconds
+templates.env.filters["when"] = timefmt.when
+templates.env.filters["absolute"] = timefmt.absolute
+templates.env.filters["gib"] = gib
+templates.env.filters["ticks"] = ticks
+
+
+def _jobs(request: Request, limit: int = 50) -> list:
+    return request.app.state.ledger.list_jobs(limit, exclude_name=INTERACTIVE_JOB_NAME)
 
 
 @router.get("/", response_class=HTMLResponse)
 def jobs_page(request: Request) -> Response:
-    jobs = request.app.state.ledger.list_jobs(50, exclude_name=INTERACTIVE_JOB_NAME)
-    return templates.TemplateResponse(request, "jobs.html", {"jobs": jobs, "model": request.app.state.settings.model})
+    return templates.TemplateResponse(request, "jobs.html", {"jobs": _jobs(request), "model": request.app.state.settings.model})
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(job_id: str, request: Request) -> Response:
-    status = request.app.state.ledger.status(job_id)
+    store = request.app.state.ledger
+    status = store.status(store.resolve_job(job_id))  # /jobs/b58b as `producer status b58b`
     return templates.TemplateResponse(request, "job.html", {"job": status})
+
+
+@router.get("/workers", response_class=HTMLResponse)
+def workers_page(request: Request) -> Response:
+    settings = request.app.state.settings
+    workers = request.app.state.registry.workers(settings.worker_dead_after)
+    return templates.TemplateResponse(
+        request,
+        "workers.html",
+        {"workers": workers, "summary": describe_workers(workers), "dead_after": settings.worker_dead_after},
+    )
+
+
+@router.get("/nights", response_class=HTMLResponse)
+def nights_page(
+    request: Request,
+    old: str | None = Query(None, description="last night's job (id or unique prefix)"),
+    new: str | None = Query(None, description="tonight's job"),
+    top_k: int = Query(10, ge=1, le=1000),
+) -> Response:
+    """Two finished jobs compared as `producer diff` does; by default the two newest finished jobs."""
+    store = request.app.state.ledger
+    jobs = _jobs(request, 200)
+    finished = [j for j in jobs if j.state in nights.FINISHED]
+    report, error = None, None
+    if old is None or new is None:
+        pair = nights.last_two_nights(jobs)
+        if pair is not None:
+            old, new = old or pair[0].job_id, new or pair[1].job_id
+    if old is not None and new is not None:
+        try:
+            report = nights.night_report(store, old, new, top_k=top_k)
+        except UnknownJob as exc:  # a mistyped or ambiguous prefix: say so on the page, keep the form
+            error = exc.args[0] if exc.args else str(exc)
+    context = {"report": report, "error": error, "finished": finished, "top_k": top_k, "old": old, "new": new}
+    return templates.TemplateResponse(request, "nights.html", context, status_code=404 if error else 200)
 
 
 @router.get("/try", response_class=HTMLResponse)
 def try_page(request: Request) -> Response:
-    return templates.TemplateResponse(request, "try.html", {"model": request.app.state.settings.model})
+    settings = request.app.state.settings
+    workers = request.app.state.registry.workers(settings.worker_dead_after)
+    missing = None if any(w.alive for w in workers) else describe_workers(workers)  # what /v1/rerank answers 503 with
+    return templates.TemplateResponse(
+        request, "try.html", {"model": settings.model, "alive": missing is None, "workers": missing or describe_workers(workers)}
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)

@@ -8,11 +8,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
+from producer.export import iter_parquet_bytes, iter_ranked
 from producer.job_control import cancel
 from producer.submission import submit_manifest
+from producer.waiting import describe_workers
 from producer.workers import workers as registered_workers
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
-from producer.export import iter_parquet_bytes, iter_ranked
+from rerankq.store.progress import throughput
 from schemas import JobState, JobStatus, WorkerStatus
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -33,6 +35,14 @@ class JobRequest(BaseModel):
 class CancelResponse(BaseModel):
     job_id: str
     state: JobState
+
+
+class Throughput(BaseModel):
+    """Pairs finished per second in buckets of ``bucket_seconds`` ending at ``at`` (Unix seconds)."""
+
+    bucket_seconds: float | None
+    at: list[float]
+    pairs_per_second: list[float]
 
 
 class RankedPair(BaseModel):
@@ -82,6 +92,16 @@ def cancel_job(job_id: str, request: Request) -> CancelResponse:
     return CancelResponse(job_id=job_id, state=cancel(job_id, settings=request.app.state.settings))
 
 
+@router.get("/jobs/{job_id}/throughput", response_model=Throughput, responses={404: {}})
+def job_throughput(job_id: str, request: Request, buckets: int = Query(60, ge=1, le=1000)) -> Throughput:
+    """Pairs/s over the job's life, from its chunks' finish times (the job page's chart)."""
+    store = request.app.state.ledger
+    points = throughput(store.session, store.resolve_job(job_id), buckets=buckets)  # a unique prefix works
+    return Throughput(
+        bucket_seconds=points[0].width if points else None, at=[p.at for p in points], pairs_per_second=[p.pairs_per_second for p in points]
+    )
+
+
 @router.get("/jobs/{job_id}/queries/{query_id}", response_model=list[RankedPair], responses={404: {}})
 def query_scores(job_id: str, query_id: str, request: Request) -> list[RankedPair]:
     """One query's documents, best first (the console's search)."""
@@ -101,6 +121,18 @@ def export_job(job_id: str, request: Request) -> StreamingResponse:
         media_type="application/vnd.apache.parquet",
         headers={"Content-Disposition": f'attachment; filename="{job_id}.parquet"'},
     )
+
+
+class WorkersSummary(BaseModel):
+    alive: bool
+    summary: str = Field(description="the live workers in words, as the CLI says it (or how to start one)")
+
+
+@router.get("/workers/summary", response_model=WorkersSummary, tags=["workers"])
+def workers_summary(request: Request) -> WorkersSummary:
+    """``2 workers busy, 1 worker loading its engine``, or that none is alive and how to start one."""
+    workers = request.app.state.registry.workers(request.app.state.settings.worker_dead_after)
+    return WorkersSummary(alive=any(w.alive for w in workers), summary=describe_workers(workers))
 
 
 @router.get("/workers", response_model=list[WorkerStatus], tags=["workers"])

@@ -19,6 +19,7 @@ from producer.interactive import check_rerank, rerank_results, submit_rerank
 from producer.queueing import interactive_backlog
 from producer.service.errors import Overloaded, ServiceError
 from producer.service.tokens import tokens_for
+from producer.waiting import describe_workers
 from rerankq.settings import Settings
 
 router = APIRouter(tags=["rerank"])
@@ -100,19 +101,44 @@ def _submit(request: Any, settings: Settings) -> str:
     return submit_rerank(request, settings=settings)
 
 
+WORKER_CHECK_SECONDS = 2.0  # while a request waits, how often the registry is read again
+
+
+async def _workers_now(request: Request, settings: Settings) -> tuple[bool, str]:
+    """Whether any worker is alive, and the live workers in words (`producer.waiting`, as the CLI says it)."""
+    workers = await asyncio.to_thread(request.app.state.registry.workers, settings.worker_dead_after)
+    return any(w.alive for w in workers), describe_workers(workers)
+
+
+async def _require_a_worker(request: Request, settings: Settings, job_id: str | None = None) -> str:
+    """503 at once when no live worker runs the model (nothing would ever score the request); the words otherwise."""
+    alive, words = await _workers_now(request, settings)
+    if not alive:
+        if job_id is not None:
+            await asyncio.to_thread(request.app.state.ledger.cancel, job_id)
+        raise ServiceError(503, words)
+    return words
+
+
 async def _wait(request: Request, job_id: str, settings: Settings) -> None:
     store = request.app.state.ledger
     deadline = time.monotonic() + settings.rerank_timeout
+    next_check = time.monotonic() + WORKER_CHECK_SECONDS
     pause = 0.01
     while True:
         status = await asyncio.to_thread(store.status, job_id)
         if status.state.terminal:
             return
         if time.monotonic() >= deadline:
+            _, words = await _workers_now(request, settings)
             await asyncio.to_thread(store.cancel, job_id)
             raise ServiceError(
-                504, f"no worker scored the request within {settings.rerank_timeout:g} s (RERANKQ_RERANK_TIMEOUT)"
+                504,
+                f"no worker scored the request within {settings.rerank_timeout:g} s (RERANKQ_RERANK_TIMEOUT); {words}",
             )
+        if time.monotonic() >= next_check:  # the last worker may have died while the request waited
+            await _require_a_worker(request, settings, job_id)
+            next_check = time.monotonic() + WORKER_CHECK_SECONDS
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, 0.1)
 
@@ -122,6 +148,7 @@ async def rerank(body: RerankBody, request: Request) -> RerankResponse:
     settings: Settings = request.app.state.settings
     started = time.perf_counter()
     prepared, documents, used = await asyncio.to_thread(_prepare, body, settings)
+    await _require_a_worker(request, settings)
     job_id = await asyncio.to_thread(_submit, prepared, settings)
     await _wait(request, job_id, settings)
     ranked = await asyncio.to_thread(rerank_results, job_id, documents, settings)
@@ -154,6 +181,6 @@ for _path, _hidden in (("/v1/rerank", False), ("/rerank", True), ("/v2/rerank", 
         response_model=RerankResponse,
         response_model_exclude_none=True,
         include_in_schema=not _hidden,
-        responses={400: {}, 413: {}, 429: {}, 503: {}, 504: {}},
+        responses={400: {}, 413: {}, 429: {}, 503: {"description": "no worker alive, or broker/database away"}, 504: {}},
         summary="Rerank documents for a query" + (" (alias of /v1/rerank)" if _hidden else ""),
     )
