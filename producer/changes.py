@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import text
 
+from producer.table_files import table_writer
 from rerankq.store.ledger import Ledger
 
 CHANGES_SCHEMA = pa.schema(
@@ -51,15 +51,29 @@ def _with(store: Ledger) -> str:
     return f"WITH n AS ({_ranked(store, 'new')}), o AS ({_ranked(store, 'old')}) "
 
 
-def _check(store: Ledger, old_job: str, job: str) -> None:
-    store.status(old_job)  # UnknownJob for either id
-    store.status(job)
+def _resolve(store: Ledger, old_job: str, job: str) -> tuple[str, str]:
+    """Both jobs' full ids, each given by its id or a unique prefix (UnknownJob otherwise)."""
+    return store.resolve_job(old_job), store.resolve_job(job)
 
 
-def iter_changes(store: Ledger, old_job: str, job: str, tolerance: float = 0.0) -> Iterator[dict]:
+def _moves_kept(keep_moves: bool, top_k: int | None) -> str:
+    """The SQL condition on a row ``u`` of the changes that keeps it: every row, no rank-only move
+    (``keep_moves`` false), or only the moves that take a pair into or out of each query's top ``top_k``."""
+    if not keep_moves:
+        return "u.change <> 'moved'"
+    if top_k is not None:  # an unranked pair (failed, removed, new) is outside every top k
+        return "(u.change <> 'moved' OR (COALESCE(u.old_rank, :k + 1) <= :k) <> (COALESCE(u.new_rank, :k + 1) <= :k))"
+    return "1 = 1"
+
+
+def iter_changes(
+    store: Ledger, old_job: str, job: str, tolerance: float = 0.0, *, moves: bool = True, top_k: int | None = None
+) -> Iterator[dict]:
     """Pairs of ``job`` that are new or whose score (beyond ``tolerance``) or rank differs from
-    ``old_job``, and the pairs of ``old_job`` that ``job`` no longer has; by query, then doc_id."""
-    _check(store, old_job, job)
+    ``old_job``, and the pairs of ``old_job`` that ``job`` no longer has; by query, then doc_id.
+    ``moves=False`` leaves rank-only moves out; ``top_k`` keeps only the moves into or out of a
+    query's top k (an index that holds each query's top k needs no others). Jobs: ids or prefixes."""
+    old_job, job = _resolve(store, old_job, job)
     c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
     sql = (
         _with(store)
@@ -72,36 +86,38 @@ def iter_changes(store: Ledger, old_job: str, job: str, tolerance: float = 0.0) 
         "UNION ALL "
         "SELECT o.query_id, o.doc_id, 'removed', o.score, NULL, o.rank, NULL, NULL "
         f"FROM o WHERE {_GONE}"
-        f") u ORDER BY u.query_id{c}, u.doc_id{c}"
+        f") u WHERE {_moves_kept(moves, top_k)} ORDER BY u.query_id{c}, u.doc_id{c}"
     )
+    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k}
     with store.session() as s:
-        result = s.execute(
-            text(sql).execution_options(yield_per=ROWS_PER_BATCH), {"new": job, "old": old_job, "tol": tolerance}
-        )
+        result = s.execute(text(sql).execution_options(yield_per=ROWS_PER_BATCH), params)
         for row in result.mappings():
             yield dict(row)
 
 
-def export_changes(store: Ledger, old_job: str, job: str, out: str | Path, tolerance: float = 0.0) -> dict[str, int]:
-    """Write the changes to Parquet (all or nothing, like the export); returns counts by kind of change."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".part")
+def export_changes(
+    store: Ledger,
+    old_job: str,
+    job: str,
+    out: str | Path,
+    tolerance: float = 0.0,
+    *,
+    moves: bool = True,
+    top_k: int | None = None,
+) -> dict[str, int]:
+    """Write the changes (``iter_changes``) to Parquet or CSV by ``out``'s suffix, all or nothing like the
+    export; returns counts by kind of change."""
     counts = {"new": 0, "removed": 0, "changed": 0, "moved": 0}
-    try:
-        with pq.ParquetWriter(tmp, CHANGES_SCHEMA) as writer:
-            batch: list[dict] = []
-            for item in iter_changes(store, old_job, job, tolerance):
-                counts[item["change"]] += 1
-                batch.append(item)
-                if len(batch) >= ROWS_PER_BATCH:
-                    writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=CHANGES_SCHEMA))
-                    batch = []
-            if batch:
+    with table_writer(out, CHANGES_SCHEMA) as writer:
+        batch: list[dict] = []
+        for item in iter_changes(store, old_job, job, tolerance, moves=moves, top_k=top_k):
+            counts[item["change"]] += 1
+            batch.append(item)
+            if len(batch) >= ROWS_PER_BATCH:
                 writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=CHANGES_SCHEMA))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(out)
+                batch = []
+        if batch:
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=CHANGES_SCHEMA))
     return counts
 
 
@@ -121,8 +137,8 @@ class Diff:
 
 def diff(store: Ledger, old_job: str, job: str, top_k: int = 10, tolerance: float = 0.0, examples: int = 10) -> Diff:
     """Counts of unchanged, changed, moved, new and removed pairs, and the queries whose top-k
-    (documents and their order) differs, new and vanished queries included."""
-    _check(store, old_job, job)
+    (documents and their order) differs, new and vanished queries included. Jobs: ids or unique prefixes."""
+    old_job, job = _resolve(store, old_job, job)
     params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k}
     counts = (
         _with(store)

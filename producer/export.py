@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
 from producer.errors import InputError
+from producer.table_files import Format, table_writer
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import Score
 
@@ -101,19 +102,18 @@ def iter_parquet_bytes(store: Ledger, job_id: str) -> Iterator[bytes]:
 
 
 def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
-    """Write ``query_id, doc_id, score, rank, error`` to a Parquet file in bounded memory; returns rows."""
-    out = Path(out)
-    tmp = out.with_name(out.name + ".part")
+    """Write ``query_id, doc_id, score, rank, error`` to a Parquet file (whatever its name); returns rows."""
+    return export_file(store, job_id, out, "parquet")
+
+
+def export_file(store: Ledger, job_id: str, out: str | Path, fmt: Format | None = None) -> int:
+    """Write the export to ``out`` in bounded memory, all or nothing, as Parquet or CSV (default: by its
+    suffix, producer/table_files.py); returns rows."""
     rows = 0
-    try:
-        with pq.ParquetWriter(tmp, EXPORT_SCHEMA) as writer:
-            for batch in _batches(store, job_id):
-                writer.write_batch(batch)
-                rows += batch.num_rows
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # no half-written export left behind
-        raise
-    tmp.replace(out)
+    with table_writer(out, EXPORT_SCHEMA, fmt) as writer:
+        for batch in _batches(store, job_id):
+            writer.write_batch(batch)
+            rows += batch.num_rows
     return rows
 
 

@@ -94,5 +94,12 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
     logging.captureWarnings(True)  # the warnings module's lines become records too
 
 
+# A library's manners: rerankq's records reach a console only once an application configures logging
+# (configure_logging in the CLI, the worker and the service, or the user's own logging.basicConfig).
+logging.getLogger("rerankq").addHandler(logging.NullHandler())
+
+
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.get_logger(name)
+    """A structlog logger over the stdlib logger ``name`` (not structlog's default print-to-stdout logger,
+    which would talk on a Python API user's console)."""
+    return structlog.wrap_logger(logging.getLogger(name))

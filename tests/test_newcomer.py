@@ -271,3 +271,204 @@ def test_output_outside_logging_is_wrapped_even_from_a_dying_process():
     assert set(by_text) == {"already json", "plain print", "[W C++ warning]", "progress 10%", "progress 100%", "red", "last words without a newline"}
     assert by_text["plain print"]["logger"] == "stdout" and by_text["[W C++ warning]"]["level"] == "warning"
     # (run() returned: the relay drained everything and exited by itself once the writer was gone)
+
+
+# --- the second hour (issue 19): the CLI's items ------------------------------------------------------------
+def scored_job(env: dict[str, str], scores: dict[tuple[str, str], float | None], name: str | None = None) -> str:
+    """A job whose one chunk a worker scored as given (None: a per-pair error), written as a worker writes it."""
+    from producer.job_control import ledger
+    from rerankq.settings import Settings
+    from rerankq.store.records import NewChunk, ScoreRow
+    from schemas import InlinePair, InlineSpec
+
+    store = ledger(Settings(database_url=env["RERANKQ_DATABASE_URL"], broker_url=env["RERANKQ_BROKER_URL"]))
+    pairs = [InlinePair(query_id=q, doc_id=d, query="q", document="d") for q, d in scores]
+    spec = InlineSpec(pairs=pairs).model_dump(mode="json")
+    job, (msg,) = store.create_job(kind="inline", name=name, chunks=[NewChunk(spec, len(pairs))])
+    store.begin_chunk(job, msg.chunk_id, "w", "m")
+    store.finish_chunk(job, msg.chunk_id, [ScoreRow(q, d, s, None if s is not None else "bad") for (q, d), s in scores.items()])
+    return job
+
+
+def unique_prefix(job_id: str, others: list[str]) -> str:
+    return next(job_id[:n] for n in range(4, 37) if not any(o.startswith(job_id[:n]) for o in others if o != job_id))
+
+
+# Night 1 and night 2 of test_reuse.py's changes test: (a, 2) changed; (a, 3), (b, 1), (b, 2) only moved.
+OLD = {("a", "1"): 0.9, ("a", "2"): 0.5, ("a", "3"): 0.1, ("b", "1"): 0.3, ("b", "2"): 0.2, ("c", "1"): 0.4}
+NEW = {("a", "1"): 0.9, ("a", "2"): 0.05, ("a", "3"): 0.1, ("b", "1"): 0.3, ("b", "2"): 0.2, ("b", "9"): 0.8, ("d", "1"): None}
+
+
+def test_diff_takes_job_id_prefixes(env):
+    """Item 2: `producer diff 9b79 8a9a` works as `status 9b79` does."""
+    old, new = scored_job(env, OLD), scored_job(env, NEW)
+    result = producer("diff", unique_prefix(old, [new]), unique_prefix(new, [old]), "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    d = json.loads(result.stdout)
+    assert (d["old_job"], d["job"]) == (old, new)
+    assert (d["unchanged"], d["changed"], d["moved"], d["new"], d["removed"]) == (1, 1, 3, 2, 1)
+    unknown = producer("diff", "zz", new[:8], env=env)
+    assert (unknown.returncode, unknown.stderr) == (3, "error: no job 'zz' in the ledger (see `producer list`)\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"), [(("prune", "--jobs-older-than"), "--jobs-older-than"), (("cache", "prune", "--unused-for"), "--unused-for")]
+)
+def test_retention_refuses_an_age_without_a_unit(env, args: tuple[str, ...], option: str):
+    """Item 3: a bare number (which the age parser reads as seconds) never reaches a destructive command."""
+    for bare in ("30", "1.5"):
+        result = producer(*args, bare, "--dry-run", env=env)
+        assert result.returncode == 3, result.stderr
+        assert result.stderr == f"error: {option} {bare}: a bare number is refused, give a unit: e.g. {bare}d (s, m, h, d or w)\n"
+    assert producer(*args, "30d", "--dry-run", env=env).returncode == 0
+
+
+def test_list_hides_interactive_jobs_and_counts_reused_pairs_as_done(env):
+    """Items 7 and 1: rerank requests' jobs are listed only with --interactive, and a nightly job whose
+    pairs were mostly reused reads as done: 2,001 / 2,001 (1,794 reused)."""
+    from sqlalchemy import create_engine, update
+
+    from rerankq.store.jobs import INTERACTIVE_JOB_NAME
+    from rerankq.store.models import Job
+
+    nightly = scored_job(env, {("q", str(i)): i / 207 for i in range(207)}, name="nightly")
+    engine = create_engine(env["RERANKQ_DATABASE_URL"])
+    with engine.begin() as conn:  # as a submission that found 1,794 of its 2,001 pairs in the score cache records it
+        conn.execute(update(Job).where(Job.id == nightly).values(pairs_reused=1794, pairs_total=2001))
+    engine.dispose()
+    interactive = scored_job(env, {("q", "0"): 0.5}, name=INTERACTIVE_JOB_NAME)
+    wide = {**env, "COLUMNS": "200"}
+
+    listed = producer("list", env=wide, check=True).stdout
+    assert nightly in listed and interactive not in listed
+    assert "2,001 / 2,001 (1,794 reused)" in listed
+    assert [j["job_id"] for j in json.loads(producer("list", "--json", env=env, check=True).stdout)] == [nightly]
+    everything = producer("list", "--interactive", env=wide, check=True).stdout
+    assert nightly in everything and interactive in everything
+    assert [j["job_id"] for j in json.loads(producer("list", "--interactive", "--json", env=env, check=True).stdout)] == [interactive, nightly]
+
+
+def test_list_and_status_break_no_word_at_80_columns(env):
+    """Item 11: at 80 columns every line fits, ids stay whole, and what wraps wraps at spaces: each word
+    printed at 80 columns is a word of the same output at 200 (a folded word would be two pieces)."""
+    names = ["nightly-2026-11-30", "weekly rebuild of the legal corpus", "x"]
+    jobs = [scored_job(env, {("q", "1"): 0.5, ("q", "2"): None}, name=n) for n in names]
+    for args in (("list",), ("status", jobs[1])):
+        narrow = producer(*args, env={**env, "COLUMNS": "80"}, check=True).stdout
+        wide = producer(*args, env={**env, "COLUMNS": "200"}, check=True).stdout
+        assert all(len(line) <= 80 for line in narrow.splitlines()), narrow
+        headings = {"job", "/", "created", "(UTC),", "name"}  # the narrow list's first heading
+        words = {w for w in narrow.split() if set(w) != {"─"}}  # the heading's rule has the table's width
+        assert words <= set(wide.split()) | headings, narrow
+    narrow_list = producer("list", env={**env, "COLUMNS": "80"}, check=True).stdout
+    assert all(j in narrow_list.split() for j in jobs) and "completed_with_errors" in narrow_list.split()
+    assert "weekly rebuild of the legal corpus" in " ".join(narrow_list.split())
+
+
+def test_json_output_ends_with_a_newline(env):
+    """Item 11: `--json` is one JSON document and a newline, as shells and `jq` expect."""
+    old, new = scored_job(env, OLD), scored_job(env, NEW)
+    for args in (("list", "--json"), ("status", new, "--json"), ("workers", "--json"), ("diff", old, new, "--json")):
+        shown = producer(*args, env=env, check=True).stdout
+        assert shown.endswith("}\n") or shown.endswith("]\n"), (args, shown[-20:])
+        json.loads(shown)
+
+
+def test_submit_wait_prints_the_job_id_before_it_waits(env, tmp_path: Path):
+    """Item 8: the id is on stdout as soon as the job is recorded, so Ctrl-C never leaves a job without one."""
+    import select
+
+    from tests.corpus import rows, write_manifest
+
+    manifest = write_manifest(tmp_path / "m.parquet", rows(n_queries=2, docs_per_query=3, seed=1))
+    exe = Path(sys.executable).with_name("producer")
+    proc = subprocess.Popen([str(exe), "submit", str(manifest), "--wait"], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no job id within 60 s"
+        job_id = proc.stdout.readline().strip()
+        assert proc.poll() is None, "submit --wait was still waiting (no worker) when the id came"
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert re.fullmatch(r"[0-9a-f-]{36}", job_id), job_id
+    assert state_of(job_id, env) == "queued"
+
+
+def test_changes_export_leaves_moves_out_or_keeps_those_across_the_top_k(env, tmp_path: Path):
+    """Item 10: most changes are rank-only moves; --no-moves drops them, --top-k K keeps only the moves
+    into or out of a query's top K. Changed, new and removed pairs always stay."""
+    import pyarrow.parquet as pq
+
+    old, new = scored_job(env, OLD), scored_job(env, NEW)
+
+    def changes(*args: str) -> dict[tuple[str, str], tuple[str, int | None, int | None]]:
+        out = tmp_path / "changes.parquet"
+        producer("export", new, "--changes-since", old, "--out", str(out), *args, env=env, check=True)
+        return {(r["query_id"], r["doc_id"]): (r["change"], r["old_rank"], r["new_rank"]) for r in pq.read_table(out).to_pylist()}
+
+    always = {("a", "2"): ("changed", 2, 3), ("b", "9"): ("new", None, 1), ("c", "1"): ("removed", 1, None), ("d", "1"): ("new", None, None)}
+    moves = {("a", "3"): ("moved", 3, 2), ("b", "1"): ("moved", 1, 2), ("b", "2"): ("moved", 2, 3)}
+    assert changes() == always | moves
+    assert changes("--no-moves") == always
+    assert changes("--top-k", "1") == always | {("b", "1"): moves[("b", "1")]}  # leaves the top 1
+    assert changes("--top-k", "2") == always | {k: moves[k] for k in (("a", "3"), ("b", "2"))}  # enters, leaves
+    both = producer("export", new, "--changes-since", old, "--out", str(tmp_path / "c.parquet"), "--no-moves", "--top-k", "2", env=env)
+    assert both.returncode == 3 and both.stderr.startswith("error: --no-moves leaves out every rank-only move")
+
+
+def test_export_writes_csv_or_refuses_a_suffix_it_does_not_write(env, tmp_path: Path):
+    """Item 15: `--out scores.csv` is CSV; a suffix that is neither Parquet nor CSV is refused, no file made."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    old, new = scored_job(env, OLD), scored_job(env, NEW)
+    producer("export", new, "--out", str(tmp_path / "scores.csv"), env=env, check=True)
+    with open(tmp_path / "scores.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["query_id"], r["doc_id"], r["rank"]) for r in table[:3]] == [("a", "1", "1"), ("a", "3", "2"), ("a", "2", "3")]
+    assert len(table) == len(NEW) and table[0]["score"] == "0.9"
+    producer("export", new, "--changes-since", old, "--out", str(tmp_path / "changes.csv"), env=env, check=True)
+    assert (tmp_path / "changes.csv").read_text().startswith('"query_id","doc_id","change","old_score"')
+    producer("export", new, "--out", str(tmp_path / "scores.parquet"), env=env, check=True)
+    assert pq.read_table(tmp_path / "scores.parquet").num_rows == len(NEW)
+    for name in ("scores.txt", "scores"):
+        refused = producer("export", new, "--out", str(tmp_path / name), env=env)
+        assert refused.returncode == 3 and "exports are Parquet (FILE.parquet) or CSV (FILE.csv)" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("scores")) == ["scores.csv", "scores.parquet"]
+
+
+def test_every_option_and_argument_has_help_and_docstrings_are_not_hard_wrapped():
+    """Item 14: diff's arguments and every --json had no help; a docstring wrapped at 100 columns printed
+    as ragged lines (typer keeps a paragraph's line breaks), so each paragraph is one line."""
+    import typer.main
+
+    from producer.cli import app
+
+    def commands(cmd, path):  # noqa: ANN001, ANN202
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from commands(sub, [*path, name])
+        if not hasattr(cmd, "commands"):
+            yield " ".join(path), cmd
+
+    found = dict(commands(typer.main.get_command(app), []))
+    assert {"diff", "list", "status", "workers", "export", "cache prune"} <= set(found)
+    missing = [f"{path} {p.name}" for path, cmd in found.items() for p in cmd.params if p.name != "help" and not p.help]
+    assert missing == []
+    ragged = [path for path, cmd in found.items() if any("\n" in para.strip() for para in (cmd.help or "").split("\n\n"))]
+    assert ragged == []
+
+
+def test_the_python_api_does_not_log_to_the_users_console():
+    """Item 15: rerankq's records go through the stdlib logger tree; nothing shows until the application
+    configures logging (structlog's default would print every event on stdout)."""
+    emit = "from rerankq.logs import get_logger; log = get_logger('rerankq.reuse'); log.info('reuse_staged', pairs=3); log.warning('careful')"
+    silent = subprocess.run([sys.executable, "-c", f"import producer; {emit}"], capture_output=True, text=True, timeout=120)
+    assert (silent.returncode, silent.stdout, silent.stderr) == (0, "", "")
+    configured = subprocess.run(
+        [sys.executable, "-c", f"import logging; logging.basicConfig(level=logging.INFO); import producer; {emit}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "reuse_staged" in configured.stderr and "careful" in configured.stderr and configured.stdout == ""

@@ -15,6 +15,7 @@ out = Console()
 err = Console(stderr=True)
 ERROR_EXIT = 3
 JobArg = Annotated[str, typer.Argument(metavar="JOB", help="a job id, or a unique prefix of one (as with git)")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a table (for scripts)")]
 
 F = TypeVar("F", bound=Callable)
 

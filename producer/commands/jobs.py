@@ -7,16 +7,15 @@ import json
 from typing import Annotated
 
 import typer
-from rich import box
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from producer.commands.common import JobArg, ago, err, friendly, out, say, utc
-from schemas import JobState, JobStatus
+from producer.commands.common import JobArg, JsonFlag, err, friendly, out, say
+from producer.commands.tables import jobs_table, status_table
+from schemas import JobState
 
 
 @friendly
-def status(job: JobArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(job: JobArg, as_json: JsonFlag = False) -> None:
     """State, pairs scored/failed, chunks and timings of a job."""
     from producer.job_control import status as job_status
     from producer.waiting import waiting_note
@@ -35,25 +34,22 @@ def wait(job: JobArg, timeout: Annotated[float | None, typer.Option(help="second
 
 
 @friendly
-def list_jobs(limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Recent jobs, newest first."""
+def list_jobs(
+    limit: Annotated[int, typer.Option(min=1, help="how many jobs, newest first")] = 50,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", help="also the one-chunk jobs of `producer rerank` and /v1/rerank")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recent jobs, newest first; reused pairs count as done."""
     from producer.job_control import ledger
+    from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 
-    jobs = ledger().list_jobs(limit)
+    jobs = ledger().list_jobs(limit, exclude_name=None if interactive else INTERACTIVE_JOB_NAME)
     if as_json:
         print(json.dumps([j.model_dump(mode="json") for j in jobs], indent=2))
         return
-    # Ids whole and on one line at any width: they are copied into other commands (a unique prefix
-    # is enough for those, as with git). The name goes last and folds when space runs out.
-    table = Table("job", "state", "pairs", "created (UTC)", "name", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    table.columns[0].no_wrap, table.columns[0].min_width = True, max((len(j.job_id) for j in jobs), default=3)
-    table.columns[3].no_wrap = True
-    for column in table.columns[1:]:
-        column.overflow = "fold"
-    for j in jobs:
-        done = f"{j.pairs_scored + j.pairs_failed:,}/{j.pairs_total:,}"
-        table.add_row(j.job_id, j.state.value, done, utc(j.created_at)[:16], j.name or "")
-    out.print(table)
+    out.print(jobs_table(jobs, out.width))
 
 
 @friendly
@@ -78,32 +74,6 @@ def retry(job: JobArg) -> None:
     from producer.job_control import retry_failed
 
     print(f"{retry_failed(job)} failed chunk(s) enqueued")
-
-
-def status_table(st: JobStatus, waiting: str | None = None) -> Table:
-    """`producer status`: one row per fact, the waiting note while the job is not finished."""
-    table = Table(show_header=False, box=None)
-    rows = [
-        ("job", st.job_id),
-        ("name", st.name or ""),
-        ("state", st.state.value),
-        ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_reused:,} reused, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
-        ("chunks", ", ".join(f"{k} {v}" for k, v in st.chunks.model_dump().items() if v) + f" (of {st.chunks_total})"),
-        ("created", utc(st.created_at)),
-        ("started", utc(st.started_at)),
-        ("finished", utc(st.finished_at)),
-    ]
-    if waiting and not st.state.terminal:
-        rows.insert(3, ("waiting", waiting))
-    if st.elapsed_seconds is not None:
-        rows.append(("elapsed", f"{st.elapsed_seconds:.1f} s, {st.pairs_per_second or 0:.1f} pairs/s"))
-    for h in st.holders:
-        seen = f"last seen {ago(h.last_seen)}" if h.last_seen else "never registered"
-        rows.append(("held by", f"chunk {h.chunk}: {h.worker_id} ({'alive' if h.alive else 'presumed dead'}, {seen})"))
-    rows += [("error", e) for e in st.errors]
-    for k, v in rows:
-        table.add_row(k, v)
-    return table
 
 
 def follow_with_progress(job: str, timeout: float | None) -> int:

@@ -10,50 +10,64 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from producer.commands.common import JobArg, friendly, out, say
+from producer.commands.common import JobArg, JsonFlag, friendly, out, say
+
+OldJobArg = Annotated[str, typer.Argument(metavar="OLD_JOB", help="the earlier job (id or unique prefix), e.g. last night's")]
 
 
 @friendly
 def export(
     job: JobArg,
-    out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet")],
+    out_file: Annotated[Path, typer.Option("--out", help="FILE.parquet or FILE.csv")],
     changes_since: Annotated[
         str | None, typer.Option("--changes-since", metavar="OLD_JOB", help="only what changed since OLD_JOB")
     ] = None,
     tolerance: Annotated[float, typer.Option(min=0, help="with --changes-since: score differences up to this are unchanged")] = 0.0,
+    no_moves: Annotated[
+        bool, typer.Option("--no-moves", help="with --changes-since: leave out pairs whose score is unchanged but rank moved")
+    ] = False,
+    top_k: Annotated[
+        int | None,
+        typer.Option("--top-k", min=1, help="with --changes-since: keep a rank-only move only if it enters or leaves the top K"),
+    ] = None,
 ) -> None:
-    """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet.
+    """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet or CSV (by the --out suffix).
 
-    With --changes-since OLD_JOB: only pairs whose score or rank differs from OLD_JOB, new pairs and
-    removed pairs, as query_id, doc_id, change (new|removed|changed|moved), old_score, new_score,
-    old_rank, new_rank, error."""
+    With --changes-since OLD_JOB: only pairs whose score or rank differs from OLD_JOB, new pairs and removed pairs, as query_id, doc_id, change (new|removed|changed|moved), old_score, new_score, old_rank, new_rank, error. Most of those are usually rank-only moves (a changed score shifts its neighbours): --no-moves leaves them out, --top-k K keeps only those that cross each query's top-K boundary."""
+    from producer.errors import InputError
     from producer.export import writing
     from producer.job_control import ledger
+    from producer.table_files import file_format
 
+    file_format(out_file)  # an unknown suffix is refused before anything is read or written
+    if changes_since is None and (no_moves or top_k is not None):
+        raise InputError("--no-moves and --top-k filter a changes export: add --changes-since OLD_JOB")
+    if no_moves and top_k is not None:
+        raise InputError("--no-moves leaves out every rank-only move, --top-k keeps some: give one of them")
     store = ledger()
     job = store.resolve_job(job)  # an unknown job fails here, before any file is created
     if changes_since is None:
-        from producer.export import export_parquet
+        from producer.export import export_file
 
         with writing(out_file):
-            rows = export_parquet(store, job, out_file)
+            rows = export_file(store, job, out_file)
         say(f"{rows:,} rows written to {out_file}")
         return
     from producer.changes import export_changes
 
     old_job = store.resolve_job(changes_since)
     with writing(out_file):
-        counts = export_changes(store, old_job, job, out_file, tolerance)
+        counts = export_changes(store, old_job, job, out_file, tolerance, moves=not no_moves, top_k=top_k)
     say(f"{sum(counts.values()):,} rows written to {out_file} ({', '.join(f'{v:,} {k}' for k, v in counts.items())})")
 
 
 @friendly
 def diff(
-    old_job: str,
-    job: str,
+    old_job: OldJobArg,
+    job: Annotated[str, typer.Argument(metavar="JOB", help="the later job (id or unique prefix), e.g. tonight's")],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="compare each query's top k")] = 10,
     tolerance: Annotated[float, typer.Option(min=0, help="score differences up to this are unchanged")] = 0.0,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """What changed from OLD_JOB to JOB: pairs unchanged, changed, moved, new, removed; queries whose top-k changed."""
     from producer.changes import diff as run

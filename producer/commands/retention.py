@@ -11,11 +11,14 @@ from producer.commands.common import friendly
 DryRun = Annotated[bool, typer.Option("--dry-run", help="report what would be deleted")]
 
 
-def _age(value: str) -> float:
-    """Seconds in an age like ``30d``; a bad one is an input error, worded by the parser."""
+def _age(value: str, option: str) -> float:
+    """Seconds in an age like ``30d``. A bare number is refused: these commands delete, and ``30`` meant
+    30 seconds to the parser where a person meant 30 days."""
     from producer.errors import InputError
     from rerankq.store.retention import parse_age
 
+    if value.strip().replace(".", "", 1).isdigit():
+        raise InputError(f"{option} {value.strip()}: a bare number is refused, give a unit: e.g. {value.strip()}d (s, m, h, d or w)")
     try:
         return parse_age(value)
     except ValueError as exc:
@@ -24,15 +27,17 @@ def _age(value: str) -> float:
 
 @friendly
 def prune(
-    jobs_older_than: Annotated[str, typer.Option("--jobs-older-than", help="e.g. 30d, 12h")],
+    jobs_older_than: Annotated[str, typer.Option("--jobs-older-than", help="an age with its unit: e.g. 30d, 12h (s, m, h, d, w)")],
     dry_run: DryRun = False,
 ) -> None:
-    """Delete finished jobs (and their chunks and scores) older than the age given. Queued and
-    running jobs, and jobs with a chunk still running, are never touched."""
+    """Delete finished jobs (and their chunks and scores) older than the age given.
+
+    Queued and running jobs, and jobs with a chunk still running, are never touched."""
     from producer.job_control import ledger
     from rerankq.store.retention import prune_jobs
 
-    r = prune_jobs(ledger(), _age(jobs_older_than), dry_run)
+    older_than = _age(jobs_older_than, "--jobs-older-than")
+    r = prune_jobs(ledger(), older_than, dry_run)
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {len(r.jobs)} job(s) finished before {r.cutoff:%Y-%m-%d %H:%M:%S} UTC: {r.chunks:,} chunk(s), {r.scores:,} score row(s)")
     for job_id in r.jobs:
@@ -41,17 +46,18 @@ def prune(
 
 @friendly
 def cache_prune(
-    unused_for: Annotated[str, typer.Option("--unused-for", help="e.g. 30d: entries neither written nor reused since")],
+    unused_for: Annotated[str, typer.Option("--unused-for", help="an age with its unit, e.g. 30d: entries neither written nor reused since")],
     dry_run: DryRun = False,
 ) -> None:
-    """Delete score-cache entries unused for the age given (safe while workers run). A reuse records
-    its use once the last record is RERANKQ_CACHE_TOUCH_INTERVAL old (7 days), so entries are kept up
-    to that much longer."""
+    """Delete score-cache entries unused for the age given (safe while workers run).
+
+    A reuse records its use once the last record is RERANKQ_CACHE_TOUCH_INTERVAL old (7 days), so entries are kept up to that much longer."""
     from producer.job_control import ledger
     from rerankq.settings import get_settings
     from rerankq.store.score_cache import prune_cache
 
-    r = prune_cache(ledger(), _age(unused_for), get_settings().cache_touch_interval, dry_run)
+    unused = _age(unused_for, "--unused-for")
+    r = prune_cache(ledger(), unused, get_settings().cache_touch_interval, dry_run)
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {r.removed:,} cache entr{'y' if r.removed == 1 else 'ies'} unused since {r.cutoff:%Y-%m-%d %H:%M:%S} UTC; {r.kept:,} kept")
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from producer.commands.common import friendly, out, say
+from producer.commands.common import JsonFlag, friendly, out, say
 from producer.commands.jobs import follow_with_progress
 from schemas import JobStatus
 
@@ -28,21 +28,20 @@ def submit(
         str | None, typer.Option(help="webhook URL told when the job ends (default RERANKQ_WEBHOOK_URL)")
     ] = None,
 ) -> None:
-    """Validate a manifest, record the job and enqueue its chunks. Prints the job id last."""
+    """Validate a manifest, record the job and enqueue its chunks; print the job id (with --wait, before following the job, so Ctrl-C never hides it)."""
     from producer.submission import submit_manifest
 
     job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say, notify=notify)
-    code = follow_with_progress(job_id, None) if wait else 0
-    print(job_id)
-    raise typer.Exit(code)
+    print(job_id, flush=True)  # stdout holds only the id: `JOB=$(producer submit ...)` works with --wait too
+    raise typer.Exit(follow_with_progress(job_id, None) if wait else 0)
 
 
 @friendly
 def rerank(
-    query: Annotated[str, typer.Option("--query", "-q")],
+    query: Annotated[str, typer.Option("--query", "-q", help="the query the documents are ranked for")],
     doc: Annotated[list[str], typer.Option("--doc", "-d", help="a document; repeat for more")],
-    instruction: Annotated[str | None, typer.Option()] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    instruction: Annotated[str | None, typer.Option(help="the task instruction (default: web search)")] = None,
+    as_json: JsonFlag = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait; then the job is cancelled")] = 600,
 ) -> None:
     """Rank a few documents for one query through the workers (documents travel in the message)."""

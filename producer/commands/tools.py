@@ -13,7 +13,7 @@ from producer.commands.common import err, friendly, out
 @friendly
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on (non-loopback without RERANKQ_API_KEY: warning)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
 ) -> None:
     """The HTTP service: /v1/rerank, the jobs API (/docs), the web console at / and /metrics."""
     try:
@@ -27,8 +27,8 @@ def serve(
 
 @friendly
 def demo(
-    pairs_per_query: int = 25,
-    queries: int = 8,
+    pairs_per_query: Annotated[int, typer.Option(min=1, help="documents per query in the sample corpus")] = 25,
+    queries: Annotated[int, typer.Option(min=1, help="queries in the sample corpus")] = 8,
     workdir: Annotated[
         Path | None, typer.Option(help="where the sample corpus, export and worker log go [default: ~/.cache/rerankq/demo]")
     ] = None,
@@ -39,7 +39,10 @@ def demo(
     raise typer.Exit(run_demo(workdir or default_workdir(), queries, pairs_per_query, out, err))
 
 
-def tiny_model(directory: Path, seed: int = 0) -> None:
+def tiny_model(
+    directory: Annotated[Path, typer.Argument(help="where the model's files go (created if missing)")],
+    seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
+) -> None:
     """Write a random-weight Qwen3 reranker with the real Qwen3 tokenizer (offline tests and demos)."""
     from producer.tiny_model import write_tiny_model
 

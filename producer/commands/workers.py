@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-import typer
 from rich.table import Table
 
-from producer.commands.common import ago, err, friendly, out
+from producer.commands.common import JsonFlag, ago, err, friendly, out
 
 
 @friendly
-def list_workers(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_workers(as_json: JsonFlag = False) -> None:
     """Workers: state (loading, ready, busy, stopped, dead), model, chunk held, pairs/s, last seen."""
     from producer.workers import workers
 

@@ -237,7 +237,7 @@ const rerankq = (() => {
     const memory = w.engine && w.engine.gpu_memory_bytes;
     tr.append(
       cell(text("code", w.worker_id)),
-      text("td", w.model),
+      text("td", w.model, "model"),
       text("td", w.state, `state wstate-${w.state}`),
       text("td", w.holding.length ? w.holding.join(", ") : "–", "holding"),
       text("td", fmt(w.pairs_scored), "num"),
