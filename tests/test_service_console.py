@@ -15,7 +15,7 @@ import re
 import shutil
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -387,6 +387,24 @@ def test_night_to_night_page_is_producer_diff(console, browser):
     browser.get(f"{console.url}/nights?old=zzzz&new={console.night1[:8]}")  # a mistyped id: said on the page
     assert browser.find_element(By.ID, "nights-error").text == "no job 'zzzz' in the ledger (see producer list)"
     assert browser.find_elements(By.CSS_SELECTOR, "#nights-form select")
+
+
+def test_server_and_page_write_times_alike(console, browser):
+    """timefmt (server) and console.js (after a refresh) give the same strings, UTC whatever the zone."""
+    from producer.service import timefmt
+
+    browser.get(console.url + "/")
+    now = datetime.now(UTC)
+    for ago in (timedelta(seconds=2), timedelta(seconds=42), timedelta(minutes=3, seconds=5), timedelta(hours=5), timedelta(days=3)):
+        at = now - ago
+        js = browser.execute_script("return [rerankq.absolute(arguments[0]), rerankq.relative(arguments[0])]", at.isoformat())
+        assert js == [timefmt.absolute(at), timefmt.relative(at, now)], ago
+    paris = datetime(2026, 12, 1, 2, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert timefmt.absolute(paris) == "2026-12-01 01:30:00 UTC"
+    assert timefmt.absolute(datetime(2026, 12, 1, 1, 30)) == "2026-12-01 01:30:00 UTC", "naive (SQLite) times are UTC"
+    assert timefmt.relative(now + timedelta(seconds=30), now) == "just now", "a clock a little ahead"
+    assert timefmt.relative(now - timedelta(hours=47), now) == "47 h ago"
+    assert str(timefmt.when(None)) == '<span class="muted">–</span>'
 
 
 def test_one_timestamp_format_on_every_page(console, browser):
