@@ -36,7 +36,7 @@ from rerankq.store.registry import Registry, WorkerInfo
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
 from tests.nightly import night2
-from tests.services import free_port, wait_port
+from tests.services import POSTGRES_URL, create_database, drop_database, free_port, wait_port
 from worker.chunk_pairs import load_pairs
 
 GIB = 2**30
@@ -204,14 +204,30 @@ return n;
 # --- the job's rate over time (the core read, exactly) ---------------------------------------------------
 
 
-def test_throughput_is_pairs_per_second_by_finish_time(tmp_path, redis_url, tiny_model):
-    url = f"sqlite:///{tmp_path / 'l.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path):
+    """A fresh ledger on each database (its own database on PostgreSQL)."""
+    url = f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite" else create_database(POSTGRES_URL)
     migrate(url)
-    settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), dtype="float32", max_length=512)
-    store = Ledger(url)
-    Registry(url).register(WorkerInfo("w", "h", 1, str(tiny_model)))
+    yield url
+    if request.param == "postgresql":
+        from rerankq.store.db import get_engine
+
+        get_engine(url).dispose()
+        drop_database(POSTGRES_URL, url)
+
+
+def test_throughput_and_score_changes_read_the_ledger(ledger_url, tmp_path, redis_url, tiny_model):
+    """The two reads behind the charts, exactly, on SQLite (naive times) and PostgreSQL (partitioned scores)."""
+    from producer.changes import diff
+    from producer.service.nights import score_changes
+
+    settings = Settings(database_url=ledger_url, broker_url=redis_url, model=str(tiny_model), dtype="float32", max_length=512)
+    store = Ledger(ledger_url)
+    Registry(ledger_url).register(WorkerInfo("w", "h", 1, str(tiny_model)))
     record_worker_context(store, "w", settings, context_for(settings, tiny_model))
-    job = submit_manifest(str(write_manifest(tmp_path / "m.parquet", rows(n_queries=6, docs_per_query=10, seed=2))), chunk_size=10, settings=settings)
+    night1 = rows(n_queries=6, docs_per_query=10, seed=2)
+    job = submit_manifest(str(write_manifest(tmp_path / "m.parquet", night1)), chunk_size=10, settings=settings)
     assert throughput(store.session, job) == [], "nothing finished: nothing to chart"
     score_pending(store, settings, job, "w")
     start = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
@@ -221,6 +237,15 @@ def test_throughput_is_pairs_per_second_by_finish_time(tmp_path, redis_url, tiny
     assert [p.at for p in points] == [start.timestamp() + 30, start.timestamp() + 60]
     assert [p.pairs_per_second for p in points] == [20 / 30, 40 / 30]  # 10, 20 in the first; 30 (at 30 s), 35, 40, 60 in the second
     assert sum(p.pairs_per_second * p.width for p in points) == 60 == store.status(job).pairs_scored
+
+    columns, edits = night2(night1, seed=4)
+    tonight = submit_manifest(str(write_manifest(tmp_path / "n.parquet", columns)), chunk_size=10, settings=settings)
+    score_pending(store, settings, tonight, "w")
+    histogram = score_changes(store, job, tonight, bins=8)
+    assert histogram.total == len(edits["edited"]) == diff(store, job, tonight).changed > 0
+    assert len(histogram.edges) == 9 and histogram.edges[0] == -histogram.largest
+    assert histogram.edges[-1] == pytest.approx(histogram.largest)
+    assert score_changes(store, job, job).total == 0, "a job against itself: nothing moved"
 
 
 # --- pages in the browser --------------------------------------------------------------------------------
