@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas import ManifestSegment, ManifestSpec
 from rerankq.manifest_source import (
     COLUMNS,
     OPTIONAL_COLUMNS,
@@ -31,6 +30,7 @@ from rerankq.manifest_source import (
 from rerankq.prompt import PromptBuilder, head_surely_fits
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
 from rerankq.store.records import NewChunk
+from schemas import ManifestSegment, ManifestSpec
 
 # A loader of the model's prompt builder, called only for a query too long to pass the byte bound of
 # ``head_surely_fits``; None: no model files here, queries are checked by the workers.

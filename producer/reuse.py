@@ -25,15 +25,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from schemas import InlinePair, InlineSpec, ManifestSegment, ManifestSpec
 from rerankq.logs import get_logger
 from rerankq.model_files import local_model_path
 from rerankq.score_key import configured, model_fingerprint, pair_keys
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
+from rerankq.store.contexts import recorded_contexts
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk
-from rerankq.store.contexts import recorded_contexts
 from rerankq.store.reuse_stage import ReuseStage
+from schemas import InlinePair, InlineSpec, ManifestSegment, ManifestSpec
 
 if TYPE_CHECKING:  # producer.manifest imports pyarrow: loaded only when a manifest is planned
     from producer.manifest import BuilderSource

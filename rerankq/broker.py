@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 
 from celery import Celery
 
-from schemas import ChunkMessage
 from rerankq.routing import job_queue
+from schemas import ChunkMessage
 
 SCORE_TASK = "rerankq.score_chunk"
 
