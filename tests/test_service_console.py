@@ -502,6 +502,31 @@ def test_try_page_says_no_worker_is_alive_instead_of_ranking(no_worker, browser)
     screenshot(browser, "console-try-no-worker.png")
 
 
+def test_try_page_says_what_a_waiting_request_waits_for(tmp_path, tiny_model, redis_url, browser):
+    """A live worker that never takes the chunk (loading its engine): the page says so while it waits,
+    then shows the 504 with the same words."""
+    from selenium.webdriver.common.by import By
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    migrate(url)
+    settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), max_length=512, rerank_timeout=5)
+    registry = Registry(url)
+    registry.register(WorkerInfo("gpu-node-1:1:x", "gpu-node-1", 1, str(tiny_model), {}))  # registered: loading
+    server, base = serve(settings)
+    try:
+        browser.get(base + "/try")
+        browser.find_element(By.ID, "query").send_keys("capital of China?")
+        browser.find_element(By.ID, "documents").send_keys("Beijing is the capital.")
+        browser.find_element(By.ID, "rank").click()
+        message = browser.find_element(By.ID, "try-message")
+        wait(browser, lambda d: "waiting for a worker" in message.text, timeout=10)
+        assert re.fullmatch(r"Ranking… \d+ s, waiting for a worker \(1 worker loading its engine\)", message.text), message.text
+        wait(browser, lambda d: "error" in message.get_attribute("class"), timeout=20)
+        assert message.text == "no worker scored the request within 5 s (RERANKQ_RERANK_TIMEOUT); 1 worker loading its engine"
+    finally:
+        server.should_exit = True
+
+
 def test_a_request_whose_last_worker_dies_while_it_waits_is_503(tmp_path, tiny_model, redis_url):
     """The only worker is alive when the request arrives, then falls silent: the request does not wait
     for RERANKQ_RERANK_TIMEOUT, it is answered 503 within a few seconds and its job cancelled."""

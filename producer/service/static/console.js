@@ -291,6 +291,12 @@ const rerankq = (() => {
       msg.className = "muted";
       $("#rank").disabled = true;
       const t0 = performance.now();
+      // a request waits for a free chunk slot: after 2 s, say what the workers are doing meanwhile
+      const waiting = setInterval(async () => {
+        const words = await getJSON("/v1/workers/summary").catch(() => null);
+        const seconds = Math.round((performance.now() - t0) / 1000);
+        if (words && $("#rank").disabled) msg.textContent = `Ranking… ${seconds} s, waiting for a worker (${words.summary})`;
+      }, 2000);
       try {
         const r = await getJSON("/v1/rerank", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
         table.tBodies[0].replaceChildren(...r.results.map((item, i) => {
@@ -301,6 +307,7 @@ const rerankq = (() => {
         table.hidden = false;
         msg.textContent = `${r.results.length} documents ranked in ${Math.round(performance.now() - t0)} ms (${r.usage.total_tokens} tokens)`;
       } catch (e) { setMessage(msg, e.message); msg.className = "error"; table.hidden = true; }
+      clearInterval(waiting);
       $("#rank").disabled = false;
     });
   }
