@@ -17,8 +17,8 @@ from markupsafe import Markup, escape
 from producer.service import nights, timefmt
 from producer.service.security import COOKIE, key_matches
 from producer.waiting import describe_workers
-from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 from rerankq.store.errors import UnknownJob
+from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
