@@ -19,42 +19,62 @@ from rerankq.store.models import Score
 EXPORT_SCHEMA = pa.schema(
     [("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float64()), ("rank", pa.int64()), ("error", pa.string())]
 )
+# A cascade's export adds the second model's score (its top pairs only) and the stage whose order
+# decided the pair's rank: stage 2 for each query's re-scored top pairs, stage 1 for the rest.
+CASCADE_SCHEMA = pa.schema(
+    [*EXPORT_SCHEMA, ("stage2_score", pa.float64()), ("ranked_by_stage", pa.int64()), ("stage2_error", pa.string())]
+)
 ROWS_PER_BATCH = 50_000
+
+
+def export_schema(store: Ledger, job_id: str) -> pa.Schema:
+    """The export's columns, with the job's model and scoring context in the file's metadata: which
+    model (and which exact files and numerics) every score in it came from. Also checks the job exists."""
+    st = store.status(job_id)  # UnknownJob for an unknown id
+    meta = {"rerankq.job_id": job_id, "rerankq.model": st.model or "", "rerankq.score_context": st.score_context or ""}
+    if st.then_model:
+        meta |= {"rerankq.then_model": st.then_model, "rerankq.then_top": str(st.then_top), "rerankq.then_context": st.then_context or ""}
+        return CASCADE_SCHEMA.with_metadata(meta)
+    return EXPORT_SCHEMA.with_metadata(meta)
 
 
 def iter_ranked(store: Ledger, job_id: str, query_id: str | None = None) -> Iterator[dict]:
     """Rows ordered by query, then rank (1 = best; ties by doc_id in byte order; failed pairs last, unranked).
+    A cascade ranks each query's re-scored top pairs by their stage-2 score first, then the rest by
+    stage 1, and adds ``stage2_score``, ``ranked_by_stage`` and ``stage2_error``.
     ``query_id``: that query's rows only."""
-    store.status(job_id)  # UnknownJob for an unknown id
+    cascade = store.status(job_id).then_model is not None  # UnknownJob for an unknown id
 
     def byte_order(column):  # noqa: ANN001, ANN202 - same order on PostgreSQL as SQLite's BINARY
         return column.collate("C") if store.dialect == "postgresql" else column
 
-    rank = (
-        func.row_number()
-        .over(partition_by=Score.query_id, order_by=(Score.score.desc().nulls_last(), byte_order(Score.doc_id)))
-        .label("rank")
-    )
+    order = (Score.score.desc().nulls_last(), byte_order(Score.doc_id))
+    if cascade:
+        order = (Score.stage2_score.is_(None), Score.stage2_score.desc(), *order)
+    rank = func.row_number().over(partition_by=Score.query_id, order_by=order).label("rank")
     where = [Score.job_id == job_id] + ([Score.query_id == query_id] if query_id is not None else [])
-    inner = select(Score.query_id, Score.doc_id, Score.score, Score.error, rank).where(*where).subquery()
+    extra = (Score.stage2_score, Score.stage2_error) if cascade else ()
+    inner = select(Score.query_id, Score.doc_id, Score.score, Score.error, *extra, rank).where(*where).subquery()
     stmt = select(inner).order_by(byte_order(inner.c.query_id), inner.c.rank)
     with store.session() as s:
         for row in s.execute(stmt.execution_options(yield_per=ROWS_PER_BATCH)).mappings():
             item = dict(row)
             if item["score"] is None:
                 item["rank"] = None
+            if cascade:
+                item["ranked_by_stage"] = None if item["rank"] is None else 2 if item["stage2_score"] is not None else 1
             yield item
 
 
-def _batches(store: Ledger, job_id: str) -> Iterator[pa.RecordBatch]:
+def _batches(store: Ledger, job_id: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     batch: list[dict] = []
     for item in iter_ranked(store, job_id):
         batch.append(item)
         if len(batch) >= ROWS_PER_BATCH:
-            yield pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA)
+            yield pa.RecordBatch.from_pylist(batch, schema=schema)
             batch = []
     if batch:
-        yield pa.RecordBatch.from_pylist(batch, schema=EXPORT_SCHEMA)
+        yield pa.RecordBatch.from_pylist(batch, schema=schema)
 
 
 class _Spool:
@@ -87,12 +107,12 @@ class _Spool:
 
 def iter_parquet_bytes(store: Ledger, job_id: str) -> Iterator[bytes]:
     """The export as Parquet bytes, one row group at a time (bounded memory); the job is checked first."""
-    store.status(job_id)  # UnknownJob before the first byte
+    schema = export_schema(store, job_id)  # UnknownJob before the first byte
     spool = _Spool()
 
     def chunks() -> Iterator[bytes]:
-        with pq.ParquetWriter(spool, EXPORT_SCHEMA) as writer:
-            for batch in _batches(store, job_id):
+        with pq.ParquetWriter(spool, schema) as writer:
+            for batch in _batches(store, job_id, schema):
                 writer.write_batch(batch)
                 if data := spool.take():
                     yield data
@@ -109,9 +129,10 @@ def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
 def export_file(store: Ledger, job_id: str, out: str | Path, fmt: Format | None = None) -> int:
     """Write the export to ``out`` in bounded memory, all or nothing, as Parquet or CSV (default: by its
     suffix, producer/table_files.py); returns rows."""
+    schema = export_schema(store, job_id)
     rows = 0
-    with table_writer(out, EXPORT_SCHEMA, fmt) as writer:
-        for batch in _batches(store, job_id):
+    with table_writer(out, schema, fmt) as writer:
+        for batch in _batches(store, job_id, schema):
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows

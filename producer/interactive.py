@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from producer.errors import InputError
+from producer.errors import InputError, NoWorker
 from producer.job_control import ledger
-from producer.submission import submit_pairs
-from producer.waiting import describe_workers, wait
+from producer.queueing import check_broker
+from producer.submission import checked_pairs, for_model, submit_pairs
+from producer.waiting import describe_workers, no_worker_runs, wait
 from producer.workers import alive_workers
 from rerankq.settings import Settings, get_settings
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
@@ -44,21 +45,35 @@ def check_rerank(
             f"field 'documents': {len(request.documents):,} documents, over the limit of "
             f"{settings.max_inline_pairs:,} (RERANKQ_MAX_INLINE_PAIRS)"
         )
-    return request  # empty texts and character limits: submit_pairs' checks, worded per pair
+    checked_pairs(_pairs(request), None, settings)  # empty texts, character limits: worded per pair, before anything else
+    return request
+
+
+def _pairs(request: RerankRequest) -> list[InlinePair]:
+    """The request's documents as one query's pairs (``doc_id``: the document's position)."""
+    return [
+        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=request.instruction)
+        for i, d in enumerate(request.documents)
+    ]
 
 
 def submit_rerank(request: RerankRequest, *, settings: Settings | None = None) -> str:
     """One interactive chunk (highest priority: workers take it before the next batch chunk); the job id."""
     from rerankq.broker import INTERACTIVE_PRIORITY
 
-    settings = settings or get_settings()
-    pairs = [
-        InlinePair(query_id=request.query_id, doc_id=str(i), query=request.query, document=d, instruction=request.instruction)
-        for i, d in enumerate(request.documents)
-    ]
+    pairs = _pairs(request)
     return submit_pairs(
-        pairs, settings=settings, chunk_size=len(pairs), name=INTERACTIVE_JOB_NAME, priority=INTERACTIVE_PRIORITY
-    )
+        pairs, settings=settings or get_settings(), chunk_size=len(pairs), name=INTERACTIVE_JOB_NAME,
+        priority=INTERACTIVE_PRIORITY,
+    )  # fmt: skip
+
+
+def require_worker(settings: Settings) -> None:
+    """Refuse at once, in words, a request that no live worker could score (its model: ``settings.model``).
+    The ledger's revision is checked first: a database at another revision is the thing to fix first."""
+    ledger(settings)
+    if (missing := no_worker_runs(settings.model, alive_workers(settings))) is not None:
+        raise NoWorker(missing)
 
 
 def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | None = None) -> list[Ranked]:
@@ -79,11 +94,15 @@ def rerank(
     timeout: float | None = 600,
     settings: Settings | None = None,
     on_wait: Callable[[JobStatus, str], object] | None = None,
+    model: str | None = None,
 ) -> list[Ranked]:
-    """Score one query against a few documents through the workers; best first. A job still
-    unfinished after ``timeout`` seconds is cancelled (TimeoutError says why it did not finish)."""
-    settings = settings or get_settings()
+    """Score one query against a few documents through the workers of ``model`` (default: RERANKQ_MODEL);
+    best first. NoWorker at once when no live worker runs it; a job still unfinished after ``timeout``
+    seconds is cancelled (TimeoutError says why it did not finish)."""
+    settings = for_model(settings or get_settings(), model)
     request = check_rerank(query, documents, instruction, settings)
+    check_broker(settings)
+    require_worker(settings)
     job_id = submit_rerank(request, settings=settings)
     st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)
     if not st.state.terminal and ledger(settings).cancel(job_id) == JobState.cancelled:

@@ -75,19 +75,30 @@ def enqueue(
     return len(sent)
 
 
-def queue_depths(settings: Settings | None = None) -> dict[str, int]:
-    """Chunks waiting in the broker per priority (``interactive``, ``batch``); Redis only, else ``total``."""
-    from rerankq.broker import priority_lists
+def queue_depths(settings: Settings | None = None, model: str | None = None) -> dict[str, int]:
+    """Chunks waiting in the broker per priority (``interactive``, ``batch``) for ``model`` (default: the
+    settings' RERANKQ_MODEL): its queue, its pinned contexts' queues and the base queue (rerankq/routing.py).
+    Redis only; other brokers give ``total`` for the base queue."""
+    from rerankq.broker import REDIS_PRIORITY_SEP, priority_lists
+    from rerankq.routing import model_queue
 
     settings = settings or get_settings()
+    own = model_queue(settings.queue, model or settings.model)
     try:
         with broker_app(settings).connection_for_read() as conn:
             channel = conn.default_channel
             if not settings.broker.startswith(("redis://", "rediss://")):
                 return {"total": channel.queue_declare(settings.queue, passive=True).message_count}
             with channel.conn_or_acquire() as client:
-                names = priority_lists(settings.queue)
-                return {prio: int(client.llen(name)) for prio, name in names.items()}
+                contexts = {
+                    key.decode() for key in client.scan_iter(match=f"{own}.*", count=1000)
+                    if REDIS_PRIORITY_SEP.encode() not in key
+                }  # fmt: skip
+                depths = {"interactive": 0, "batch": 0}
+                for queue in (settings.queue, own, *sorted(contexts)):
+                    for prio, name in priority_lists(queue).items():
+                        depths[prio] += int(client.llen(name))
+                return depths
     except Exception as exc:
         raise _unreachable(settings, exc) from None
 

@@ -159,7 +159,8 @@ def submit_manifest_reusing(
         files = [(mf.path, mf.size, rows) for mf, rows in plan.files]
         planner = _MissPlanner(files, plan.uri, instruction, chunk_size or settings.chunk_size)
         recorded = stage.record(
-            planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction, notify=notify
+            planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction, model=settings.model,
+            notify=notify,
         )
         enqueue(recorded[1])
         stage.touch()
@@ -204,7 +205,9 @@ def submit_pairs_reusing(
 
     with ReuseStage(store, settings.cache_touch_interval) as stage:
         stage.add(keys, [p.query_id for p in items], [p.doc_id for p in items])
-        recorded = stage.record(plan, context, kind=kind, name=name, instruction=instruction, notify=notify)
+        recorded = stage.record(
+            plan, context, kind=kind, name=name, instruction=instruction, model=settings.model, notify=notify
+        )
         enqueue(recorded[1])
         stage.touch()
         return recorded

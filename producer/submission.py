@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from producer.errors import InputError
 from producer.job_control import ledger
 from producer.queueing import check_broker, enqueue
+from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk
@@ -34,20 +35,27 @@ def submit_manifest(
     settings: Settings | None = None,
     reuse: bool = True,
     report: Callable[[str], None] | None = None,
+    model: str | None = None,
+    then: str | None = None,
     notify: str | None = None,
 ) -> str:
     """Validate the whole manifest, record the job, enqueue its chunks; returns the job id.
 
+    ``model``: the model that scores the job (default: the settings' RERANKQ_MODEL); only its workers
+    take the job's chunks. ``then``: a cascade, ``MODEL:top=K``: each query's K best pairs are then
+    re-scored by MODEL (``parse_then``). ``notify``: the URL told when the job ends (default
+    RERANKQ_WEBHOOK_URL; see README "Webhooks").
     ``reuse``: pairs whose score is cached under the workers' scoring context are copied into the
-    job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py).
-    ``report`` receives a line on what was reused, or why nothing was. ``notify``: the URL told when
-    the job ends (default RERANKQ_WEBHOOK_URL; see README "Webhooks")."""
+    job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py). A
+    cascade's workers look the cache up themselves (each chunk must keep all of a query's pairs).
+    ``report`` receives a line on what was reused, or why nothing was."""
     from producer.manifest import plan_manifest
 
-    settings = settings or get_settings()
+    settings = for_model(settings or get_settings(), model)
+    cascade = parse_then(then) if then else {}
     notify = notify_url(notify, settings)
     store = ledger(settings)
-    context, why_not = _reuse_context(store, settings, reuse)
+    context, why_not = _reuse_context(store, settings, reuse and not cascade)
     if context is not None:
         from producer.reuse import submit_manifest_reusing
 
@@ -63,8 +71,8 @@ def submit_manifest(
     )
     job_id = _record_and_enqueue(
         store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction,
-        notify=notify,
-    )
+        notify=notify, **cascade,
+    )  # fmt: skip
     if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
         report(why_not)
     return job_id
@@ -80,16 +88,17 @@ def submit_pairs(
     priority: int | None = None,
     reuse: bool = True,
     report: Callable[[str], None] | None = None,
+    model: str | None = None,
     notify: str | None = None,
     kind: str = "inline",
 ) -> str:
     """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
     ``priority``: see ``producer.queueing.enqueue`` (interactive requests jump the batch queue);
-    ``reuse``, ``report`` and ``notify`` as for ``submit_manifest`` (interactive requests, with a
-    ``priority``, notify only when asked). ``kind``: ``batch`` for an OpenAI-style batch file."""
-    settings = settings or get_settings()
+    ``model``, ``reuse``, ``report`` and ``notify`` as for ``submit_manifest`` (interactive requests,
+    with a ``priority``, notify only when asked). ``kind``: ``batch`` for an OpenAI-style batch file."""
+    settings = for_model(settings or get_settings(), model)
     notify = notify_url(notify, settings, default=priority is None)
-    groups = _checked_pairs(pairs, instruction, settings)
+    groups = checked_pairs(pairs, instruction, settings)
     size = chunk_size or settings.chunk_size
     store = ledger(settings)
     context, why_not = _reuse_context(store, settings, reuse)
@@ -113,7 +122,7 @@ def submit_pairs(
     return job_id
 
 
-def _checked_pairs(
+def checked_pairs(
     pairs: Iterable[dict | InlinePair], instruction: str | None, settings: Settings
 ) -> dict[str, list[InlinePair]]:
     """Inline pairs validated (the first problem, worded per pair) and grouped by query, in order."""
@@ -167,7 +176,7 @@ def _inline_chunks(groups: dict[str, list[InlinePair]], size: int) -> list[NewCh
 def _record_and_enqueue(store: Ledger, settings: Settings, priority: int | None = None, **job: object) -> str:
     """Broker checked first (nothing recorded if it is away), then the job and its chunks in SQL, then the queue."""
     check_broker(settings)
-    job_id, messages = store.create_job(**job)  # type: ignore[arg-type]
+    job_id, messages = store.create_job(model=settings.model, **job)  # type: ignore[arg-type]
     enqueue(messages, store, settings, priority=priority)
     return job_id
 
@@ -183,6 +192,22 @@ def notify_url(notify: str | None, settings: Settings, default: bool = True) -> 
         source = "--notify" if notify is not None else "RERANKQ_WEBHOOK_URL"
         raise InputError(f"{source}: {url!r} is not an http:// or https:// URL")
     return url
+
+
+def for_model(settings: Settings, model: str | None) -> Settings:
+    """The settings a job of ``model`` is submitted under: its reuse context, tokenizer and routing."""
+    if model is None or not model.strip():
+        return settings
+    return settings.model_copy(update={"model": normalize_model(model)})
+
+
+def parse_then(then: str) -> dict:
+    """``MODEL:top=K`` (a cascade's second stage) as ``create_job``'s ``then_model`` and ``then_top``."""
+    model, sep, option = then.rpartition(":")
+    key, _, value = option.partition("=")
+    if not sep or not model.strip() or key.strip() != "top" or not value.strip().isdigit() or int(value) < 1:
+        raise InputError(f"--then {then!r}: expected MODEL:top=K, e.g. Qwen/Qwen3-Reranker-8B:top=16")
+    return {"then_model": normalize_model(model), "then_top": int(value)}
 
 
 def _prompt_builder(settings: Settings) -> Callable[[], PromptBuilder] | None:

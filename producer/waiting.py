@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from producer.job_control import ledger
 from producer.workers import alive_workers
+from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from schemas import JobState, JobStatus, WorkerStatus
 
@@ -35,13 +36,17 @@ def describe_workers(workers: Sequence[WorkerStatus]) -> str:
 
 
 def waiting_for(status: JobStatus, workers: Sequence[WorkerStatus]) -> str:
-    """One line: the job's state and what it waits for (a worker to start, to load, to be free)."""
+    """One line: the job's state and what it waits for (a worker to start, to load, to be free), counting
+    only the workers that may score it: those of its model and, once pinned, of its scoring context."""
     state = status.state.value
     if status.state.terminal:
         return state
     alive = [w for w in workers if w.alive]
     if not alive:
         return f"{state}: {NO_WORKER}"
+    if (unserved := _unserved(status, alive)) is not None:
+        return f"{state}: {unserved}"
+    alive = [w for w in alive if _serves(w, status)]
     who = describe_workers(alive)
     if status.state == JobState.queued:
         if all(w.state == "loading" for w in alive):
@@ -52,6 +57,47 @@ def waiting_for(status: JobStatus, workers: Sequence[WorkerStatus]) -> str:
     if lost:
         text += f", {lost} held by a worker presumed dead (a live worker re-enqueues it)"
     return f"{text} ({who})"
+
+
+def _serves(worker: WorkerStatus, status: JobStatus) -> bool:
+    """May this worker score the job's chunks (rerankq/store/chunks.py decides the same)?"""
+    if status.model is None:
+        return True
+    for model, context in ((status.model, status.score_context), (status.then_model, status.then_context)):
+        if worker.model == model and (context is None or worker.state == "loading" or worker.fingerprint == context):
+            return True
+    return False
+
+
+def no_worker_runs(model: str | None, workers: Sequence[WorkerStatus]) -> str | None:
+    """None when a live worker runs ``model`` (None: any model); else why not and what to start."""
+    alive = [w for w in workers if w.alive]
+    if not alive:
+        return NO_WORKER
+    models = sorted({w.model for w in alive})
+    if model is None or normalize_model(model) in models:
+        return None
+    return (
+        f"no worker runs {model} (workers alive run {', '.join(models)}): start one with "
+        f"`RERANKQ_MODEL={model} celery -A worker worker -Q gpu`"
+    )
+
+
+def _unserved(status: JobStatus, alive: Sequence[WorkerStatus]) -> str | None:
+    """Why no live worker can score this job, and how to go on; None when one can."""
+    if status.then_model and (missing := no_worker_runs(status.then_model, alive)) is not None:
+        return f"stage 2 of the cascade: {missing}"
+    if status.model is None or any(_serves(w, status) for w in alive):
+        return None
+    if (missing := no_worker_runs(status.model, alive)) is not None:
+        return missing
+    contexts = sorted({(w.fingerprint or "unknown")[:12] for w in alive if w.model == status.model})
+    wanted = (status.score_context or "")[:12]
+    return (
+        f"waiting for a worker running {status.model} with context {wanted}; workers alive run it with context "
+        f"{', '.join(contexts)} (its files or settings changed): keep a worker of context {wanted} until the job "
+        f"ends, or re-score the whole job under the new context with `producer rescore {status.job_id[:8]}`"
+    )
 
 
 def waiting_note(st: JobStatus, settings: Settings | None = None) -> str:

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,20 +129,34 @@ def state_of(job_id: str, env: dict[str, str]) -> str:
     return json.loads(producer("status", job_id, "--json", env=env, check=True).stdout)["state"]
 
 
-def test_rerank_with_no_worker_says_so_and_cancels_its_job(env):
+def test_rerank_with_no_worker_says_so_at_once(env):
+    """Nothing could ever score it: refused at once (as /v1/rerank does), and no job is left queued."""
+    started = time.monotonic()
+    result = producer("rerank", "-q", "capital of China?", "-d", "Beijing", "--timeout", "60", env=env)
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip() == f"error: {START_HINT}"
+    assert time.monotonic() - started < 30
+    assert json.loads(producer("list", "--interactive", "--json", env=env, check=True).stdout) == []
+
+
+def test_rerank_whose_job_no_worker_takes_is_cancelled_at_its_timeout(env):
+    from rerankq.store.registry import Registry, WorkerInfo
+
+    registry = Registry(env["RERANKQ_DATABASE_URL"])
+    registry.register(WorkerInfo("gpu-host:7:abc", "gpu-host", 7, "Qwen/Qwen3-Reranker-0.6B"))
+    registry.heartbeat("gpu-host:7:abc", state="ready")  # alive and ready, but it never takes a chunk
     result = producer("rerank", "-q", "capital of China?", "-d", "Beijing", "--timeout", "2", env=env)
     assert result.returncode == 3, result.stderr
     lines = result.stderr.strip().splitlines()
-    assert lines[0] == f"queued: {START_HINT}", "it says what it waits for while it waits"
-    assert re.fullmatch(rf"error: job ([0-9a-f-]{{36}}) still queued after 2 s, so it was cancelled; {re.escape(START_HINT)}", lines[-1])
-    job_id = lines[-1].split()[2]
-    assert state_of(job_id, env) == "cancelled"
+    assert lines[0] == "queued, waiting for a worker (1 worker ready)", "it says what it waits for while it waits"
+    assert re.fullmatch(r"error: job ([0-9a-f-]{36}) still queued after 2 s, so it was cancelled; 1 worker ready", lines[-1])
+    assert state_of(lines[-1].split()[2], env) == "cancelled"
 
 
 def test_rerank_while_a_worker_loads_says_so(env):
     from rerankq.store.registry import Registry, WorkerInfo
 
-    Registry(env["RERANKQ_DATABASE_URL"]).register(WorkerInfo("gpu-host:7:abc", "gpu-host", 7, "m"))  # state: loading
+    Registry(env["RERANKQ_DATABASE_URL"]).register(WorkerInfo("gpu-host:7:abc", "gpu-host", 7, "Qwen/Qwen3-Reranker-0.6B"))  # loading
     result = producer("rerank", "-q", "q", "-d", "d", "--timeout", "2", env=env)
     assert result.returncode == 3
     assert result.stderr.startswith("queued, 1 worker loading its engine\n"), result.stderr

@@ -5,6 +5,7 @@ and the interactive priority, against real Redis, a real SQLite ledger and the r
 from __future__ import annotations
 
 import io
+import hashlib
 import json
 import os
 import subprocess
@@ -17,10 +18,10 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from rerankq.settings import Settings
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
 from tests.services import free_port, wait_port
-from rerankq.settings import Settings
 
 KEY = "k3y-Sup3r-s3cret"
 
@@ -134,20 +135,24 @@ def test_full_interactive_queue_answers_429_and_the_service_stays_up(settings):
 
 
 def test_interactive_chunks_are_taken_before_batch_chunks(settings, tmp_path):
-    """Kombu's Redis priorities: a batch job's chunks wait in "gpu\\x06\\x169", an interactive chunk in
-    "gpu", and a consumer (as a worker does between chunks) gets the interactive one first."""
+    """Kombu's Redis priorities on the model's queue (rerankq/routing.py): a batch job's chunks wait in
+    "gpu.<model>\\x06\\x169", an interactive chunk in "gpu.<model>", and a consumer (as a worker does
+    between chunks) gets the interactive one first."""
     from producer.interactive import check_rerank, submit_rerank
     from producer.queueing import broker_app, queue_depths
     from producer.submission import submit_manifest
     from rerankq.broker import priority_lists
+    from rerankq.routing import model_queue
 
     manifest = write_manifest(tmp_path / "m.parquet", rows(n_queries=6, docs_per_query=5, seed=1))
     batch = submit_manifest(str(manifest), chunk_size=5, settings=settings)
     request = check_rerank("q", ["a", "b"], settings=settings)
     interactive = submit_rerank(request, settings=settings)
     r = redis.Redis.from_url(settings.broker)
-    lists = priority_lists(settings.queue)
-    assert lists == {"interactive": "gpu", "batch": "gpu\x06\x169"}
+    queue = model_queue(settings.queue, settings.model)
+    assert queue.startswith("gpu.") and queue.endswith(f"-{hashlib.sha256(settings.model.encode()).hexdigest()[:8]}")
+    lists = priority_lists(queue)
+    assert lists == {"interactive": queue, "batch": f"{queue}\x06\x169"}
     assert r.llen(lists["batch"]) == 6 and r.llen(lists["interactive"]) == 1
     assert queue_depths(settings) == {"interactive": 1, "batch": 6}
 
@@ -155,7 +160,7 @@ def test_interactive_chunks_are_taken_before_batch_chunks(settings, tmp_path):
     with broker_app(settings).connection_for_read() as conn:
         channel = conn.default_channel
         for _ in range(3):
-            message = channel.basic_get(settings.queue, no_ack=True)
+            message = channel.basic_get(queue, no_ack=True)
             taken.append(json.loads(message.body)[0][0]["job_id"])
     assert taken == [interactive, batch, batch]
 
@@ -313,9 +318,10 @@ def test_metrics(settings, tmp_path):
     assert samples("rerankq_jobs")[(("state", "queued"),)] == 1
     assert samples("rerankq_jobs")[(("state", "running"),)] == 0
     assert families["rerankq_pairs_scored"].type == "counter"
-    assert samples("rerankq_queue_depth")[(("priority", "batch"), ("queue", "gpu"))] == 4
-    assert samples("rerankq_queue_depth")[(("priority", "interactive"), ("queue", "gpu"))] == 0
-    assert samples("rerankq_workers_alive") == {(): 0}
+    model = ("model", settings.model)
+    assert samples("rerankq_queue_depth")[(model, ("priority", "batch"), ("queue", "gpu"))] == 4
+    assert samples("rerankq_queue_depth")[(model, ("priority", "interactive"), ("queue", "gpu"))] == 0
+    assert samples("rerankq_workers_alive") == {(model,): 0}
     assert all(name.startswith("rerankq_") for name in families)
 
 
@@ -327,7 +333,8 @@ def test_worker_metrics_module(tmp_path):
         "print(m.start(0), flush=True)\n"
         "import time; time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, "RERANKQ_MODEL": "/models/tiny/"}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
     try:
         port = int(proc.stdout.readline())
         import requests
@@ -336,11 +343,12 @@ def test_worker_metrics_module(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert "rerankq_worker_pairs_scored_total 100.0" in text
-    assert "rerankq_worker_tokens_scored_total 5000.0" in text
-    assert 'rerankq_worker_chunk_duration_seconds_bucket{le="0.5"} 1.0' in text
-    assert "rerankq_worker_engine_busy_ratio" in text
-    assert 'rerankq_worker_engine_memory_bytes{device="cpu"}' in text
+    model = 'model="/models/tiny"'  # every metric names the worker's model (trailing slash dropped)
+    assert f"rerankq_worker_pairs_scored_total{{{model}}} 100.0" in text
+    assert f"rerankq_worker_tokens_scored_total{{{model}}} 5000.0" in text
+    assert f'rerankq_worker_chunk_duration_seconds_bucket{{le="0.5",{model}}} 1.0' in text
+    assert f"rerankq_worker_engine_busy_ratio{{{model}}}" in text
+    assert f'rerankq_worker_engine_memory_bytes{{device="cpu",{model}}}' in text
 
 
 def test_worker_metrics_port_choice():

@@ -146,8 +146,11 @@ def test_request_options(live):
 def test_cohere_sdk_unchanged(live):
     import cohere
 
-    co = cohere.ClientV2(api_key="unused", base_url=live.url)
-    response = co.rerank(model="rerank-v3.5", query=Q, documents=DOCS, top_n=3)
+    co = cohere.ClientV2(api_key="unused", base_url=live.url)  # the SDK needs a key even where none is checked
+    response = co.rerank(model=live.env["RERANKQ_MODEL"], query=Q, documents=DOCS, top_n=3)  # the workers' model
+    with pytest.raises(cohere.core.ApiError) as refused:  # a model no worker runs: refused at once, not after 120 s
+        co.rerank(model="rerank-v3.5", query=Q, documents=DOCS)
+    assert refused.value.status_code == 503 and "no worker runs rerank-v3.5" in str(refused.value.body)
     assert len(response.results) == 3
     scores = [x.relevance_score for x in response.results]
     assert scores == sorted(scores, reverse=True)
@@ -176,11 +179,11 @@ def test_interactive_requests_pass_a_running_job(live):
 
 def test_worker_metrics_and_service_metrics(live):
     text = requests.get(f"http://127.0.0.1:{live.metrics_port}/metrics", timeout=10).text
-    pairs = float(re.search(r"^rerankq_worker_pairs_scored_total (\S+)$", text, re.M).group(1))
-    tokens = float(re.search(r"^rerankq_worker_tokens_scored_total (\S+)$", text, re.M).group(1))
+    pairs = float(re.search(r'^rerankq_worker_pairs_scored_total\{model="[^"]+"\} (\S+)$', text, re.M).group(1))
+    tokens = float(re.search(r'^rerankq_worker_tokens_scored_total\{model="[^"]+"\} (\S+)$', text, re.M).group(1))
     assert pairs > 0 and tokens > pairs
-    assert re.search(r"^rerankq_worker_chunk_duration_seconds_count [1-9]", text, re.M)
-    assert "rerankq_worker_engine_busy_ratio" in text and 'rerankq_worker_engine_memory_bytes{device="cpu"}' in text
+    assert re.search(r'^rerankq_worker_chunk_duration_seconds_count\{model="[^"]+"\} [1-9]', text, re.M)
+    assert "rerankq_worker_engine_busy_ratio{model=" in text and 'rerankq_worker_engine_memory_bytes{device="cpu",model=' in text
     service = requests.get(f"{live.url}/metrics", timeout=10).text
     assert re.search(r"^rerankq_workers_alive 1\.0$", service, re.M), service
     workers = requests.get(f"{live.url}/v1/workers", timeout=10).json()

@@ -69,6 +69,14 @@ def resume(job: JobArg) -> None:
 
 
 @friendly
+def rescore(job: JobArg) -> None:
+    """Re-score a whole job under the workers' current context: submit it again, then cancel it."""
+    from producer.job_control import rescore as run
+
+    print(run(job, report=say))
+
+
+@friendly
 def retry(job: JobArg) -> None:
     """Run the failed chunks of a job again, and only those."""
     from producer.job_control import retry_failed

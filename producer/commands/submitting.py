@@ -27,11 +27,18 @@ def submit(
     notify: Annotated[
         str | None, typer.Option(help="webhook URL told when the job ends (default RERANKQ_WEBHOOK_URL)")
     ] = None,
+    model: Annotated[str | None, typer.Option(help="the model that scores the job (default RERANKQ_MODEL)")] = None,
+    then: Annotated[
+        str | None, typer.Option(help="a cascade: MODEL:top=K re-scores each query's K best pairs with MODEL")
+    ] = None,
 ) -> None:
     """Validate a manifest, record the job and enqueue its chunks; print the job id (with --wait, before following the job, so Ctrl-C never hides it)."""
     from producer.submission import submit_manifest
 
-    job_id = submit_manifest(manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say, notify=notify)
+    job_id = submit_manifest(
+        manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say, model=model, then=then,
+        notify=notify,
+    )
     print(job_id, flush=True)  # stdout holds only the id: `JOB=$(producer submit ...)` works with --wait too
     raise typer.Exit(follow_with_progress(job_id, None) if wait else 0)
 
@@ -43,6 +50,7 @@ def rerank(
     instruction: Annotated[str | None, typer.Option(help="the task instruction (default: web search)")] = None,
     as_json: JsonFlag = False,
     timeout: Annotated[float, typer.Option(help="seconds to wait; then the job is cancelled")] = 600,
+    model: Annotated[str | None, typer.Option(help="the model that scores it (default RERANKQ_MODEL)")] = None,
 ) -> None:
     """Rank a few documents for one query through the workers (documents travel in the message)."""
     from producer.interactive import rerank as run
@@ -50,7 +58,7 @@ def rerank(
     def note(_st: JobStatus, line: str) -> None:  # what the job waits for, each time that changes
         say(line)
 
-    ranked = run(query, doc, instruction, timeout=timeout, on_wait=note)
+    ranked = run(query, doc, instruction, timeout=timeout, on_wait=note, model=model)
     if as_json:
         print(json.dumps([asdict(r) for r in ranked], ensure_ascii=False, indent=2))
         return

@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 from producer.service import nights, timefmt
 from producer.service.security import COOKIE, key_matches
-from producer.waiting import describe_workers
+from producer.waiting import describe_workers, no_worker_runs
 from rerankq.store.errors import UnknownJob
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 
@@ -102,7 +102,7 @@ def nights_page(
 def try_page(request: Request) -> Response:
     settings = request.app.state.settings
     workers = request.app.state.registry.workers(settings.worker_dead_after)
-    missing = None if any(w.alive for w in workers) else describe_workers(workers)  # what /v1/rerank answers 503 with
+    missing = no_worker_runs(settings.model, workers)  # what /v1/rerank answers 503 with
     return templates.TemplateResponse(
         request, "try.html", {"model": settings.model, "alive": missing is None, "workers": missing or describe_workers(workers)}
     )

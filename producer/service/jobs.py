@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
 class JobRequest(BaseModel):
-    """`producer submit MANIFEST [--name] [--instruction] [--chunk-size]`."""
+    """`producer submit MANIFEST [--name] [--instruction] [--chunk-size] [--model] [--then]`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,6 +29,8 @@ class JobRequest(BaseModel):
     name: StrictStr | None = None
     instruction: StrictStr | None = Field(None, description="for rows without one")
     chunk_size: StrictInt | None = Field(None, ge=1, description="pairs per chunk (default RERANKQ_CHUNK_SIZE)")
+    model: StrictStr | None = Field(None, description="the model that scores the job (default RERANKQ_MODEL)")
+    then: StrictStr | None = Field(None, description="a cascade: MODEL:top=K re-scores each query's K best pairs")
     notify: StrictStr | None = Field(None, description="webhook URL told when the job ends (default RERANKQ_WEBHOOK_URL)")
 
 
@@ -64,6 +66,8 @@ async def submit_job(body: JobRequest, request: Request) -> JobStatus:
         name=body.name,
         chunk_size=body.chunk_size,
         settings=settings,
+        model=body.model,
+        then=body.then,
         notify=body.notify,
     )
     return await asyncio.to_thread(request.app.state.ledger.status, job_id)

@@ -15,11 +15,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from producer.queueing import queue_depths
-from schemas import JobState
 from rerankq.logs import get_logger
 from rerankq.settings import Settings
 from rerankq.store.ledger import Ledger
 from rerankq.store.registry import Registry
+from schemas import JobState
 
 log = get_logger("rerankq.service")
 router = APIRouter(tags=["metrics"])
@@ -48,17 +48,24 @@ class LedgerCollector(Collector):
         scored = self._part("database", self.ledger.pairs_scored_total)
         if scored is not None:
             yield CounterMetricFamily("rerankq_pairs_scored", "Pairs scored by finished chunks, all jobs", value=scored)
-        depths = self._part("broker", lambda: queue_depths(self.settings))
+        alive = self._part("database", lambda: self.registry.alive(self.settings.worker_dead_after))
+        models = sorted({self.settings.model, *(w.model for w in alive or [])})
+        depths = self._part("broker", lambda: {m: queue_depths(self.settings, m) for m in models})
         if depths is not None:
             queue = GaugeMetricFamily(
-                "rerankq_queue_depth", "Chunks waiting in the broker (not yet taken by a worker)", labels=["queue", "priority"]
+                "rerankq_queue_depth",
+                "Chunks waiting in the broker (not yet taken by a worker), per model",
+                labels=["queue", "model", "priority"],
             )
-            for priority, n in depths.items():
-                queue.add_metric([self.settings.queue, priority], n)
+            for model, by_priority in depths.items():
+                for priority, n in by_priority.items():
+                    queue.add_metric([self.settings.queue, model, priority], n)
             yield queue
-        alive = self._part("database", lambda: self.registry.alive(self.settings.worker_dead_after))
         if alive is not None:
-            yield GaugeMetricFamily("rerankq_workers_alive", "Workers whose heartbeat is recent", value=len(alive))
+            workers = GaugeMetricFamily("rerankq_workers_alive", "Workers whose heartbeat is recent, per model", labels=["model"])
+            for model in models:
+                workers.add_metric([model], sum(w.model == model for w in alive))
+            yield workers
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # no collection at registration time (the database may not be up yet)

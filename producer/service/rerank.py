@@ -19,7 +19,8 @@ from producer.interactive import check_rerank, rerank_results, submit_rerank
 from producer.queueing import interactive_backlog
 from producer.service.errors import Overloaded, ServiceError
 from producer.service.tokens import tokens_for
-from producer.waiting import describe_workers
+from producer.submission import for_model
+from producer.waiting import describe_workers, no_worker_runs
 from rerankq.settings import Settings
 
 router = APIRouter(tags=["rerank"])
@@ -32,7 +33,9 @@ class RerankBody(BaseModel):
 
     query: StrictStr
     documents: list[Any] = Field(description='strings, or objects with a "text" string')
-    model: StrictStr | None = Field(None, description="accepted for compatibility; the workers' model answers")
+    model: StrictStr | None = Field(
+        None, description="the model that scores it, as its workers name it (default: the service's RERANKQ_MODEL)"
+    )
     top_n: StrictInt | None = Field(None, ge=0, description="the best N results (0 or absent: all)")
     return_documents: StrictBool = True
     instruction: StrictStr | None = Field(None, description="Qwen3-Reranker's task instruction (default: web search)")
@@ -105,9 +108,11 @@ WORKER_CHECK_SECONDS = 2.0  # while a request waits, how often the registry is r
 
 
 async def _workers_now(request: Request, settings: Settings) -> tuple[bool, str]:
-    """Whether any worker is alive, and the live workers in words (`producer.waiting`, as the CLI says it)."""
+    """Whether a live worker runs the request's model, and in words why not or what the workers do
+    (`producer.waiting`, as the CLI says it)."""
     workers = await asyncio.to_thread(request.app.state.registry.workers, settings.worker_dead_after)
-    return any(w.alive for w in workers), describe_workers(workers)
+    missing = no_worker_runs(settings.model, workers)
+    return missing is None, missing or describe_workers(workers)
 
 
 async def _require_a_worker(request: Request, settings: Settings, job_id: str | None = None) -> str:
@@ -145,7 +150,7 @@ async def _wait(request: Request, job_id: str, settings: Settings) -> None:
 
 async def rerank(body: RerankBody, request: Request) -> RerankResponse:
     """Score ``documents`` against ``query``; results sorted by score, ``index`` = position in the request."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = for_model(request.app.state.settings, body.model)
     started = time.perf_counter()
     prepared, documents, used = await asyncio.to_thread(_prepare, body, settings)
     await _require_a_worker(request, settings)
