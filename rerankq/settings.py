@@ -108,6 +108,16 @@ class Settings(BaseSettings):
         None, ge=0, description="worker metrics port: N + the worker's CUDA device index; 0 = any free port (logged)"
     )
 
+    # --- batch files: the OpenAI Files and Batches API (producer/batch_files.py) ---------------
+    files_dir: Path = Field(
+        Path.home() / ".local" / "share" / "rerankq" / "files",
+        description="where uploaded batch files and batch outputs are kept (the service's and `producer export`'s host)",
+    )
+    max_file_bytes: int = Field(2 * 1024**3, ge=1024, description="larger uploads to POST /v1/files get 413")
+    batch_max_pairs: int = Field(
+        1_000_000, ge=1, description="pairs in one batch file (its pairs travel inline, like RERANKQ_MAX_INLINE_PAIRS)"
+    )
+
     # --- webhooks (rerankq/store/webhooks.py, worker/webhook_sender.py) ----------------------
     webhook_url: str | None = Field(
         None, description="notified when a job ends (a job's own --notify URL wins); recorded with the job at submission"

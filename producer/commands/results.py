@@ -30,6 +30,10 @@ def export(
         int | None,
         typer.Option("--top-k", min=1, help="with --changes-since: keep a rank-only move only if it enters or leaves the top K"),
     ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="jsonl: a batch's output lines, as vllm run-batch writes them (--out - : stdout)"),
+    ] = None,
 ) -> None:
     """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet or CSV (by the --out suffix).
 
@@ -39,6 +43,16 @@ def export(
     from producer.job_control import ledger
     from producer.table_files import file_format
 
+    if fmt == "jsonl" or (fmt is None and out_file.suffix.lower() == ".jsonl"):
+        from producer.batch_files import export_jsonl
+
+        with writing(out_file):
+            lines = export_jsonl(job, out_file)
+        if str(out_file) != "-":
+            say(f"{lines:,} lines written to {out_file}")
+        return
+    if fmt is not None and fmt not in ("parquet", "csv"):
+        raise InputError(f"--format {fmt!r}: expected parquet, csv or jsonl")
     file_format(out_file)  # an unknown suffix is refused before anything is read or written
     if changes_since is None and (no_moves or top_k is not None):
         raise InputError("--no-moves and --top-k filter a changes export: add --changes-since OLD_JOB")

@@ -16,7 +16,9 @@ from schemas import JobStatus
 
 @friendly
 def submit(
-    manifest: Annotated[str, typer.Argument(help="Parquet file, directory of Parquet files, or s3:// gs:// file:// URI")],
+    manifest: Annotated[
+        str, typer.Argument(help="Parquet file, directory of Parquet files, s3:// gs:// file:// URI, or a batch FILE.jsonl")
+    ],
     instruction: Annotated[str | None, typer.Option(help="instruction for rows without one")] = None,
     name: Annotated[str | None, typer.Option(help="a name to find the job by")] = None,
     chunk_size: Annotated[int | None, typer.Option(min=1, help="pairs per chunk (default RERANKQ_CHUNK_SIZE)")] = None,
@@ -24,17 +26,29 @@ def submit(
     reuse: Annotated[
         bool, typer.Option("--reuse/--no-reuse", help="copy cached scores of unchanged pairs (--no-reuse: score every pair)")
     ] = True,
-    notify: Annotated[
-        str | None, typer.Option(help="webhook URL told when the job ends (default RERANKQ_WEBHOOK_URL)")
-    ] = None,
     model: Annotated[str | None, typer.Option(help="the model that scores the job (default RERANKQ_MODEL)")] = None,
     then: Annotated[
         str | None, typer.Option(help="a cascade: MODEL:top=K re-scores each query's K best pairs with MODEL")
+    ] = None,
+    notify: Annotated[
+        str | None, typer.Option(help="webhook URL told when the job ends (default RERANKQ_WEBHOOK_URL)")
     ] = None,
 ) -> None:
     """Validate a manifest, record the job and enqueue its chunks; print the job id (with --wait, before following the job, so Ctrl-C never hides it)."""
     from producer.submission import submit_manifest
 
+    if manifest.lower().endswith(".jsonl"):  # a vllm run-batch / OpenAI batch file (producer/batch_files.py)
+        from producer.batch_files import submit_batch_path
+        from producer.submission import for_model
+        from rerankq.settings import get_settings
+
+        batch = submit_batch_path(
+            manifest, settings=for_model(get_settings(), model), name=name, notify=notify, chunk_size=chunk_size
+        )
+        if batch.lines_rejected:
+            say(f"{batch.lines_rejected:,} of {batch.lines_total:,} lines refused (see `producer export {batch.job_id[:8]} --format jsonl`)")
+        print(batch.job_id, flush=True)
+        raise typer.Exit(follow_with_progress(batch.job_id, None) if wait else 0)
     job_id = submit_manifest(
         manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say, model=model, then=then,
         notify=notify,

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from producer.job_control import ledger
-from producer.service import console, errors, jobs, metrics, rerank
+from producer.service import batches, console, errors, files, jobs, metrics, rerank
 from producer.service.limits import BodyLimit
 from producer.service.security import ApiKeyGuard
 from rerankq.settings import Settings, get_settings
@@ -35,10 +35,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(rerank.router)
     app.include_router(jobs.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
     app.include_router(metrics.router)
     app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=console.HERE / "static"), name="static")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, larger={"/v1/files": settings.max_file_bytes})
     if app.state.api_key:
         app.add_middleware(ApiKeyGuard, key=app.state.api_key)  # added last: outermost, before the body is read
     return app

@@ -8,8 +8,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-def _message(max_bytes: int) -> str:
-    return f"request body: over the limit of {max_bytes:,} bytes (RERANKQ_MAX_REQUEST_BYTES)"
+def _message(max_bytes: int, request: bool = True) -> str:
+    setting = "RERANKQ_MAX_REQUEST_BYTES" if request else "RERANKQ_MAX_FILE_BYTES"
+    return f"request body: over the limit of {max_bytes:,} bytes ({setting})"
 
 
 class _TooLarge(HTTPException):
@@ -22,17 +23,19 @@ class _TooLarge(HTTPException):
 class BodyLimit:
     """Pure ASGI: checks Content-Length up front and counts the bytes of chunked bodies as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}  # path: its own limit (uploads of batch files: RERANKQ_MAX_FILE_BYTES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope.get("path", ""), self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
         started = False
@@ -42,8 +45,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(self.max_bytes)
+                if seen > limit:
+                    raise _TooLarge(limit)
             return message
 
         async def tracked(message: Message) -> None:
@@ -55,10 +58,10 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": _message(self.max_bytes)}).encode()
+    async def _refuse(self, send: Send, limit: int) -> None:
+        body = json.dumps({"detail": _message(limit, limit == self.max_bytes)}).encode()
         await send(
             {
                 "type": "http.response.start",

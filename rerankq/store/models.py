@@ -167,3 +167,40 @@ class WebhookEvent(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StoredFile(Base):
+    """A file of the Files API: its bytes on disk under RERANKQ_FILES_DIR (``path``), what it is here."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # file-…
+    purpose: Mapped[str] = mapped_column(String(32))  # batch (an upload) | batch_output (an output or error file)
+    filename: Mapped[str] = mapped_column(Text)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(Text)  # relative to RERANKQ_FILES_DIR
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Batch(Base):
+    """An OpenAI-style batch: a rerankq job (``job_id``, kind ``batch``) plus what the Batches API reports."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # batch_<job id>
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    endpoint: Mapped[str] = mapped_column(String(32))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    meta: Mapped[dict | None] = mapped_column("metadata", JSON)
+    input_file_id: Mapped[str] = mapped_column(String(64))
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    lines_total: Mapped[int] = mapped_column(Integer)
+    lines_rejected: Mapped[int] = mapped_column(Integer)  # bad lines, refused at submission
+    lines_completed: Mapped[int | None] = mapped_column(Integer)  # counted when the output is written
+    lines_failed: Mapped[int | None] = mapped_column(Integer)
+    errors: Mapped[list | None] = mapped_column(JSON)  # why the whole batch failed, if it did
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the output is being written since
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the output files exist since

@@ -1,0 +1,232 @@
+"""Batches and files of the OpenAI-style API in the ledger. A batch is a job of kind ``batch`` plus one
+``batches`` row (deleted with the job); a file is a ``files`` row naming bytes on disk under
+RERANKQ_FILES_DIR. The status a client sees is derived from the job's state here and in
+producer/batch_files.py, never stored twice."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+
+from rerankq.store.base import LIVE_CHUNK, LedgerBase
+from rerankq.store.clock import aware, now
+from rerankq.store.models import Batch, Chunk, Job, Score, StoredFile
+from rerankq.store.webhooks import BATCH_KIND, batch_id, record_job_end
+from schemas import JobState
+
+EXPIRED = "expired"  # jobs.error of a batch cancelled because its completion window ended
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    id: str
+    purpose: str
+    filename: str
+    bytes: int
+    path: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: str
+    job_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict | None
+    input_file_id: str
+    output_file_id: str | None
+    error_file_id: str | None
+    lines_total: int
+    lines_rejected: int
+    lines_completed: int | None
+    lines_failed: int | None
+    errors: list | None
+    created_at: datetime
+    expires_at: datetime
+    finalizing_at: datetime | None
+    completed_at: datetime | None
+    # from the job
+    state: JobState
+    job_error: str | None
+    model: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    live_chunks: int  # chunks pending or running: a cancelled batch is still "cancelling" while any runs
+
+
+def _file(f: StoredFile) -> FileRow:
+    return FileRow(f.id, f.purpose, f.filename, f.bytes, f.path, aware(f.created_at))
+
+
+class BatchStore(LedgerBase):
+    # --- files -------------------------------------------------------------------------------
+    def add_file(self, purpose: str, filename: str, size: int, path: str, file_id: str | None = None) -> FileRow:
+        row = StoredFile(
+            id=file_id or new_file_id(), purpose=purpose, filename=filename, bytes=size, path=path, created_at=now()
+        )
+        with self.session.begin() as s:
+            s.add(row)
+        return _file(row)
+
+    def file(self, file_id: str) -> FileRow | None:
+        with self.session() as s:
+            f = s.get(StoredFile, file_id)
+            return _file(f) if f is not None else None
+
+    def files(self, limit: int = 100, purpose: str | None = None) -> list[FileRow]:
+        with self.session() as s:
+            stmt = select(StoredFile).order_by(StoredFile.created_at.desc()).limit(limit)
+            if purpose:
+                stmt = stmt.where(StoredFile.purpose == purpose)
+            return [_file(f) for f in s.scalars(stmt)]
+
+    def delete_file(self, file_id: str) -> FileRow | None:
+        """The row gone (its bytes are the caller's to unlink); None if there was none."""
+        with self.session.begin() as s:
+            f = s.get(StoredFile, file_id, with_for_update=True)
+            if f is None:
+                return None
+            row = _file(f)
+            s.delete(f)
+            return row
+
+    def prunable_files(self, cutoff: datetime) -> list[FileRow]:
+        """Files older than ``cutoff`` that no unfinished batch reads."""
+        live_inputs = (
+            select(Batch.input_file_id).join(Job, Job.id == Batch.job_id)
+            .where(Job.state.in_((JobState.queued.value, JobState.running.value)))
+        )  # fmt: skip
+        with self.session() as s:
+            rows = s.scalars(
+                select(StoredFile).where(StoredFile.created_at < cutoff, StoredFile.id.not_in(live_inputs))
+            ).all()
+            return [_file(f) for f in rows]
+
+    # --- batches -----------------------------------------------------------------------------
+    def record_batch(
+        self, job_id: str, *, endpoint: str, completion_window: str, window_seconds: float, metadata: dict | None,
+        input_file_id: str, lines_total: int, lines_rejected: int,
+    ) -> str:  # fmt: skip
+        t = now()
+        with self.session.begin() as s:
+            s.add(Batch(
+                id=batch_id(job_id), job_id=job_id, endpoint=endpoint, completion_window=completion_window, meta=metadata,
+                input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_rejected, created_at=t,
+                expires_at=t + timedelta(seconds=window_seconds),
+            ))  # fmt: skip
+        return batch_id(job_id)
+
+    def record_failed_batch(
+        self, *, endpoint: str, completion_window: str, window_seconds: float, metadata: dict | None,
+        input_file_id: str, lines_total: int, errors: list, notify: str | None, model: str | None, name: str | None,
+    ) -> str:  # fmt: skip
+        """A batch with no line to score: a failed job and its batch in one transaction (and its batch.failed event)."""
+        job_id, t = str(uuid.uuid4()), now()
+        with self.session.begin() as s:
+            job = Job(
+                id=job_id, name=name, kind=BATCH_KIND, state=JobState.failed, pairs_total=0, chunks_total=0,
+                error=errors[0]["message"] if errors else "no request to run", created_at=t, started_at=t, finished_at=t,
+                model=model, notify=notify,
+            )  # fmt: skip
+            s.add(job)
+            s.flush()
+            s.add(Batch(
+                id=batch_id(job_id), job_id=job_id, endpoint=endpoint, completion_window=completion_window, meta=metadata,
+                input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_total, errors=errors,
+                created_at=t, expires_at=t + timedelta(seconds=window_seconds),
+            ))  # fmt: skip
+            record_job_end(s, job)
+        return batch_id(job_id)
+
+    def batch(self, batch_or_job_id: str) -> BatchRow | None:
+        rows = self._batches(or_(Batch.id == batch_or_job_id, Batch.job_id == batch_or_job_id), limit=1)
+        return rows[0] if rows else None
+
+    def batches(self, limit: int = 20, after: str | None = None) -> list[BatchRow]:
+        """Newest first; ``after``: the last id of the previous page."""
+        where = []
+        if after:
+            with self.session() as s:
+                created = s.scalar(select(Batch.created_at).where(Batch.id == after))
+            if created is not None:
+                where.append(Batch.created_at < created)
+        return self._batches(*where, limit=limit)
+
+    def _batches(self, *where: object, limit: int) -> list[BatchRow]:
+        live = (
+            select(func.count()).select_from(Chunk)
+            .where(Chunk.job_id == Batch.job_id, Chunk.state.in_(LIVE_CHUNK)).scalar_subquery()
+        )  # fmt: skip
+        stmt = (
+            select(Batch, Job.state, Job.error, Job.model, Job.started_at, Job.finished_at, live)
+            .join(Job, Job.id == Batch.job_id).where(*where).order_by(Batch.created_at.desc()).limit(limit)
+        )  # fmt: skip
+        with self.session() as s:
+            return [
+                BatchRow(
+                    b.id, b.job_id, b.endpoint, b.completion_window, b.meta, b.input_file_id, b.output_file_id,
+                    b.error_file_id, b.lines_total, b.lines_rejected, b.lines_completed, b.lines_failed, b.errors,
+                    aware(b.created_at), aware(b.expires_at), aware(b.finalizing_at), aware(b.completed_at),
+                    JobState(state), error, model, aware(started), aware(finished), live_chunks,
+                )  # fmt: skip
+                for b, state, error, model, started, finished, live_chunks in s.execute(stmt).all()
+            ]
+
+    def line_progress(self, job_id: str) -> tuple[int, int]:
+        """Lines (queries) scored so far without and with a failed pair: request_counts while running."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Score.query_id, func.count(Score.error)).where(Score.job_id == job_id).group_by(Score.query_id)
+            ).all()
+        return sum(1 for _, errors in rows if not errors), sum(1 for _, errors in rows if errors)
+
+    def expire(self, job_id: str) -> bool:
+        """The completion window ended: the job is cancelled with error ``expired`` (its event says
+        batch.expired), in one transaction. False if it ended first."""
+        with self.session.begin() as s:
+            job = self._job(s, job_id, lock=True)
+            if JobState(job.state).terminal:
+                return False
+            job.state, job.error, job.finished_at = JobState.cancelled, EXPIRED, now()
+            s.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.state == "pending").values(state="cancelled"))
+            record_job_end(s, job)
+            return True
+
+    def claim_finalizing(self, batch_id_: str, stale_after: float) -> bool:
+        """One writer of a batch's output files at a time; a claim older than ``stale_after`` s (its
+        writer died) can be taken over."""
+        t = now()
+        with self.session.begin() as s:
+            return bool(
+                s.execute(
+                    update(Batch).where(
+                        Batch.id == batch_id_, Batch.completed_at.is_(None),
+                        or_(Batch.finalizing_at.is_(None), Batch.finalizing_at < t - timedelta(seconds=stale_after)),
+                    ).values(finalizing_at=t)
+                ).rowcount
+            )  # fmt: skip
+
+    def finalized(self, batch_id_: str, output_file: FileRow | None, error_file: FileRow | None, completed: int, failed: int) -> None:
+        """The output files recorded with the batch that they complete, in one transaction."""
+        with self.session.begin() as s:
+            for f in (output_file, error_file):
+                if f is not None:
+                    s.add(StoredFile(id=f.id, purpose=f.purpose, filename=f.filename, bytes=f.bytes, path=f.path, created_at=f.created_at))
+            s.execute(
+                update(Batch).where(Batch.id == batch_id_).values(
+                    output_file_id=output_file.id if output_file else None, error_file_id=error_file.id if error_file else None,
+                    lines_completed=completed, lines_failed=failed, completed_at=now(),
+                )
+            )  # fmt: skip
+
+    def forget_files(self, file_ids: list[str]) -> int:
+        with self.session.begin() as s:
+            return s.execute(delete(StoredFile).where(StoredFile.id.in_(file_ids))).rowcount
+
+
+def new_file_id() -> str:
+    return f"file-{uuid.uuid4().hex}"
