@@ -60,6 +60,10 @@ def status_table(st: JobStatus, waiting: str | None = None) -> Table:
     ]
     if waiting and not st.state.terminal:
         rows.insert(3, ("waiting", waiting))
+    if st.then_model:  # after the state: the model rows read "model, then, state"
+        rows.insert(2, ("then", f"{st.then_model}, each query's top {st.then_top} ({_context(st.then_context)})"))
+    if st.model:
+        rows.insert(2, ("model", f"{st.model} ({_context(st.score_context)})"))
     if st.elapsed_seconds is not None:
         rows.append(("elapsed", f"{st.elapsed_seconds:.1f} s, {st.pairs_per_second or 0:.1f} pairs/s"))
     for h in st.holders:
@@ -69,3 +73,7 @@ def status_table(st: JobStatus, waiting: str | None = None) -> Table:
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def _context(digest: str | None) -> str:
+    return f"context {digest[:12]}" if digest else "context not pinned yet"
