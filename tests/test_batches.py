@@ -212,6 +212,37 @@ def test_all_lines_bad_fails_the_batch_and_files_can_be_deleted(stack):
     assert wrong.status_code == 404 and "input_file_id" in wrong.json()["detail"]
 
 
+def test_cancel_and_expiry_of_batches_no_worker_runs(stack, pg_url):
+    """Lines for a model no worker runs wait: cancelled, the batch says so (every line in the error
+    file, batch.cancelled); past its window, it expires (batch.expired)."""
+    from sqlalchemy import create_engine, text
+
+    lines = [rerank_line(f"w-{i}", f"query {i}", ["a", "b"], model="nobody/runs-this") for i in range(3)]
+    path = write_jsonl(stack.tmp / "waiting.jsonl", lines)
+    f = stack.client.files.create(file=open(path, "rb"), purpose="batch")
+    first = stack.client.batches.create(input_file_id=f.id, endpoint="/v1/rerank", completion_window="24h")
+    second = stack.client.batches.create(input_file_id=f.id, endpoint="/v1/rerank", completion_window="1h")
+    assert stack.client.batches.retrieve(first.id).status == "in_progress" and first.model == "nobody/runs-this"
+    cancelled = stack.client.batches.cancel(first.id)
+    assert cancelled.status in ("cancelling", "cancelled")
+    done = stack.finished(first.id, 30)
+    assert done.status == "cancelled" and done.cancelled_at and done.output_file_id is None
+    errors = jsonl(stack.client.files.content(done.error_file_id).text)
+    assert [e["custom_id"] for e in errors] == ["w-0", "w-1", "w-2"]
+    assert all("not scored, the batch cancelled" in e["error"]["message"] for e in errors)
+
+    engine = create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE batches SET expires_at = now() - interval '1 minute' WHERE id = :b"), {"b": second.id})
+    engine.dispose()
+    expired = stack.finished(second.id, 30)
+    assert expired.status == "expired" and expired.expired_at
+    assert "its completion window ended" in jsonl(stack.client.files.content(expired.error_file_id).text)[0]["error"]["message"]
+    for batch, kind in ((first, "batch.cancelled"), (second, "batch.expired")):
+        got = wait_for(lambda: [p["type"] for _, p in stack.receiver.received if p["data"]["id"] == batch.id], 60, kind)
+        assert got == [kind]
+
+
 def test_service_restarted_and_worker_killed_mid_batch(stack):
     """The batch lives in the ledger: a new service process answers for it, and the chunks of a worker
     killed mid-batch are scored by another; one batch.completed webhook."""
@@ -236,3 +267,15 @@ def test_service_restarted_and_worker_killed_mid_batch(stack):
     events = wait_for(lambda: [p for _, p in stack.receiver.received if p["data"]["id"] == batch_id], 60, "webhook")
     time.sleep(2)
     assert len([p for _, p in stack.receiver.received if p["data"]["id"] == batch_id]) == len(events) == 1
+
+
+def test_prune_removes_old_batch_files(stack):
+    """Retention: `producer prune` deletes batch files as old as the jobs it deletes, from the ledger and the disk."""
+    files_dir = stack.tmp / "files"
+    assert list(files_dir.glob("*.jsonl"))
+    time.sleep(1.1)
+    dry = producer("prune", "--jobs-older-than", "1s", "--dry-run", env=stack.env, check=True).stdout
+    assert "would delete" in dry and "batch file(s)" in dry and list(files_dir.glob("*.jsonl"))
+    out = producer("prune", "--jobs-older-than", "1s", env=stack.env, check=True).stdout
+    assert "batch file(s)" in out
+    assert list(files_dir.glob("*.jsonl")) == [] and stack.client.files.list().data == []

@@ -30,7 +30,7 @@ def prune(
     jobs_older_than: Annotated[str, typer.Option("--jobs-older-than", help="an age with its unit: e.g. 30d, 12h (s, m, h, d, w)")],
     dry_run: DryRun = False,
 ) -> None:
-    """Delete finished jobs (and their chunks and scores) older than the age given.
+    """Delete finished jobs (and their chunks and scores) older than the age given, and batch files as old.
 
     Queued and running jobs, and jobs with a chunk still running, are never touched."""
     from producer.job_control import ledger
@@ -42,6 +42,12 @@ def prune(
     print(f"{verb} {len(r.jobs)} job(s) finished before {r.cutoff:%Y-%m-%d %H:%M:%S} UTC: {r.chunks:,} chunk(s), {r.scores:,} score row(s)")
     for job_id in r.jobs:
         print(f"  {job_id}")
+    from producer.batch_files import prune_files  # batch files and outputs under RERANKQ_FILES_DIR, same age
+    from rerankq.settings import get_settings
+
+    files, size = prune_files(get_settings(), older_than, dry_run)
+    if files:
+        print(f"{verb} {files} batch file(s) ({size:,} bytes) no unfinished batch reads")
 
 
 @friendly
