@@ -240,3 +240,26 @@ def test_migration_converts_a_ledger_and_back():
     finally:
         get_engine(url).dispose()
         drop_database(POSTGRES_URL, url)
+
+
+def test_a_chunk_finished_twice_at_once_counts_once(pg):
+    """finish_chunk writes its rows before it locks the job row (chunks of a job write in parallel): two
+    deliveries of one chunk finishing together still count it once and leave each row once."""
+    spec = InlineSpec(pairs=[InlinePair(query_id="q", doc_id="d", query="q", document="d")]).model_dump(mode="json")
+    job, (msg,) = pg.create_job(kind="inline", chunks=[NewChunk(spec, 3000)])
+    assert pg.begin_chunk(job, msg.chunk_id, "w", "m") is None
+    rows = [ScoreRow(f"q{k // 100}", f"d{k}", k / 3000, None, k.to_bytes(32, "big")) for k in range(3000)]
+    barrier, results = threading.Barrier(2), []
+
+    def deliver() -> None:
+        barrier.wait()
+        results.append(pg.finish_chunk(job, msg.chunk_id, rows))
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [False, True]
+    st = pg.status(job)
+    assert st.state == JobState.completed and st.pairs_scored == 3000 and pg.score_count(job) == 3000

@@ -158,13 +158,13 @@ class FakeWorker:
     """Scores what the ledger holds pending, as a worker would (keys in its own context)."""
 
     def __init__(self, store: Ledger, settings: Settings, model: Path, worker_id: str = "test:1"):
-        self.store, self.context = store, context_for(settings, model)
+        self.store, self.context, self.model = store, context_for(settings, model), settings.model
         record_worker_context(store, worker_id, settings, self.context)
         self.scored: list[tuple[str, str]] = []
 
     def run(self, job_id: str) -> None:
         for msg in self.store.resumable(job_id):
-            assert self.store.begin_chunk(job_id, msg.chunk_id, "test:1", "m") is None
+            assert self.store.begin_chunk(job_id, msg.chunk_id, "test:1", self.model, self.context.digest) is None
             keyed = load_pairs(msg.spec)
             keys = self.context.keys([k.pair.instruction for k in keyed], [k.pair.query for k in keyed], [k.pair.document for k in keyed])
             self.scored += [(k.query_id, k.doc_id) for k in keyed]

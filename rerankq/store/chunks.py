@@ -84,14 +84,21 @@ class ChunkWrites(LedgerBase):
         ``then``: a cascade's stage-1 chunk hands on its queries' top pairs as a stage-2 chunk, recorded
         in the same transaction (so the job cannot end before it is scored); ``unsent`` finds it to send."""
         with self.session.begin() as s:
-            job = self._job(s, job_id, lock=True)
             chunk = s.get(Chunk, chunk_id)
             if chunk is None or chunk.state == "done":
                 return False
+            # The rows before the job's lock: they are idempotent upserts (a second delivery's change
+            # nothing), so the chunks of one job write in parallel instead of one at a time under that
+            # lock, which bound the ledger (bench/RESULTS.md, "Ledger ceiling"). The lock then guards
+            # only the states, and the chunk is read again under it.
             if (chunk.stage or 1) == 2:
                 write_stage2_rows(s, job_id, rows)
             else:
                 write_chunk_rows(s, job_id, chunk_id, rows, use_copy=self.copy_scores)
+            job = self._job(s, job_id, lock=True)
+            s.refresh(chunk)
+            if chunk.state == "done":  # another delivery finished it meanwhile; its rows stand
+                return False
             if then is not None and then.pairs:
                 seq = s.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job_id))
                 s.add(Chunk(
