@@ -100,6 +100,10 @@ def test_signed_delivery_verified_by_standardwebhooks(ledger, sqlite_url):
             job_id, "completed_with_errors", 2, 1, 1,
         )  # fmt: skip
         assert outbox_rows(sqlite_url, job_id)[0][2:] == ("delivered", 1)
+        from openai import OpenAI  # the SDK's own verifier accepts the signature too
+
+        event = OpenAI(api_key="unused", webhook_secret=SECRET).webhooks.unwrap(receiver.bodies[0], receiver.headers[0])
+        assert event.type == "job.completed_with_errors" and event.data.id == job_id
         assert sender(sqlite_url).run_once() == 0 and len(receiver.received) == 1  # delivered once
         # Another key: the receiver refuses it, so the event is retried, never counted delivered.
         other = Receiver("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(), port=free_port()).start()
@@ -131,6 +135,24 @@ def test_cancelled_and_all_reused_jobs_notify(ledger, sqlite_url):
         sender(sqlite_url).run_once()
         assert receiver.received[-1][1]["type"] == "batch.completed"
         assert receiver.received[-1][1]["data"]["id"] == f"batch_{batch_job}"
+    finally:
+        receiver.stop()
+
+
+def test_the_sender_expires_batches_past_their_window(ledger, sqlite_url):
+    from rerankq.store.batches import BatchStore
+
+    receiver = Receiver(SECRET).start()
+    try:
+        job_id, _ = record_job(ledger, receiver.url, kind="batch")
+        BatchStore(sqlite_url).record_batch(
+            job_id, endpoint="/v1/rerank", completion_window="1h", window_seconds=-1, metadata=None,
+            input_file_id="file-x", lines_total=2, lines_rejected=0,
+        )  # fmt: skip
+        assert sender(sqlite_url).run_once() == 1
+        assert ledger.status(job_id).state == "cancelled"
+        [(_, payload)] = receiver.received
+        assert (payload["type"], payload["data"]["id"]) == ("batch.expired", f"batch_{job_id}")
     finally:
         receiver.stop()
 

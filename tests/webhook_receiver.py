@@ -27,6 +27,8 @@ class Receiver:
         self.verifier = Webhook(secret)
         self.statuses = list(statuses or [])
         self.received: list[tuple[str, dict]] = []
+        self.headers: list[dict[str, str]] = []  # of each request received, and its raw body
+        self.bodies: list[bytes] = []
         self.rejected: list[str] = []
         self.attempts = 0
         self._lock = threading.Lock()
@@ -50,6 +52,8 @@ class Receiver:
                     else:
                         if status == 200:
                             receiver.received.append((headers["webhook-id"], payload))
+                            receiver.headers.append(headers)
+                            receiver.bodies.append(body)
                 self.send_response(status)
                 self.send_header("content-length", "2")
                 self.end_headers()

@@ -4,6 +4,7 @@ answer. A thread of its own, so a receiver that hangs never delays the heartbeat
 
 A 2xx answer delivers an event; anything else (an error status, a refused connection, a timeout) is
 retried with exponential backoff until ``RERANKQ_WEBHOOK_RETRY_FOR`` has passed since the job ended.
+The lease holder also expires batches whose completion window ended (their event is batch.expired).
 Only workers with ``RERANKQ_WEBHOOK_SECRET`` send: events wait in the ledger until one runs."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import urllib.request
 
 from rerankq.logs import get_logger
 from rerankq.settings import Settings
+from rerankq.store.batches import BatchStore
 from rerankq.store.registry import Registry
 from rerankq.store.webhooks import Backoff, DueEvent, WebhookOutbox
 from rerankq.webhook_signing import signed_headers
@@ -43,6 +45,7 @@ class WebhookSender:
             raise ValueError("a webhook sender needs RERANKQ_WEBHOOK_SECRET")
         self.outbox, self.registry, self.settings, self.worker_id = outbox, registry, settings, worker_id
         self.secret = settings.webhook_secret.get_secret_value()
+        self.batches = BatchStore(settings.database, settings.connect_timeout, check=False)
         self.backoff = Backoff(settings.webhook_retry_backoff, settings.webhook_max_backoff, settings.webhook_retry_for)
         # Held across a batch of slow posts; claims (not the lease) keep one event from going out twice at once.
         self.lease_ttl = max(3 * settings.webhook_poll_interval, settings.webhook_timeout + 5.0)
@@ -67,6 +70,10 @@ class WebhookSender:
     def run_once(self) -> int:
         """Send what is due, if this worker holds the lease; the number of events delivered."""
         delivered = 0
+        if self.batches is not None and self.registry.acquire_lease(LEASE, self.worker_id, self.lease_ttl):
+            for job_id in self.batches.due_to_expire():  # its batch.expired event is recorded with it
+                if self.batches.expire(job_id):
+                    log.info("batch_expired", job_id=job_id)
         while not self._stop.is_set() and self.registry.acquire_lease(LEASE, self.worker_id, self.lease_ttl):
             due = self.outbox.claim_due(BATCH, hold=self.settings.webhook_timeout + self.lease_ttl)
             for event in due:

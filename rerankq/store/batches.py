@@ -196,6 +196,15 @@ class BatchStore(LedgerBase):
             record_job_end(s, job)
             return True
 
+    def due_to_expire(self, limit: int = 100) -> list[str]:
+        """Jobs of unfinished batches whose completion window has ended."""
+        with self.session() as s:
+            return list(s.scalars(
+                select(Batch.job_id).join(Job, Job.id == Batch.job_id)
+                .where(Batch.expires_at <= now(), Job.state.in_((JobState.queued.value, JobState.running.value)))
+                .limit(limit)
+            ))  # fmt: skip
+
     def claim_finalizing(self, batch_id_: str, stale_after: float) -> bool:
         """One writer of a batch's output files at a time; a claim older than ``stale_after`` s (its
         writer died) can be taken over."""
