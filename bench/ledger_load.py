@@ -56,43 +56,38 @@ def _rows(chunk_id: int, n: int):  # noqa: ANN202
     ]
 
 
-def rows_first_ledger():  # noqa: ANN201 - a Ledger subclass
-    """The proposed change measured by --rows-first: ``finish_chunk`` writes the chunk's rows (idempotent
-    upserts) before it locks the job row, and takes that lock only for the chunk's and job's state, so
-    chunks of one job no longer write one at a time. A duplicate delivery still counts once: the
-    chunk's state is read again under the lock, and its rows were no-ops (ON CONFLICT DO NOTHING)."""
+def lock_first_ledger():  # noqa: ANN201 - a Ledger subclass
+    """``finish_chunk`` as it was before 7ece5df, measured by --lock-first: the job row locked first and
+    held while the chunk's rows are written, so the chunks of one job commit one at a time."""
     from rerankq.store.chunks import _finalize
     from rerankq.store.clock import now
     from rerankq.store.ledger import Ledger
     from rerankq.store.models import Chunk
     from rerankq.store.score_writes import write_chunk_rows
 
-    class RowsFirst(Ledger):
+    class LockFirst(Ledger):
         def finish_chunk(self, job_id, chunk_id, rows, then=None):  # noqa: ANN001, ANN202
             with self.session.begin() as s:
+                job = self._job(s, job_id, lock=True)
                 chunk = s.get(Chunk, chunk_id)
                 if chunk is None or chunk.state == "done":
                     return False
                 write_chunk_rows(s, job_id, chunk_id, rows, use_copy=self.copy_scores)
-                job = self._job(s, job_id, lock=True)
-                s.refresh(chunk)
-                if chunk.state == "done":
-                    return False
                 errors = sum(1 for r in rows if r.error is not None)
                 chunk.state, chunk.error, chunk.finished_at = "done", None, now()
                 chunk.scored, chunk.pair_errors = len(rows) - errors, errors
                 _finalize(s, job)
                 return True
 
-    return RowsFirst
+    return LockFirst
 
 
-def worker(url: str, index: int, chunks: list, next_chunk, deadline: float, heartbeat: float, out, rows_first: bool) -> None:  # noqa: ANN001
+def worker(url: str, index: int, chunks: list, next_chunk, deadline: float, heartbeat: float, out, lock_first: bool) -> None:  # noqa: ANN001
     """One simulated worker: chunks back to back, a heartbeat thread that also sweeps."""
     from rerankq.store.ledger import Ledger
     from rerankq.store.registry import Registry, WorkerInfo
 
-    store, registry = (rows_first_ledger() if rows_first else Ledger)(url, check=False), Registry(url)
+    store, registry = (lock_first_ledger() if lock_first else Ledger)(url, check=False), Registry(url)
     wid = f"sim:{os.getpid()}:{index}"
     registry.register(WorkerInfo(worker_id=wid, host="sim", pid=os.getpid(), model="m", engine={}))
     holding: list[int] = []
@@ -171,7 +166,7 @@ class BackendCpu:
         return sum(last - first for first, last in self.seen.values())
 
 
-def run(url: str, workers: int, chunk_size: int, seconds: float, jobs: int, heartbeat: float, rows_first: bool) -> dict:
+def run(url: str, workers: int, chunk_size: int, seconds: float, jobs: int, heartbeat: float, lock_first: bool) -> dict:
     from rerankq.store.db import get_engine, upgrade
     from rerankq.store.ledger import Ledger
     from rerankq.store.records import NewChunk
@@ -195,7 +190,7 @@ def run(url: str, workers: int, chunk_size: int, seconds: float, jobs: int, hear
         next_chunk, out = ctx.Value("l", 0), ctx.Queue()
         start = time.time() + 1.0
         deadline = start + seconds
-        procs = [ctx.Process(target=worker, args=(db, i, chunks, next_chunk, deadline, heartbeat, out, rows_first)) for i in range(workers)]
+        procs = [ctx.Process(target=worker, args=(db, i, chunks, next_chunk, deadline, heartbeat, out, lock_first)) for i in range(workers)]
         procs.append(ctx.Process(target=poller, args=(db, job_ids, deadline, out)))
         for p in procs:
             p.start()
@@ -231,7 +226,7 @@ def run(url: str, workers: int, chunk_size: int, seconds: float, jobs: int, hear
         pairs = sum(r["done"]["pairs"] for r in ws)
         n_chunks = sum(r["done"]["chunks"] for r in ws)
         return {
-            "workers": workers, "chunk_size": chunk_size, "jobs": jobs, "rows_first": rows_first, "seconds": seconds, "heartbeat_s": heartbeat,
+            "workers": workers, "chunk_size": chunk_size, "jobs": jobs, "lock_first": lock_first, "seconds": seconds, "heartbeat_s": heartbeat,
             "pairs_per_s": round(pairs / seconds), "chunks_per_s": round(n_chunks / seconds, 2),
             "finish_ms_p50": _pct(lat["finish"], 0.5), "finish_ms_p95": _pct(lat["finish"], 0.95),
             "begin_ms_p50": _pct(lat["begin"], 0.5), "begin_ms_p95": _pct(lat["begin"], 0.95),
@@ -259,11 +254,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--heartbeat", type=float, default=10.0)
-    ap.add_argument("--rows-first", action="store_true", help="finish_chunk writes rows before locking the job row")
+    ap.add_argument("--lock-first", action="store_true", help="finish_chunk as before 7ece5df: job row locked, then rows")
     args = ap.parse_args()
     for chunk_size in args.chunk_size or [16384]:
         for workers in args.workers or [1, 4, 16]:
-            r = run(args.url, workers, chunk_size, args.seconds, args.jobs, args.heartbeat, args.rows_first)
+            r = run(args.url, workers, chunk_size, args.seconds, args.jobs, args.heartbeat, args.lock_first)
             print(json.dumps(r), flush=True)
 
 
