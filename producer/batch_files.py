@@ -535,8 +535,8 @@ def write_outputs(store: BatchStore, row: BatchRow, settings: Settings) -> None:
 
 
 def export_jsonl(job: str, out: Path | None, settings: Settings | None = None) -> int:
-    """``producer export JOB --format jsonl``: the batch's output lines (then its error lines) to ``out``
-    (``-`` or None: stdout), as ``vllm run-batch -o`` writes them; the number of lines."""
+    """``producer export JOB --format jsonl``: one line per request, in the input's order, failed ones in
+    place, to ``out`` (``-`` or None: stdout), as ``vllm run-batch -o`` writes them; the number of lines."""
     import sys
 
     settings = settings or get_settings()
@@ -553,8 +553,7 @@ def export_jsonl(job: str, out: Path | None, settings: Settings | None = None) -
     part = target.with_name(target.name + ".part") if target else None
     stream = open(part, "w", encoding="utf-8") if part else sys.stdout  # noqa: SIM115
     try:
-        outcomes = list(output_lines(row, settings))
-        for outcome in sorted(outcomes, key=lambda o: not o.ok):  # outputs first, like run-batch's one file
+        for outcome in output_lines(row, settings):  # streamed, in the input's order, errors in place: run-batch's file
             stream.write(outcome.line + "\n")
             lines += 1
     except BaseException:

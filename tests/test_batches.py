@@ -180,7 +180,8 @@ def test_score_endpoint_lines(stack):
 
 def test_cli_submit_and_export_jsonl_reuse_the_cache(stack):
     """`vllm run-batch -i in.jsonl -o out.jsonl` users switch without changing their files."""
-    lines = [rerank_line(f"cli-{i}", q, docs) for i, (q, docs) in enumerate(QUERIES)] + [rerank_line("cli-bad", "", ["x"])]
+    lines = [rerank_line(f"cli-{i}", q, docs) for i, (q, docs) in enumerate(QUERIES)]
+    lines.insert(1, rerank_line("cli-bad", "", ["x"]))
     path = write_jsonl(stack.tmp / "cli.jsonl", lines)
     out = producer("submit", str(path), "--wait", env=stack.env, check=True, timeout=300)
     job = out.stdout.strip().splitlines()[-1]
@@ -190,12 +191,14 @@ def test_cli_submit_and_export_jsonl_reuse_the_cache(stack):
     result = producer("export", job, "--format", "jsonl", "--out", str(stack.tmp / "out.jsonl"), env=stack.env, check=True)
     assert "4 lines written" in result.stderr
     got = jsonl((stack.tmp / "out.jsonl").read_text(encoding="utf-8"))
-    assert [g["custom_id"] for g in got] == ["cli-0", "cli-1", "cli-2", "cli-bad"]
-    for g, line in zip(got[:3], lines):
-        assert g["response"]["body"]["results"] == stack.rerank(line["body"])["results"]
-    assert got[3]["error"]["param"] == "body.query"
+    order = ["cli-0", "cli-bad", "cli-1", "cli-2"]  # the input's order, the failed line in place (run-batch's file)
+    assert [g["custom_id"] for g in got] == order
+    for g, line in zip(got, lines):
+        if g["custom_id"] != "cli-bad":
+            assert g["response"]["body"]["results"] == stack.rerank(line["body"])["results"]
+    assert got[1]["error"]["param"] == "body.query" and got[1]["response"]["status_code"] == 400
     to_stdout = producer("export", job[:8], "--format", "jsonl", "--out", "-", env=stack.env, check=True)
-    assert [json.loads(x)["custom_id"] for x in to_stdout.stdout.splitlines()] == ["cli-0", "cli-1", "cli-2", "cli-bad"]
+    assert [json.loads(x)["custom_id"] for x in to_stdout.stdout.splitlines()] == order
 
 
 def test_all_lines_bad_fails_the_batch_and_files_can_be_deleted(stack):
