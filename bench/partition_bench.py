@@ -143,6 +143,48 @@ def migrate_once(url: str, rows: int, jobs: int) -> dict:
     }  # fmt: skip
 
 
+def many_jobs(url: str, jobs: int) -> dict:
+    """What a partition per job costs as jobs accumulate (interactive `/v1/rerank` jobs are jobs too): the
+    time to create a one-chunk job (its partition included), and the reads of one job with ``jobs``
+    partitions present: status, score_count, the export's ranked rows, diff."""
+    from producer.changes import diff
+    from producer.export import iter_ranked
+    from rerankq.store.ledger import Ledger
+    from rerankq.store.records import NewChunk, ScoreRow
+    from schemas import InlinePair, InlineSpec
+
+    store = Ledger(url)
+    spec = InlineSpec(pairs=[InlinePair(query_id="q", doc_id="d", query="q", document="d")]).model_dump(mode="json")
+    create: list[float] = []
+    for _ in range(jobs):
+        t = time.perf_counter()
+        store.create_job(kind="inline", chunks=[NewChunk(spec, 16)])
+        create.append(time.perf_counter() - t)
+    pair = []
+    for _ in range(2):  # two finished jobs of 16 pairs, as /v1/rerank leaves them
+        job, (m,) = store.create_job(kind="inline", chunks=[NewChunk(spec, 16)])
+        store.begin_chunk(job, m.chunk_id, "w", "m")
+        store.finish_chunk(job, m.chunk_id, [ScoreRow("q", f"d{k}", k / 16, None) for k in range(16)])
+        pair.append(job)
+
+    def timed(fn) -> float:  # noqa: ANN001 - median of 5, in ms
+        runs = []
+        for _ in range(5):
+            t = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - t)
+        return round(statistics.median(runs) * 1000, 1)
+
+    return {
+        "partitions": jobs + 2, "create_job_ms_p50": round(statistics.median(create) * 1000, 1),
+        "create_job_ms_first_100": round(statistics.median(create[:100]) * 1000, 1),
+        "create_job_ms_last_100": round(statistics.median(create[-100:]) * 1000, 1),
+        "status_ms": timed(lambda: store.status(pair[1])), "score_count_ms": timed(lambda: store.score_count(pair[1])),
+        "export_rows_ms": timed(lambda: list(iter_ranked(store, pair[1]))),
+        "diff_ms": timed(lambda: diff(store, pair[0], pair[1])),
+    }  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -150,6 +192,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--migrate-rows", type=int, action="append", default=[])
     ap.add_argument("--migrate-jobs", type=int, default=10)
+    ap.add_argument("--many-jobs", type=int, action="append", default=[])
     args = ap.parse_args()
     from rerankq.store.db import upgrade
 
@@ -160,6 +203,16 @@ def main() -> None:
             for rows in args.prune_rows:
                 for _ in range(args.reps):
                     print(json.dumps({"bench": "prune", **prune_once(db, rows)}), flush=True)
+        finally:
+            from rerankq.store.db import get_engine
+
+            get_engine(db).dispose()
+            drop()
+    for n in args.many_jobs:
+        db, drop = scratch(args.url)
+        try:
+            upgrade(db)
+            print(json.dumps({"bench": "many_jobs", **many_jobs(db, n)}), flush=True)
         finally:
             from rerankq.store.db import get_engine
 
