@@ -226,6 +226,8 @@ def test_cancel_and_expiry_of_batches_no_worker_runs(stack, pg_url):
     first = stack.client.batches.create(input_file_id=f.id, endpoint="/v1/rerank", completion_window="24h")
     second = stack.client.batches.create(input_file_id=f.id, endpoint="/v1/rerank", completion_window="1h")
     assert stack.client.batches.retrieve(first.id).status == "in_progress" and first.model == "nobody/runs-this"
+    in_use = requests.delete(f"{stack.url}/v1/files/{f.id}", timeout=10)
+    assert in_use.status_code == 409 and "cancel it first" in in_use.json()["detail"]
     cancelled = stack.client.batches.cancel(first.id)
     assert cancelled.status in ("cancelling", "cancelled")
     done = stack.finished(first.id, 30)

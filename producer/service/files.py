@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from producer.batch_files import batch_store, delete_file, file_path, iter_file, store_file
 from producer.errors import InputError
 from producer.service.errors import ServiceError
-from rerankq.store.batches import FileRow
+from rerankq.store.batches import FileInUse, FileRow
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -65,8 +65,12 @@ def file_content(file_id: str, request: Request) -> StreamingResponse:
     )  # fmt: skip
 
 
-@router.delete("/files/{file_id}", responses={404: {}})
+@router.delete("/files/{file_id}", responses={404: {}, 409: {}})
 def remove_file(file_id: str, request: Request) -> dict:
-    if not delete_file(batch_store(request.app.state.settings), request.app.state.settings, file_id):
+    try:
+        deleted = delete_file(batch_store(request.app.state.settings), request.app.state.settings, file_id)
+    except FileInUse as exc:
+        raise ServiceError(409, str(exc)) from None
+    if not deleted:
         raise ServiceError(404, f"no file {file_id!r}")
     return {"id": file_id, "object": "file", "deleted": True}

@@ -85,21 +85,22 @@ class BatchStore(LedgerBase):
             return [_file(f) for f in s.scalars(stmt)]
 
     def delete_file(self, file_id: str) -> FileRow | None:
-        """The row gone (its bytes are the caller's to unlink); None if there was none."""
+        """The row gone (its bytes are the caller's to unlink); None if there was none. FileInUse while a
+        batch whose output is not written yet reads it."""
         with self.session.begin() as s:
             f = s.get(StoredFile, file_id, with_for_update=True)
             if f is None:
                 return None
+            reader = s.scalar(select(Batch.id).where(Batch.input_file_id == file_id, Batch.completed_at.is_(None)).limit(1))
+            if reader is not None:
+                raise FileInUse(f"file {file_id!r} is the input of {reader}, whose output is not written yet: cancel it first")
             row = _file(f)
             s.delete(f)
             return row
 
     def prunable_files(self, cutoff: datetime) -> list[FileRow]:
-        """Files older than ``cutoff`` that no unfinished batch reads."""
-        live_inputs = (
-            select(Batch.input_file_id).join(Job, Job.id == Batch.job_id)
-            .where(Job.state.in_((JobState.queued.value, JobState.running.value)))
-        )  # fmt: skip
+        """Files older than ``cutoff`` that no batch still reads (one whose output is not written yet)."""
+        live_inputs = select(Batch.input_file_id).where(Batch.completed_at.is_(None))
         with self.session() as s:
             rows = s.scalars(
                 select(StoredFile).where(StoredFile.created_at < cutoff, StoredFile.id.not_in(live_inputs))
@@ -235,6 +236,10 @@ class BatchStore(LedgerBase):
     def forget_files(self, file_ids: list[str]) -> int:
         with self.session.begin() as s:
             return s.execute(delete(StoredFile).where(StoredFile.id.in_(file_ids))).rowcount
+
+
+class FileInUse(RuntimeError):
+    """A batch still needs this file."""
 
 
 def new_file_id() -> str:
