@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from producer.commands import database, jobs, results, retention, submitting, tools, workers
+from producer.commands import calibrating, database, jobs, results, retention, submitting, tools, workers
 from producer.commands.common import ERROR_EXIT, say
 
 # No locals in tracebacks: they could hold connection URLs with passwords.
@@ -38,6 +38,7 @@ app.command()(jobs.retry)
 app.command()(jobs.rescore)
 app.command()(results.export)
 app.command()(results.diff)
+app.command()(calibrating.calibrate)
 app.command()(retention.prune)
 cache_app.command("prune")(retention.cache_prune)
 cache_app.command("info")(retention.cache_info)
