@@ -17,7 +17,7 @@ from rerankq.store.clock import now
 from rerankq.store.db import alembic_config, get_engine
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import CachedScore
-from rerankq.store.records import ScoreRow
+from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.score_cache import prune_cache
 from rerankq.store.score_writes import fill_cache, write_chunk_rows
 from tests.conftest import migrate
@@ -107,3 +107,23 @@ def _keys(store: Ledger) -> set[bytes]:
     with store.session() as s:
         return set(s.scalars(select(CachedScore.key)))
 
+
+
+def test_a_generation_marked_meanwhile_fails_no_submission(pg_url):
+    """The reuse stage reads in one REPEATABLE READ snapshot; another submission marking the same
+    generation meanwhile must not make this one's marks a serialization failure."""
+    from rerankq.store.reuse_stage import ReuseStage
+
+    migrate(pg_url)
+    store = Ledger(pg_url)
+    key, gen = os.urandom(32), day_of(now()) - 3
+    with store.session.begin() as s:
+        fill_cache(s, [ScoreRow("q", "d", 0.5, None, key)])
+        s.execute(CachedScore.__table__.update().where(CachedScore.key == key).values(gen=gen))
+        mark_used(s, [gen], now() - timedelta(days=1))
+    with ReuseStage(store) as stage:  # its snapshot is taken here
+        stage.add([key], ["q"], ["d"])
+        with store.session.begin() as s:  # another submission, committed meanwhile
+            mark_used(s, [gen], now())
+        job, _, reused, staged = stage.record(lambda misses: [NewChunk({}, 0) for _ in misses], "c" * 64, kind="inline")
+    assert (reused, staged) == (1, 1) and store.score_count(job) == 1

@@ -7,7 +7,8 @@ so entries written together do not all come due together. An entry counts as use
 its day ``gen``; past that, a generation counts as used when ``cache_generations.last_used`` says so.
 
 * A submission that reuses entries marks their generations used: one row per generation (a few dozen),
-  in the job's own transaction, whatever the number of pairs reused.
+  whatever the number of pairs reused, committed just before the job is (PostgreSQL; SQLite: in the job's
+  transaction).
 * After the job is committed, the reused entries whose generation is more than ``rehome_after`` old are
   re-homed: ``gen`` set to a fresh one. That is the only per-entry write, and thanks to the jitter each
   night rewrites only the slice of entries that came due (about 1 / (rehome_after + SPREAD_DAYS / 2)

@@ -133,6 +133,12 @@ class ReuseStage:
         t0 = time.perf_counter()
         if self.pg:
             self._wait()
+            # The hits' generations marked used first, in a short transaction of its own: in the stage's
+            # REPEATABLE READ transaction, a generation another submission marked meanwhile would be a
+            # serialization failure. Marked before the job commits, so a failure after it only keeps
+            # entries longer, never shorter.
+            with self.store.session.begin() as marks:
+                mark_used(marks, self.gens, now())
         misses_sql = (  # PostgreSQL: looked up batch by batch already, in this transaction's snapshot
             "SELECT st.seq, st.query_id FROM reuse_stage st WHERE NOT st.hit ORDER BY st.seq"
             if self.pg
@@ -160,11 +166,11 @@ class ReuseStage:
                 ).rowcount
             if copied != reused:  # cannot happen within one snapshot; never record a job that lies
                 raise RuntimeError(f"score cache changed during submission: {copied} hits copied, {reused} planned")
-            if reused and not self.pg:
+            if reused and not self.pg:  # SQLite: the write lock is held, so in the job's own transaction
                 self.gens.update(
                     s.scalars(text("SELECT DISTINCT c.gen FROM reuse_stage st JOIN score_cache c ON c.key = st.key"))
                 )
-            mark_used(s, self.gens, now())  # a few rows: the use of every hit, with the job
+                mark_used(s, self.gens, now())
         log.info(
             "reuse_recorded", job_id=job_id, staged=self.count, reused=reused, chunks=len(chunks),
             plan_s=round(t1 - t0, 2), copy_s=round(time.perf_counter() - t1, 2),
@@ -186,10 +192,11 @@ class ReuseStage:
         if not any(g < due for g in self.gens):
             return
         fresh = jittered_gen_sql(self.store.dialect)
-        try:
-            with self.conn.begin():
+        try:  # READ COMMITTED: another submission re-homing the same entries is no serialization failure
+            conn = self.conn.execution_options(isolation_level="READ COMMITTED") if self.pg else self.conn
+            with conn.begin():
                 if self.pg:
-                    n = self.conn.execute(
+                    n = conn.execute(
                         text(
                             f"UPDATE score_cache c SET gen = {fresh} FROM reuse_stage st "
                             "WHERE st.hit AND st.gen < :due AND c.key = st.key AND c.gen < :due"
@@ -197,7 +204,7 @@ class ReuseStage:
                         {"today": today, "due": due},
                     ).rowcount
                 else:
-                    n = self.conn.execute(
+                    n = conn.execute(
                         text(
                             f"UPDATE score_cache SET gen = {fresh} "
                             "WHERE gen < :due AND key IN (SELECT key FROM reuse_stage)"
