@@ -35,10 +35,23 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.2):  # noqa:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:  # noqa: ANN001
+    """Each outbox test on both ledgers (PostgreSQL: a database of this test's own)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        from tests.services import POSTGRES_URL, create_database, drop_database
+
+        url = create_database(POSTGRES_URL)
+        request.addfinalizer(lambda: drop_database(POSTGRES_URL, url))
+    migrate(url)
+    return url
+
+
 @pytest.fixture()
-def ledger(sqlite_url: str) -> Ledger:
-    migrate(sqlite_url)
-    return Ledger(sqlite_url)
+def ledger(db_url: str) -> Ledger:
+    return Ledger(db_url)
 
 
 def settings_for(url: str, **extra: object) -> Settings:
@@ -73,25 +86,25 @@ def outbox_rows(url: str, job_id: str) -> list:
     return rows_
 
 
-def test_event_is_recorded_with_the_end_of_the_job_and_only_then(ledger, sqlite_url):
+def test_event_is_recorded_with_the_end_of_the_job_and_only_then(ledger, db_url):
     receiver = Receiver(SECRET)
     job_id, chunk_ids = record_job(ledger, receiver.url)
     finish(ledger, job_id, chunk_ids[:1])
-    assert outbox_rows(sqlite_url, job_id) == []  # one chunk still to go: the job has not ended
+    assert outbox_rows(db_url, job_id) == []  # one chunk still to go: the job has not ended
     finish(ledger, job_id, chunk_ids[1:])
-    [(msg_id, kind, state, attempts)] = outbox_rows(sqlite_url, job_id)
+    [(msg_id, kind, state, attempts)] = outbox_rows(db_url, job_id)
     assert (kind, state, attempts) == ("job.completed", "pending", 0) and msg_id.startswith("msg_")
     quiet_id, quiet_chunks = record_job(ledger, None)  # no URL: no event
     finish(ledger, quiet_id, quiet_chunks)
-    assert outbox_rows(sqlite_url, quiet_id) == []
+    assert outbox_rows(db_url, quiet_id) == []
 
 
-def test_signed_delivery_verified_by_standardwebhooks(ledger, sqlite_url):
+def test_signed_delivery_verified_by_standardwebhooks(ledger, db_url):
     receiver = Receiver(SECRET).start()
     try:
         job_id, chunk_ids = record_job(ledger, receiver.url)
         finish(ledger, job_id, chunk_ids, error_in=1)
-        assert sender(sqlite_url).run_once() == 1
+        assert sender(db_url).run_once() == 1
         [(msg_id, payload)] = receiver.received
         assert receiver.rejected == []
         assert payload["type"] == "job.completed_with_errors" and payload["id"] == msg_id
@@ -99,57 +112,57 @@ def test_signed_delivery_verified_by_standardwebhooks(ledger, sqlite_url):
         assert (data["id"], data["state"], data["pairs_total"], data["pairs_scored"], data["pairs_failed"]) == (
             job_id, "completed_with_errors", 2, 1, 1,
         )  # fmt: skip
-        assert outbox_rows(sqlite_url, job_id)[0][2:] == ("delivered", 1)
+        assert outbox_rows(db_url, job_id)[0][2:] == ("delivered", 1)
         from openai import OpenAI  # the SDK's own verifier accepts the signature too
 
         event = OpenAI(api_key="unused", webhook_secret=SECRET).webhooks.unwrap(receiver.bodies[0], receiver.headers[0])
         assert event.type == "job.completed_with_errors" and event.data.id == job_id
-        assert sender(sqlite_url).run_once() == 0 and len(receiver.received) == 1  # delivered once
+        assert sender(db_url).run_once() == 0 and len(receiver.received) == 1  # delivered once
         # Another key: the receiver refuses it, so the event is retried, never counted delivered.
         other = Receiver("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(), port=free_port()).start()
         try:
             job2, chunks2 = record_job(ledger, other.url)
             finish(ledger, job2, chunks2)
-            assert sender(sqlite_url).run_once() == 0
+            assert sender(db_url).run_once() == 0
             assert other.received == [] and other.rejected == ["No matching signature found"]
-            assert outbox_rows(sqlite_url, job2)[0][2:] == ("pending", 1)
+            assert outbox_rows(db_url, job2)[0][2:] == ("pending", 1)
         finally:
             other.stop()
     finally:
         receiver.stop()
 
 
-def test_cancelled_and_all_reused_jobs_notify(ledger, sqlite_url):
+def test_cancelled_and_all_reused_jobs_notify(ledger, db_url):
     receiver = Receiver(SECRET).start()
     try:
         job_id, _ = record_job(ledger, receiver.url)
         ledger.cancel(job_id)
         ledger.cancel(job_id)  # already cancelled: no second event
         reused, _ = ledger.create_job(kind="manifest", chunks=[], pairs_reused=3, notify=receiver.url)
-        assert sender(sqlite_url).run_once() == 2
+        assert sender(db_url).run_once() == 2
         assert sorted((p["type"], p["data"]["id"]) for _, p in receiver.received) == sorted(
             [("job.cancelled", job_id), ("job.completed", reused)]
         )
         batch_job, batch_chunks = record_job(ledger, receiver.url, kind="batch")
         finish(ledger, batch_job, batch_chunks)
-        sender(sqlite_url).run_once()
+        sender(db_url).run_once()
         assert receiver.received[-1][1]["type"] == "batch.completed"
         assert receiver.received[-1][1]["data"]["id"] == f"batch_{batch_job}"
     finally:
         receiver.stop()
 
 
-def test_the_sender_expires_batches_past_their_window(ledger, sqlite_url):
+def test_the_sender_expires_batches_past_their_window(ledger, db_url):
     from rerankq.store.batches import BatchStore
 
     receiver = Receiver(SECRET).start()
     try:
         job_id, _ = record_job(ledger, receiver.url, kind="batch")
-        BatchStore(sqlite_url).record_batch(
+        BatchStore(db_url).record_batch(
             job_id, endpoint="/v1/rerank", completion_window="1h", window_seconds=-1, metadata=None,
             input_file_id="file-x", lines_total=2, lines_rejected=0,
         )  # fmt: skip
-        assert sender(sqlite_url).run_once() == 1
+        assert sender(db_url).run_once() == 1
         assert ledger.status(job_id).state == "cancelled"
         [(_, payload)] = receiver.received
         assert (payload["type"], payload["data"]["id"]) == ("batch.expired", f"batch_{job_id}")
@@ -157,53 +170,53 @@ def test_the_sender_expires_batches_past_their_window(ledger, sqlite_url):
         receiver.stop()
 
 
-def test_receiver_down_for_a_while_then_back(ledger, sqlite_url):
+def test_receiver_down_for_a_while_then_back(ledger, db_url):
     port = free_port()
     receiver = Receiver(SECRET, port=port, statuses=[503])
     job_id, chunk_ids = record_job(ledger, receiver.url)
     finish(ledger, job_id, chunk_ids)
-    send = sender(sqlite_url)
+    send = sender(db_url)
     assert send.run_once() == 0  # nothing listens: connection refused
-    events = WebhookOutbox(sqlite_url).events(job_id)
+    events = WebhookOutbox(db_url).events(job_id)
     assert events[0]["state"] == "pending" and events[0]["attempts"] == 1
     assert "Connection" in events[0]["last_error"] or "refused" in events[0]["last_error"]
     assert send.run_once() == 0  # not due yet: backoff, not a busy loop
-    assert WebhookOutbox(sqlite_url).events(job_id)[0]["attempts"] == 1
+    assert WebhookOutbox(db_url).events(job_id)[0]["attempts"] == 1
     receiver.start()  # back, but answers 503 once
     try:
         wait_for(lambda: send.run_once() or receiver.attempts, 5, "the receiver's first attempt")
-        assert receiver.received == [] and WebhookOutbox(sqlite_url).events(job_id)[0]["last_error"] == "HTTP 503"
+        assert receiver.received == [] and WebhookOutbox(db_url).events(job_id)[0]["last_error"] == "HTTP 503"
         wait_for(lambda: send.run_once(), 5, "a delivery")
-        event = WebhookOutbox(sqlite_url).events(job_id)[0]
+        event = WebhookOutbox(db_url).events(job_id)[0]
         assert (event["state"], event["attempts"]) == ("delivered", 3)
         assert [msg for msg, _ in receiver.received] == [event["id"]]  # one event, one webhook-id, every attempt
     finally:
         receiver.stop()
 
 
-def test_gives_up_after_retry_for(ledger, sqlite_url):
+def test_gives_up_after_retry_for(ledger, db_url):
     job_id, chunk_ids = record_job(ledger, f"http://127.0.0.1:{free_port()}/")
     finish(ledger, job_id, chunk_ids)
     time.sleep(0.3)
-    sender(sqlite_url, webhook_retry_for=0.1).run_once()
-    assert WebhookOutbox(sqlite_url).events(job_id)[0]["state"] == "failed"
+    sender(db_url, webhook_retry_for=0.1).run_once()
+    assert WebhookOutbox(db_url).events(job_id)[0]["state"] == "failed"
 
 
-def test_one_sender_at_a_time(ledger, sqlite_url):
+def test_one_sender_at_a_time(ledger, db_url):
     receiver = Receiver(SECRET).start()
     try:
         for _ in range(3):
             job_id, chunk_ids = record_job(ledger, receiver.url)
             finish(ledger, job_id, chunk_ids)
-        other = sender(sqlite_url, "w2")
+        other = sender(db_url, "w2")
         assert other.registry.acquire_lease("webhooks", "w2", 60)
-        assert sender(sqlite_url, "w1").run_once() == 0  # w2 holds the lease
+        assert sender(db_url, "w1").run_once() == 0  # w2 holds the lease
         assert other.run_once() == 3
         # Claims: an event claimed by one outbox is not due for another until its hold lapses.
         job_id, chunk_ids = record_job(ledger, receiver.url)
         finish(ledger, job_id, chunk_ids)
-        assert len(WebhookOutbox(sqlite_url).claim_due(10, hold=60)) == 1
-        assert WebhookOutbox(sqlite_url).claim_due(10, hold=60) == []
+        assert len(WebhookOutbox(db_url).claim_due(10, hold=60)) == 1
+        assert WebhookOutbox(db_url).claim_due(10, hold=60) == []
     finally:
         receiver.stop()
     assert len({msg for msg, _ in receiver.received}) == len(receiver.received) == 3
