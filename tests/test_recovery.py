@@ -258,3 +258,11 @@ def test_sweeper_resends_lost_chunks_to_their_models_queue(store, registry, brok
     assert client.llen(a_lists["batch"]) == 1 and client.llen(a_lists["interactive"]) == 1
     assert client.llen(b_lists["batch"]) == 1
     assert client.llen(priority_lists(model_queue("gpu", "org/b"))["batch"]) == 0, "a pinned job goes to its context's queue"
+
+
+def test_a_worker_reports_its_gpu_memory_once_loaded(registry, w):
+    """The engine reserves GPU memory at load and holds it: the ready beat records it for the workers page."""
+    register(registry, w["A"])
+    registry.heartbeat(w["A"], state="ready", engine={"engine": "vllm", "gpu_memory_bytes": 7 * 2**30})
+    (mine,) = [x for x in registry.workers(DEAD_AFTER) if x.worker_id == w["A"]]
+    assert mine.state == "ready" and mine.engine["gpu_memory_bytes"] == 7 * 2**30

@@ -20,6 +20,7 @@ from celery.signals import worker_init
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 
 from rerankq.logs import get_logger
+from worker.gpu_memory import gpu_memory_used
 from rerankq.routing import normalize_model
 from rerankq.settings import get_settings
 
@@ -71,17 +72,9 @@ busy = _Busy()
 
 
 def _engine_memory() -> dict[str, float]:
-    """Device memory in use (CUDA: whole device, as vLLM reserves it) and this process's resident memory."""
-    out: dict[str, float] = {}
-    try:
-        import torch
-
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i in range(torch.cuda.device_count()):
-                free, total = torch.cuda.mem_get_info(i)
-                out[f"cuda:{i}"] = float(total - free)
-    except Exception:  # noqa: BLE001, S110 - no torch or no device: report what we can
-        pass
+    """Device memory in use (NVML: whole device, as vLLM reserves it, from whichever process) and this
+    process's resident memory."""
+    out = gpu_memory_used()
     try:
         import psutil
 

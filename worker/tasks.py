@@ -27,6 +27,7 @@ from worker.cascade import stage2_chunk, top_pairs
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
 from worker.engines.base import PairScore
+from worker.gpu_memory import gpu_memory_used
 from rerankq.logs import configure_logging, get_logger
 from worker.metrics import observe_chunk
 from rerankq.prompt import Pair
@@ -114,7 +115,10 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
         state.context = None
         log.warning("score_context_unavailable", error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
     _consume_own_queues(sender or app, settings)
-    liveness.set(state="ready", **({"fingerprint": state.context.digest} if state.context else {}))
+    ready: dict = {"fingerprint": state.context.digest} if state.context else {}
+    if memory := gpu_memory_used():  # reserved by the engine at load, and held: the workers page shows it
+        ready["engine"] = {**_engine_info(settings), "gpu_memory_bytes": sum(memory.values())}
+    liveness.set(state="ready", **ready)
     log.info("engine_ready", worker=WORKER_ID, model=settings.model, engine=settings.engine, context=state.context and state.context.digest)
 
 

@@ -88,6 +88,7 @@ class Registry:
         fingerprint: str | None = None,
         pairs_per_second: float | None = None,
         add_scored: int = 0,
+        engine: dict | None = None,
     ) -> bool:
         """Refresh ``last_seen`` (and whatever is given); False when the row is gone (re-register)."""
         values: dict = {"last_seen": now()}
@@ -99,6 +100,8 @@ class Registry:
             values["fingerprint"] = fingerprint
         if pairs_per_second is not None:
             values["pairs_per_second"] = pairs_per_second
+        if engine is not None:
+            values["engine"] = engine
         if add_scored:
             values["pairs_scored"] = Worker.pairs_scored + add_scored
         with self.session.begin() as s:
