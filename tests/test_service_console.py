@@ -42,6 +42,7 @@ from worker.chunk_pairs import load_pairs
 GIB = 2**30
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC\s\((just now|\d+ s ago|\d+ min ago|\d+ h ago|\d+ days ago)\)$")
 BUSY, LOADING, DEAD = "gpu-node-1:4242:a1b2", "gpu-node-1:4243:c3d4", "gpu-node-2:977:e5f6"
+OTHER, OTHER_MODEL = "gpu-node-3:31:a7b8", "Qwen/Qwen3-Reranker-8B"  # a worker of another model, on the same ledger
 
 
 def fake_score(instruction: str | None, query: str, document: str) -> float:
@@ -93,6 +94,8 @@ class Console:
         self.registry.register(WorkerInfo(BUSY, "gpu-node-1", 4242, str(tiny_model), {"engine": "vllm", "gpu_memory_bytes": 71.3 * GIB}))
         self.registry.register(WorkerInfo(LOADING, "gpu-node-1", 4243, str(tiny_model), {"engine": "vllm"}))
         self.registry.register(WorkerInfo(DEAD, "gpu-node-2", 977, str(tiny_model), {"engine": "vllm"}))
+        self.registry.register(WorkerInfo(OTHER, "gpu-node-3", 31, OTHER_MODEL, {"engine": "vllm"}))
+        self.registry.heartbeat(OTHER, state="ready", fingerprint="8b" * 32)
         record_worker_context(self.store, BUSY, self.settings, context_for(self.settings, tiny_model))
 
         night1 = rows(n_queries=200, docs_per_query=20, seed=7, long_every=50)
@@ -358,19 +361,26 @@ def test_workers_page(console, browser):
 
     browser.get(console.url + "/workers")
     time.sleep(2.5)  # after the page's first refresh from /v1/workers
-    assert browser.find_element(By.ID, "summary").text == "1 worker loading its engine, 1 worker busy"
+    assert browser.find_element(By.ID, "summary").text == "1 worker loading its engine, 1 worker busy, 1 worker ready"
 
     def row(worker: str) -> list[str]:
         return cells(browser, f'tr[data-worker="{worker}"] td')
 
-    busy, loading, dead = row(BUSY), row(LOADING), row(DEAD)
-    assert busy[:7] == [BUSY, console.settings.model, "busy", str(console.held), "48,230", "1287.4", "71.3 GiB"], busy
-    assert loading[2:4] == ["loading", "–"] and loading[6] == "–", loading
-    assert dead[2] == "dead" and dead[5] == "655.0", dead
-    assert re.search(r"\(5 min ago\)$", dead[8]), dead[8]
-    assert all(TIME.match(c) for c in busy[7:] + loading[7:] + dead[7:])
-    order = [tr.get_attribute("data-worker") for tr in browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")]
-    assert order == sorted([BUSY, LOADING]) + [DEAD], "the live ones first"
+    busy, loading, dead, other = row(BUSY), row(LOADING), row(DEAD), row(OTHER)
+    context = context_for(console.settings, console.settings.model).digest[:12]
+    assert busy[:8] == [BUSY, console.settings.model, context, "busy", str(console.held), "48,230", "1287.4", "71.3 GiB"], busy
+    assert loading[2:5] == ["–", "loading", "–"] and loading[7] == "–", loading
+    assert dead[3] == "dead" and dead[6] == "655.0", dead
+    assert other[1:4] == [OTHER_MODEL, "8b" * 6, "ready"], other
+    assert re.search(r"\(5 min ago\)$", dead[9]), dead[9]
+    assert all(TIME.match(c) for c in busy[8:] + loading[8:] + dead[8:])
+    # grouped by model, a header per model with its live count, the live workers first within a model
+    rows = browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
+    order = [tr.get_attribute("data-model") or tr.get_attribute("data-worker") for tr in rows]
+    groups = {console.settings.model: [*sorted([BUSY, LOADING]), DEAD], OTHER_MODEL: [OTHER]}
+    assert order == [x for model, workers in sorted(groups.items()) for x in (model, *workers)], order
+    headers = [r.text for r in rows if r.get_attribute("data-model")]
+    assert headers == [f"{m} · {2 if m == console.settings.model else 1} alive" for m in sorted(groups)]
     screenshot(browser, "console-workers.png")
 
 

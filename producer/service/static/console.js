@@ -238,6 +238,7 @@ const rerankq = (() => {
     tr.append(
       cell(text("code", w.worker_id)),
       text("td", w.model, "model"),
+      cell(text("code", (w.fingerprint || "–").slice(0, 12))),
       text("td", w.state, `state wstate-${w.state}`),
       text("td", w.holding.length ? w.holding.join(", ") : "–", "holding"),
       text("td", fmt(w.pairs_scored), "num"),
@@ -250,17 +251,32 @@ const rerankq = (() => {
     return tr;
   }
 
+  // workers by model (as the server renders them): a header row per model, live workers first within it
+  function groupedRows(workers) {
+    const models = [...new Set(workers.map((w) => w.model))].sort();
+    return models.flatMap((model) => {
+      const group = workers.filter((w) => w.model === model);
+      const head = document.createElement("tr");
+      head.className = "group";
+      head.dataset.model = model;
+      const th = text("th", `${model} · ${group.filter((w) => w.alive).length} alive`);
+      th.colSpan = 10;
+      head.append(th);
+      return [head, ...group.map(workerRow)];
+    });
+  }
+
   function pollWorkers(table, summary) {
     const body = table.tBodies[0];
     const tick = async () => {
       try {
         const [workers, words] = await Promise.all([getJSON("/v1/workers"), getJSON("/v1/workers/summary")]);
-        body.replaceChildren(...workers.map(workerRow));
+        body.replaceChildren(...groupedRows(workers));
         if (!workers.length) {
           const tr = document.createElement("tr");
           tr.className = "empty";
           const td = text("td", "No worker seen in the last day.");
-          td.colSpan = 9;
+          td.colSpan = 10;
           tr.append(td);
           body.append(tr);
         }
