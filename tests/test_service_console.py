@@ -321,6 +321,7 @@ def test_job_page_shows_the_reused_share_and_pairs_per_second_over_time(console,
     assert browser.find_element(By.ID, "done").text == f"{job.pairs_total:,} / {job.pairs_total:,}"
     assert browser.find_element(By.ID, "reused").text == f"{job.pairs_reused:,}"
     assert browser.find_element(By.ID, "scored").text == f"{job.pairs_scored:,}"
+    assert browser.find_element(By.ID, "model").text.startswith(f"{job.model} · context {job.score_context[:12]}")
     share = f"{100 * job.pairs_reused / job.pairs_total:.1f} %"
     assert browser.find_element(By.ID, "reused-share").text.startswith(share)
     chart = browser.find_element(By.ID, "rate-chart")
@@ -368,12 +369,12 @@ def test_workers_page(console, browser):
 
     busy, loading, dead, other = row(BUSY), row(LOADING), row(DEAD), row(OTHER)
     context = context_for(console.settings, console.settings.model).digest[:12]
-    assert busy[:8] == [BUSY, console.settings.model, context, "busy", str(console.held), "48,230", "1287.4", "71.3 GiB"], busy
-    assert loading[2:5] == ["–", "loading", "–"] and loading[7] == "–", loading
-    assert dead[3] == "dead" and dead[6] == "655.0", dead
-    assert other[1:4] == [OTHER_MODEL, "8b" * 6, "ready"], other
-    assert re.search(r"\(5 min ago\)$", dead[9]), dead[9]
-    assert all(TIME.match(c) for c in busy[8:] + loading[8:] + dead[8:])
+    assert busy[:7] == [BUSY, context, "busy", str(console.held), "48,230", "1287.4", "71.3 GiB"], busy
+    assert loading[1:4] == ["–", "loading", "–"] and loading[6] == "–", loading
+    assert dead[2] == "dead" and dead[5] == "655.0", dead
+    assert other[1:3] == ["8b" * 6, "ready"], other
+    assert re.search(r"\(5 min ago\)$", dead[8]), dead[8]
+    assert all(TIME.match(c) for c in busy[7:] + loading[7:] + dead[7:])
     # grouped by model, a header per model with its live count, the live workers first within a model
     rows = browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
     order = [tr.get_attribute("data-model") or tr.get_attribute("data-worker") for tr in rows]

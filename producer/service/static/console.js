@@ -237,7 +237,6 @@ const rerankq = (() => {
     const memory = w.engine && w.engine.gpu_memory_bytes;
     tr.append(
       cell(text("code", w.worker_id)),
-      text("td", w.model, "model"),
       cell(text("code", (w.fingerprint || "–").slice(0, 12))),
       text("td", w.state, `state wstate-${w.state}`),
       text("td", w.holding.length ? w.holding.join(", ") : "–", "holding"),
@@ -260,7 +259,7 @@ const rerankq = (() => {
       head.className = "group";
       head.dataset.model = model;
       const th = text("th", `${model} · ${group.filter((w) => w.alive).length} alive`);
-      th.colSpan = 10;
+      th.colSpan = 9;
       head.append(th);
       return [head, ...group.map(workerRow)];
     });
@@ -276,7 +275,7 @@ const rerankq = (() => {
           const tr = document.createElement("tr");
           tr.className = "empty";
           const td = text("td", "No worker seen in the last day.");
-          td.colSpan = 10;
+          td.colSpan = 9;
           tr.append(td);
           body.append(tr);
         }
