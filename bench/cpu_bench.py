@@ -50,11 +50,11 @@ def main() -> None:
     from bench.common import interleave, machine_info, markdown_table, paired_ratio, row
     from bench.pairs import make_pairs
     from producer.tiny_model import ensure_tiny_model
+    from rerankq.model_files import resolve_dtype
+    from rerankq.settings import Settings
     from worker.engines import load_reranker
     from worker.engines.hf_engine import HfEngine
     from worker.engines.vllm_engine import engine_kwargs
-    from rerankq.model_files import resolve_dtype
-    from rerankq.settings import Settings
 
     settings = Settings(enforce_eager=True)  # RERANKQ_* from the environment still apply
     model = args.model or str(ensure_tiny_model(settings.tiny_model_dir))

@@ -41,8 +41,8 @@ def main() -> None:
     out = Path(os.environ.get("OUT") or Path(args.work) / "out")
     out.mkdir(parents=True, exist_ok=True)
 
-    from worker.engines import load_reranker
     from rerankq.settings import Settings
+    from worker.engines import load_reranker
 
     results = []
     for name in args.models.split(","):

@@ -46,7 +46,7 @@ def write_nights(root: Path, pairs: int, unchanged: float, docs_per_query: int =
     row = 0
     for f in range(files):
         cols: dict[str, list] = {"query_id": [], "query": [], "doc_id": [], "document": []}
-        for i in range(per_file):
+        for _ in range(per_file):
             q = row // docs_per_query
             if row % docs_per_query == 0 or not cols["query"]:
                 query = f"query {q} about " + " ".join(rng.choices(WORDS, k=6))

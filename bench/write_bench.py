@@ -17,10 +17,10 @@ import uuid
 
 import psycopg
 
-from schemas import InlinePair, InlineSpec
 from rerankq.store.db import upgrade
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk, ScoreRow
+from schemas import InlinePair, InlineSpec
 
 
 def scratch(url: str) -> tuple[str, callable]:

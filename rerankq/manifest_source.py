@@ -12,8 +12,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from schemas import ManifestSegment
 from rerankq.settings import Settings, get_settings
+from schemas import ManifestSegment
 
 REQUIRED_COLUMNS = ("query_id", "query", "doc_id", "document")
 OPTIONAL_COLUMNS = ("instruction",)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from worker.engines.vllm_engine import VllmEngine
 from rerankq.model_files import resolve_dtype
 from rerankq.settings import Settings
+from worker.engines.vllm_engine import VllmEngine
 
 
 class CountingEngine:

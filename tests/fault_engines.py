@@ -12,8 +12,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from worker.engines.vllm_engine import VllmEngine
 from rerankq.settings import Settings
+from worker.engines.vllm_engine import VllmEngine
 
 MARKER = "POISONPILL"
 

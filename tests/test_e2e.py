@@ -21,8 +21,8 @@ MAX_LENGTH = 512
 @pytest.fixture(scope="module")
 def reference(tiny_model):
     """The transformers engine (float32): the card's recipe, scoring the same pairs in this process."""
-    from worker.engines import load_reranker
     from rerankq.settings import Settings
+    from worker.engines import load_reranker
 
     reranker = load_reranker(Settings(model=str(tiny_model), engine="hf", dtype="float32", max_length=MAX_LENGTH))
     yield reranker

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from rerankq.prompt import Pair, PromptBuilder
+from rerankq.settings import Settings
 from tests.test_engines import MAX_LENGTH, varied_pairs
 from worker.engines import Reranker, load_reranker
 from worker.engines.base import slices
 from worker.engines.engine_loop import EngineClosed
-from rerankq.prompt import Pair, PromptBuilder
-from rerankq.settings import Settings
 
 
 @pytest.mark.slow

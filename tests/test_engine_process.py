@@ -11,12 +11,12 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from rerankq.prompt import Pair
+from rerankq.settings import Settings
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
 from tests.workers import WorkerProcess
 from worker.engines import load_reranker
-from rerankq.prompt import Pair
-from rerankq.settings import Settings
 
 pytestmark = pytest.mark.slow
 MAX_LENGTH = 512

@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from tests.corpus import rows
-from worker.engines import load_reranker
-from worker.engines.vllm_engine import HF_OVERRIDES, engine_kwargs
 from rerankq.model_files import resolve_dtype
 from rerankq.prompt import Pair
 from rerankq.settings import Settings
+from tests.corpus import rows
+from worker.engines import load_reranker
+from worker.engines.vllm_engine import HF_OVERRIDES, engine_kwargs
 
 pytestmark = pytest.mark.slow
 MAX_LENGTH = 512

@@ -230,10 +230,10 @@ def test_frozen_worker_races_its_successor(stack, steady):
 
 
 def test_second_delivery_of_a_finished_chunk_changes_nothing(stack, steady):
-    from schemas import ChunkMessage
     from rerankq.broker import publish
-    from worker.celery_app import make_app
     from rerankq.settings import Settings
+    from schemas import ChunkMessage
+    from worker.celery_app import make_app
 
     job, expected = stack.submit(n_queries=4, docs=50, chunk_size=100, seed=11)
     assert stack.wait_state(job, ("completed",)) == "completed"

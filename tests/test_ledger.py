@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from producer.export import export_parquet, iter_ranked
-from schemas import InlinePair, InlineSpec, JobState
-from tests.conftest import migrate
 from rerankq.store.db import DatabaseError, check_revision
 from rerankq.store.errors import UnknownJob
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk, ScoreRow
+from schemas import InlinePair, InlineSpec, JobState
+from tests.conftest import migrate
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,8 +9,8 @@ import logging
 import os
 import re
 import subprocess
-import time
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from producer.qwen_vocab import build_qwen3_tokenizer
-from tests.corpus import SNIPPETS, rows
 from rerankq.prompt import PREFIX, SUFFIX, Pair, PromptBuilder
 from rerankq.settings import DEFAULT_INSTRUCTION
+from tests.corpus import SNIPPETS, rows
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "qwen3_reranker_prompts.json").read_text())
 
@@ -48,9 +48,7 @@ def card_construction(hf_tokenizer, pairs: list[Pair], max_length: int) -> list[
     prefix = hf_tokenizer.encode(PREFIX, add_special_tokens=False)
     suffix = hf_tokenizer.encode(SUFFIX, add_special_tokens=False)
     texts = [
-        "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}".format(
-            instruction=p.instruction if p.instruction is not None else DEFAULT_INSTRUCTION, query=p.query, doc=p.document
-        )
+        f"<Instruct>: {p.instruction if p.instruction is not None else DEFAULT_INSTRUCTION}\n<Query>: {p.query}\n<Document>: {p.document}"
         for p in pairs
     ]
     encoded = hf_tokenizer(

@@ -11,16 +11,16 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from schemas import InlinePair, InlineSpec
-from tests.conftest import migrate
 from rerankq.broker import chunks_in_broker, publish
-from worker.celery_app import make_app
 from rerankq.settings import Settings
 from rerankq.store.clock import now
 from rerankq.store.ledger import Ledger
-from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.models import Chunk, Job, Worker
+from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.registry import Registry, WorkerInfo
+from schemas import InlinePair, InlineSpec
+from tests.conftest import migrate
+from worker.celery_app import make_app
 from worker.sweeper import Sweeper
 
 DEAD_AFTER = 60.0

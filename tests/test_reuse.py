@@ -18,27 +18,27 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from producer.submission import submit_manifest, submit_pairs
 from producer.changes import diff, export_changes
 from producer.export import iter_ranked
+from producer.submission import submit_manifest, submit_pairs
 from producer.tiny_model import write_tiny_model
+from rerankq.prompt import Pair
+from rerankq.score_key import context_for, model_fingerprint, pair_keys
+from rerankq.settings import DEFAULT_INSTRUCTION, Settings
+from rerankq.store.cache_gens import day_of
+from rerankq.store.clock import now
+from rerankq.store.contexts import record_worker_context
+from rerankq.store.ledger import Ledger
+from rerankq.store.models import CachedScore, Job
+from rerankq.store.records import ScoreRow
+from rerankq.store.retention import parse_age, prune_jobs
+from rerankq.store.score_cache import prune_cache
 from schemas import ChunkMessage, JobState
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
 from tests.nightly import night2
 from tests.services import POSTGRES_URL, REDIS_URL, create_database, drop_database
 from worker.chunk_pairs import load_pairs
-from rerankq.prompt import Pair
-from rerankq.score_key import context_for, model_fingerprint, pair_keys
-from rerankq.settings import DEFAULT_INSTRUCTION, Settings
-from rerankq.store.cache_gens import day_of
-from rerankq.store.clock import now
-from rerankq.store.ledger import Ledger
-from rerankq.store.records import ScoreRow
-from rerankq.store.models import CachedScore, Job
-from rerankq.store.retention import parse_age, prune_jobs
-from rerankq.store.contexts import record_worker_context
-from rerankq.store.score_cache import prune_cache
 
 MAX_LENGTH = 512
 
@@ -282,8 +282,8 @@ def test_no_reuse_when_settings_or_files_differ_or_context_is_ambiguous(env, tmp
     # a worker ran other weights under the same model name: ambiguous without a live worker to decide
     _, other, _ = models
     ctx = context_for(settings, other)
-    from rerankq.store.contexts import record_context
     from rerankq.score_key import configured
+    from rerankq.store.contexts import record_context
 
     record_context(store, ctx.digest, settings.model, configured(settings), ctx.as_dict())
     from unittest import mock
@@ -297,8 +297,8 @@ def test_no_reuse_when_settings_or_files_differ_or_context_is_ambiguous(env, tmp
 
 # --- changes between jobs -------------------------------------------------------------------------------
 def _job(store: Ledger, scores: dict[tuple[str, str], float | None]) -> str:
-    from schemas import InlinePair, InlineSpec
     from rerankq.store.records import NewChunk
+    from schemas import InlinePair, InlineSpec
 
     pairs = [InlinePair(query_id=q, doc_id=d, query="q", document="d") for q, d in scores]
     job, (msg,) = store.create_job(kind="inline", chunks=[NewChunk(InlineSpec(pairs=pairs).model_dump(mode="json"), len(pairs))])
@@ -341,8 +341,8 @@ def test_prune_jobs_only_finished_old_ones(env):
     store, _ = env
     done = _job(store, {("a", "1"): 0.5})
     running = _job(store, {("a", "1"): 0.5})
-    from schemas import InlinePair, InlineSpec
     from rerankq.store.records import NewChunk
+    from schemas import InlinePair, InlineSpec
 
     spec = InlineSpec(pairs=[InlinePair(query_id="q", doc_id="d", query="q", document="d")]).model_dump(mode="json")
     queued, _ = store.create_job(kind="inline", chunks=[NewChunk(spec, 1)])

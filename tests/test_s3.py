@@ -55,8 +55,8 @@ def test_submit_s3_prefix_and_the_worker_reads_its_rows(s3: MotoS3, env, monkeyp
     # The worker's own reading path (worker/chunk_pairs.py), with the worker's settings and credentials.
     from sqlalchemy import create_engine, text
 
-    from worker.chunk_pairs import load_pairs
     from rerankq.settings import get_settings
+    from worker.chunk_pairs import load_pairs
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -4,8 +4,8 @@ and the interactive priority, against real Redis, a real SQLite ledger and the r
 
 from __future__ import annotations
 
-import io
 import hashlib
+import io
 import json
 import os
 import subprocess

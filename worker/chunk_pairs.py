@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas import InlineSpec, ManifestSpec
 from rerankq.manifest_source import filesystem, read_segment, texts
 from rerankq.prompt import Pair
+from schemas import InlineSpec, ManifestSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,9 @@ from celery.signals import worker_init
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 
 from rerankq.logs import get_logger
-from worker.gpu_memory import gpu_memory_used
 from rerankq.routing import normalize_model
 from rerankq.settings import get_settings
+from worker.gpu_memory import gpu_memory_used
 
 log = get_logger("rerankq.worker")
 BUSY_WINDOW = 60.0  # seconds over which the engine's busy fraction is measured

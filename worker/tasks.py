@@ -21,25 +21,25 @@ from celery.signals import worker_init, worker_shutdown
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from rerankq.logs import configure_logging, get_logger
+from rerankq.prompt import Pair
+from rerankq.routing import normalize_model, worker_queues
+from rerankq.score_key import ScoringContext, worker_context
+from rerankq.settings import get_settings
+from rerankq.store.cache_lookup import cached_scores
+from rerankq.store.chunks import Misrouted
+from rerankq.store.db import check_revision
+from rerankq.store.ledger import Ledger
+from rerankq.store.records import ScoreRow
+from rerankq.store.registry import Registry, WorkerInfo
 from schemas import ChunkMessage
-from worker.celery_app import app
 from worker.cascade import stage2_chunk, top_pairs
+from worker.celery_app import app
 from worker.chunk_pairs import load_pairs
 from worker.engines import Reranker, load_reranker
 from worker.engines.base import PairScore
 from worker.gpu_memory import gpu_memory_used
-from rerankq.logs import configure_logging, get_logger
 from worker.metrics import observe_chunk
-from rerankq.prompt import Pair
-from rerankq.settings import get_settings
-from rerankq.store.db import check_revision
-from rerankq.routing import normalize_model, worker_queues
-from rerankq.store.cache_lookup import cached_scores
-from rerankq.store.chunks import Misrouted
-from rerankq.store.ledger import Ledger
-from rerankq.store.records import ScoreRow
-from rerankq.store.registry import Registry, WorkerInfo
-from rerankq.score_key import ScoringContext, worker_context
 
 log = get_logger("rerankq.worker")
 # host:pid:token: a container's pid (often 1) repeats across restarts; the token makes each life unique.

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from schemas import ChunkMessage
 from rerankq.store.db import check_revision, session_factory
 from rerankq.store.errors import UnknownJob
 from rerankq.store.models import Chunk, Job
+from schemas import ChunkMessage
 
 TERMINAL_CHUNK = ("done", "failed", "cancelled")
 LIVE_CHUNK = ("pending", "running")

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from schemas import ChunkMessage, JobState
 from rerankq.routing import normalize_model
 from rerankq.store.base import TERMINAL_CHUNK, LedgerBase, stage_route
 from rerankq.store.clock import now
@@ -17,6 +16,7 @@ from rerankq.store.models import Chunk, Job
 from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.score_writes import write_chunk_rows, write_stage2_rows
 from rerankq.store.webhooks import record_job_end
+from schemas import ChunkMessage, JobState
 
 
 @dataclass(frozen=True, slots=True)

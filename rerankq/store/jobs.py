@@ -9,14 +9,14 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from schemas import ChunkMessage, JobState
+from rerankq.routing import normalize_model
 from rerankq.store.base import LedgerBase
 from rerankq.store.clock import now
 from rerankq.store.models import Chunk, Job
 from rerankq.store.partitions import ensure_partition
-from rerankq.routing import normalize_model
 from rerankq.store.records import NewChunk
 from rerankq.store.webhooks import record_job_end
+from schemas import ChunkMessage, JobState
 
 INTERACTIVE_JOB_NAME = "rerank"  # the name of the one-chunk jobs of `producer rerank` and /v1/rerank
 

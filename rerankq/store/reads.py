@@ -6,11 +6,11 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from schemas import ChunkCounts, ChunkHolder, JobState, JobStatus
 from rerankq.store.base import LedgerBase
 from rerankq.store.clock import aware, now, presumed_alive
 from rerankq.store.errors import AmbiguousJob, UnknownJob
 from rerankq.store.models import Chunk, Job, Score, Worker
+from schemas import ChunkCounts, ChunkHolder, JobState, JobStatus
 
 
 class Reads(LedgerBase):

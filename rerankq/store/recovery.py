@@ -8,11 +8,11 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
-from schemas import ChunkMessage, JobState
 from rerankq.store.base import LIVE_CHUNK, LedgerBase
 from rerankq.store.clock import now
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 from rerankq.store.models import Chunk, Job, Worker
+from schemas import ChunkMessage, JobState
 
 _LIVE_JOB = (JobState.queued.value, JobState.running.value)
 

@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from schemas import WorkerStatus
-from rerankq.store.db import session_factory
 from rerankq.store.clock import aware, now, presumed_alive
+from rerankq.store.db import session_factory
 from rerankq.store.models import Lease, Worker
+from schemas import WorkerStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import importlib
 
-from worker.engines.base import Engine, PairScore, Reranker
 from rerankq.model_files import resolve_dtype, resolve_model
 from rerankq.prompt import PromptBuilder
 from rerankq.settings import Settings
+from worker.engines.base import Engine, PairScore, Reranker
 
 __all__ = ["Engine", "PairScore", "Reranker", "load_reranker"]
 
