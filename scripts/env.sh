@@ -13,7 +13,8 @@ apt_install() {
 }
 
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "rerankq needs Python 3.11+ ($PY is older)" >&2; exit 1; }
-if [ ! -x .venv/bin/python ]; then
+if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then  # none yet, or one cut short (no pip in it)
+  rm -rf .venv
   "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv; rm -rf .venv; "$PY" -m venv .venv; }
 fi
 want=$(cat pyproject.toml scripts/env.sh | sha256sum | cut -c1-16)
