@@ -294,6 +294,7 @@ def submit_batch(
     notify: str | None = None,
     name: str | None = None,
     chunk_size: int | None = None,
+    reuse: bool = True,
     settings: Settings | None = None,
 ) -> BatchRow:
     """Check every line of a stored batch file, then submit its good lines as one job; the batch.
@@ -338,6 +339,7 @@ def submit_batch(
     job_id = submit_pairs(
         pairs, settings=settings.model_copy(update={"max_inline_pairs": settings.batch_max_pairs, **pinned}),
         notify=notify or "", kind="batch", name=name or input_file.filename, chunk_size=chunk_size,
+        reuse=reuse,
     )  # fmt: skip
     return store.batch(store.record_batch(job_id, **recorded, lines_rejected=len(bad)))  # type: ignore[return-value]
 

@@ -70,3 +70,13 @@ def test_completion_window():
     assert window_seconds("24h") == 86400 and window_seconds("2d") == 172800
     with pytest.raises(InputError, match="completion_window"):
         window_seconds("tomorrow")
+
+
+def test_cli_refuses_manifest_options_for_a_batch_file(tmp_path):
+    from tests.conftest import producer
+
+    path = tmp_path / "b.jsonl"
+    path.write_text(json.dumps(line("a", {"query": "q", "documents": ["x"]})) + "\n")
+    env = {"RERANKQ_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}", "RERANKQ_BROKER_URL": "redis://127.0.0.1:1/0"}
+    result = producer("submit", str(path), "--then", "m:top=2", env=env)
+    assert result.returncode == 3 and "--instruction and --then do not apply to a batch file" in result.stderr

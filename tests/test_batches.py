@@ -183,11 +183,14 @@ def test_cli_submit_and_export_jsonl_reuse_the_cache(stack):
     lines = [rerank_line(f"cli-{i}", q, docs) for i, (q, docs) in enumerate(QUERIES)]
     lines.insert(1, rerank_line("cli-bad", "", ["x"]))
     path = write_jsonl(stack.tmp / "cli.jsonl", lines)
+    fresh = producer("submit", str(path), "--wait", "--no-reuse", env=stack.env, check=True, timeout=300)
+    assert "1 of 4 lines refused" in fresh.stderr
+    first = json.loads(producer("status", fresh.stdout.strip().splitlines()[-1], "--json", env=stack.env, check=True).stdout)
+    assert (first["pairs_reused"], first["pairs_total"], first["state"]) == (0, 10, "completed")
     out = producer("submit", str(path), "--wait", env=stack.env, check=True, timeout=300)
     job = out.stdout.strip().splitlines()[-1]
-    assert "1 of 4 lines refused" in out.stderr
     status = json.loads(producer("status", job, "--json", env=stack.env, check=True).stdout)
-    assert status["pairs_reused"] == status["pairs_total"] == 10  # scored before, by the SDK test's batch
+    assert status["pairs_reused"] == status["pairs_total"] == 10  # the same requests again: all from the score cache
     result = producer("export", job, "--format", "jsonl", "--out", str(stack.tmp / "out.jsonl"), env=stack.env, check=True)
     assert "4 lines written" in result.stderr
     got = jsonl((stack.tmp / "out.jsonl").read_text(encoding="utf-8"))
@@ -277,7 +280,8 @@ def test_service_restarted_and_worker_killed_mid_batch(stack):
 def test_prune_removes_old_batch_files(stack):
     """Retention: `producer prune` deletes batch files as old as the jobs it deletes, from the ledger and the disk."""
     files_dir = stack.tmp / "files"
-    assert list(files_dir.glob("*.jsonl"))
+    kept = stack.client.files.create(file=open(write_jsonl(stack.tmp / "p.jsonl", [rerank_line("p", "q", ["d"])]), "rb"), purpose="batch")
+    assert (files_dir / f"{kept.id}.jsonl").exists()
     time.sleep(1.1)
     dry = producer("prune", "--jobs-older-than", "1s", "--dry-run", env=stack.env, check=True).stdout
     assert "would delete" in dry and "batch file(s)" in dry and list(files_dir.glob("*.jsonl"))

@@ -42,8 +42,12 @@ def submit(
         from producer.submission import for_model
         from rerankq.settings import get_settings
 
+        if instruction is not None or then is not None:
+            from producer.errors import InputError
+
+            raise InputError("--instruction and --then do not apply to a batch file: put `instruction` in each line's body")
         batch = submit_batch_path(
-            manifest, settings=for_model(get_settings(), model), name=name, notify=notify, chunk_size=chunk_size
+            manifest, settings=for_model(get_settings(), model), name=name, notify=notify, chunk_size=chunk_size, reuse=reuse
         )
         if batch.lines_rejected:
             say(f"{batch.lines_rejected:,} of {batch.lines_total:,} lines refused (see `producer export {batch.job_id[:8]} --format jsonl`)")
