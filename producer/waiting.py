@@ -100,6 +100,11 @@ def _unserved(status: JobStatus, alive: Sequence[WorkerStatus]) -> str | None:
     )
 
 
+def with_waiting(st: JobStatus, workers: Sequence[WorkerStatus]) -> JobStatus:
+    """The status with ``waiting`` filled in (None once the job is finished)."""
+    return st if st.state.terminal else st.model_copy(update={"waiting": waiting_for(st, workers)})
+
+
 def waiting_note(st: JobStatus, settings: Settings | None = None) -> str:
     """What the job waits for now, asking the registry (``waiting_for``)."""
     return waiting_for(st, alive_workers(settings or get_settings()))

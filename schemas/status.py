@@ -62,6 +62,9 @@ class JobStatus(BaseModel):
     then_model: str | None = None  # a cascade's second model: it re-scores each query's top pairs
     then_top: int | None = None
     then_context: str | None = None
+    # What an unfinished job waits for, in words (a worker of its model to start, to load, to be free);
+    # filled by `producer status --json` and the service from the worker registry, None from the ledger alone.
+    waiting: str | None = None
     chunks_total: int
     chunks: ChunkCounts
     created_at: datetime

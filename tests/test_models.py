@@ -126,7 +126,8 @@ def test_a_model_no_worker_runs_waits_and_says_why(fleet, tmp_path):
     assert "no worker runs Qwen/Qwen3-Reranker-8B" in waited.stderr, waited.stderr
     status = producer("status", job, env=envs["a"], check=True).stdout
     assert "no worker runs Qwen/Qwen3-Reranker-8B" in status
-    assert json.loads(producer("status", job, "--json", env=envs["a"], check=True).stdout)["state"] == "queued"
+    status = json.loads(producer("status", job, "--json", env=envs["a"], check=True).stdout)
+    assert status["state"] == "queued" and "no worker runs Qwen/Qwen3-Reranker-8B" in status["waiting"]
     started = time.monotonic()
     ranked = producer("rerank", "--model", "Qwen/Qwen3-Reranker-8B", "--query", "q", "--doc", "d", env=envs["a"], timeout=60)
     assert ranked.returncode == 3 and time.monotonic() - started < 30

@@ -266,3 +266,23 @@ def test_a_worker_reports_its_gpu_memory_once_loaded(registry, w):
     registry.heartbeat(w["A"], state="ready", engine={"engine": "vllm", "gpu_memory_bytes": 7 * 2**30})
     (mine,) = [x for x in registry.workers(DEAD_AFTER) if x.worker_id == w["A"]]
     assert mine.state == "ready" and mine.engine["gpu_memory_bytes"] == 7 * 2**30
+
+
+def test_workers_of_one_context_starting_together_all_record_it(store):
+    """Two workers of one context inserted the same row at once: the loser's context was lost with the error."""
+    from rerankq.store.contexts import record_context
+
+    digest = uuid.uuid4().hex * 2
+    barrier, errors = threading.Barrier(6), []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            record_context(store, digest, "model", {"model": "model"}, {})
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert errors == []

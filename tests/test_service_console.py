@@ -571,3 +571,23 @@ def test_a_request_whose_last_worker_dies_while_it_waits_is_503(tmp_path, tiny_m
     assert r.json()["detail"] == NO_WORKER
     assert took < 10, "not after RERANKQ_RERANK_TIMEOUT (60 s)"
     assert [j["state"] for j in jobs] == ["cancelled"]
+
+
+def test_a_job_whose_model_no_worker_runs_says_so(console, browser):
+    """Issue 16: the job page (and GET /v1/jobs/{id}) says what the job waits for, naming its model."""
+    import requests
+    from selenium.webdriver.common.by import By
+
+    from rerankq.store.records import NewChunk
+
+    spec = {"kind": "inline", "pairs": [{"query_id": "q", "doc_id": "d", "query": "q", "document": "d"}]}
+    job, _ = console.store.create_job(kind="inline", chunks=[NewChunk(spec, 1)], name="big-model", model="Qwen/Qwen3-Reranker-4B")
+    expected = "no worker runs Qwen/Qwen3-Reranker-4B"
+    assert expected in requests.get(f"{console.url}/v1/jobs/{job}", timeout=10).json()["waiting"]
+    browser.get(f"{console.url}/jobs/{job}")
+    waiting = browser.find_element(By.ID, "waiting")
+    assert waiting.text.startswith(f"queued: {expected} (workers alive run "), waiting.text
+    assert browser.find_element(By.CSS_SELECTOR, "#waiting code").text.startswith("RERANKQ_MODEL=Qwen/Qwen3-Reranker-4B celery")
+    time.sleep(2.5)  # after the page's own refresh from the API, still said
+    assert browser.find_element(By.ID, "waiting").text.startswith(f"queued: {expected}")
+    console.store.cancel(job)

@@ -107,13 +107,17 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
     except Exception as exc:
         _fatal("engine_failed", exc)
     try:  # without a context the worker scores as before, it just fills no cache
-        from rerankq.store.contexts import record_worker_context
-
         state.context = worker_context(settings)
-        record_worker_context(state.ledger, WORKER_ID, settings, state.context)
     except Exception as exc:
         state.context = None
         log.warning("score_context_unavailable", error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+    if state.context is not None:  # recording it is for producers' reuse: the worker keeps its context regardless
+        try:
+            from rerankq.store.contexts import record_worker_context
+
+            with_db_retry(record_worker_context, state.ledger, WORKER_ID, settings, state.context)
+        except Exception as exc:
+            log.warning("score_context_not_recorded", error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
     _consume_own_queues(sender or app, settings)
     ready: dict = {"fingerprint": state.context.digest} if state.context else {}
     if memory := gpu_memory_used():  # reserved by the engine at load, and held: the workers page shows it

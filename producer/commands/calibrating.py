@@ -21,8 +21,7 @@ def calibrate(
     timeout: Annotated[float, typer.Option(help="seconds each side may take (engine start included)")] = 3600.0,
     json_output: JsonFlag = False,
 ) -> None:
-    """Score SAMPLE under two settings on this machine and say what changes: largest |A - B|, Spearman and
-    Kendall per query, top-k overlap."""
+    """Score SAMPLE under two settings on this machine and say what changes: largest |A - B|, Spearman and Kendall per query, top-k overlap."""
     from producer.calibrate import as_json, report_lines
     from producer.calibrate import calibrate as run
 

@@ -21,10 +21,12 @@ def status(job: JobArg, as_json: JsonFlag = False) -> None:
     from producer.waiting import waiting_note
 
     st = job_status(job)
+    if not st.state.terminal:
+        st = st.model_copy(update={"waiting": waiting_note(st)})
     if as_json:
         print(st.model_dump_json(indent=2))
     else:
-        out.print(status_table(st, None if st.state.terminal else waiting_note(st)))
+        out.print(status_table(st, st.waiting))
 
 
 @friendly

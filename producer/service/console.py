@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 from producer.service import nights, timefmt
 from producer.service.security import COOKIE, key_matches
-from producer.waiting import describe_workers, no_worker_runs
+from producer.waiting import describe_workers, no_worker_runs, with_waiting
 from rerankq.store.errors import UnknownJob
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 
@@ -59,7 +59,8 @@ def jobs_page(request: Request) -> Response:
 def job_page(job_id: str, request: Request) -> Response:
     store = request.app.state.ledger
     status = store.status(store.resolve_job(job_id))  # /jobs/b58b as `producer status b58b`
-    return templates.TemplateResponse(request, "job.html", {"job": status})
+    workers = request.app.state.registry.workers(request.app.state.settings.worker_dead_after)
+    return templates.TemplateResponse(request, "job.html", {"job": with_waiting(status, workers)})
 
 
 @router.get("/workers", response_class=HTMLResponse)

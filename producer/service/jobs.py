@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from producer.export import iter_parquet_bytes, iter_ranked
 from producer.job_control import cancel
 from producer.submission import submit_manifest
-from producer.waiting import describe_workers
+from producer.waiting import describe_workers, with_waiting
 from producer.workers import workers as registered_workers
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 from rerankq.store.progress import throughput
@@ -86,8 +86,10 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses={404: {}})
 def job_status(job_id: str, request: Request) -> JobStatus:
-    """State, pairs scored/failed, chunks by state, errors, and the workers holding running chunks."""
-    return request.app.state.ledger.status(job_id)
+    """State, pairs scored/failed, chunks by state, errors, the workers holding running chunks, and what
+    an unfinished job waits for (``waiting``: e.g. that no worker runs its model)."""
+    status = request.app.state.ledger.status(job_id)
+    return with_waiting(status, request.app.state.registry.workers(request.app.state.settings.worker_dead_after))
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=CancelResponse, responses={404: {}})

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from rerankq.logs import get_logger
 from rerankq.store.clock import aware, now
@@ -27,14 +28,21 @@ class RecordedContext:
 
 
 def record_context(store: Ledger, digest: str, model: str, settings: dict, context: dict) -> None:
-    """A worker's context, once its engine is loaded: what producers may reuse scores under."""
-    t = now()
-    with store.session.begin() as s:
-        row = s.get(ScoreContext, digest, with_for_update=True)
-        if row is None:
-            s.add(ScoreContext(digest=digest, model=model, settings=settings, context=context, created_at=t, last_seen=t))
-        else:
-            row.last_seen = t
+    """A worker's context, once its engine is loaded: what producers may reuse scores under. Workers of
+    one context starting together race to insert it: the loser finds the row on its second try."""
+    for attempt in (1, 2):
+        t = now()
+        try:
+            with store.session.begin() as s:
+                row = s.get(ScoreContext, digest, with_for_update=True)
+                if row is None:
+                    s.add(ScoreContext(digest=digest, model=model, settings=settings, context=context, created_at=t, last_seen=t))
+                else:
+                    row.last_seen = t
+            return
+        except IntegrityError:
+            if attempt == 2:
+                raise
 
 
 def recorded_contexts(store: Ledger, settings: dict, max_age: float) -> list[RecordedContext]:

@@ -176,6 +176,8 @@ const rerankq = (() => {
         const j = await getJSON(`/v1/jobs/${id}`);
         $("#state").textContent = j.state;
         $("#state").className = `state state-${j.state}`;
+        $("#waiting-row").hidden = !j.waiting;
+        if (j.waiting) setMessage($("#waiting"), j.waiting);
         section.querySelector(".bar").replaceWith(bar(j));
         $("#done").textContent = `${fmt(done(j))} / ${fmt(j.pairs_total)}`;
         $("#scored").textContent = fmt(j.pairs_scored);
