@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from producer.errors import InputError
 from producer.interactive import check_rerank
@@ -33,7 +33,7 @@ from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.batches import EXPIRED, BatchRow, BatchStore, FileRow, new_file_id
 from rerankq.store.clock import now
-from schemas import InlinePair, JobState
+from schemas import InlinePair, JobState, RerankBody
 
 ENDPOINTS = ("/v1/rerank", "/v1/score")
 MAX_ERRORS = 50  # in a batch's ``errors`` when no line could run
@@ -52,33 +52,6 @@ class _Line(BaseModel):
     body: dict
 
 
-class RerankLine(BaseModel):
-    """vLLM's /v1/rerank request (as producer/service/rerank.py takes it)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    query: StrictStr
-    documents: list[Any]
-    model: StrictStr | None = None
-    top_n: StrictInt | None = Field(None, ge=0)
-    return_documents: StrictBool = True
-    instruction: StrictStr | None = None
-    max_tokens_per_doc: StrictInt | None = None
-
-    @field_validator("documents")
-    @classmethod
-    def _texts(cls, value: list[Any]) -> list[str]:
-        out = []
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                out.append(item)
-            elif isinstance(item, dict) and isinstance(item.get("text"), str):
-                out.append(item["text"])
-            else:
-                raise ValueError(f'item {i} is not a string or an object with a "text" string')
-        return out
-
-
 class ScoreLine(BaseModel):
     """vLLM's /v1/score request: ``text_1`` (queries) against ``text_2`` (documents), one to many or pairwise."""
 
@@ -95,7 +68,7 @@ class GoodLine:
     number: int  # 0-based physical line; the job's query id is ``query_id(number)``
     custom_id: str
     url: str
-    body: RerankLine | ScoreLine
+    body: RerankBody | ScoreLine
     pairs: list[InlinePair]
 
 
@@ -112,9 +85,9 @@ def query_id(number: int) -> str:
     return f"{number:09d}"
 
 
-def _pairs(number: int, url: str, body: RerankLine | ScoreLine) -> list[InlinePair]:
+def _pairs(number: int, url: str, body: RerankBody | ScoreLine) -> list[InlinePair]:
     qid = query_id(number)
-    if isinstance(body, RerankLine):
+    if isinstance(body, RerankBody):
         return [
             InlinePair(query_id=qid, doc_id=str(i), query=body.query, document=d, instruction=body.instruction)
             for i, d in enumerate(body.documents)
@@ -178,16 +151,16 @@ class LineReader:
         if self.endpoint is not None and line.url != self.endpoint:
             return bad("url", f"{line.url!r}: this batch's endpoint is {self.endpoint}")
         try:
-            body = (RerankLine if line.url == "/v1/rerank" else ScoreLine).model_validate(line.body)
+            body = (RerankBody if line.url == "/v1/rerank" else ScoreLine).model_validate(line.body)
         except ValidationError as exc:
             return bad(*_field_error(exc, "body"))
-        if isinstance(body, RerankLine) and body.max_tokens_per_doc is not None:
+        if isinstance(body, RerankBody) and body.max_tokens_per_doc is not None:
             return bad("body.max_tokens_per_doc", "not supported in batch files (cut the documents in the file)")
         model = normalize_model(body.model) if body.model else None
         if model is not None and self.model is not None and model != self.model:
             return bad("body.model", f"{body.model!r}: this batch is scored by {self.model} (one model per batch)")
         try:
-            if isinstance(body, RerankLine):  # /v1/rerank's own checks, then submit_pairs', line by line
+            if isinstance(body, RerankBody):  # /v1/rerank's own checks, then submit_pairs', line by line
                 check_rerank(body.query, body.documents, body.instruction, self.settings)
             pairs = _pairs(number, line.url, body)
             checked_pairs(pairs, None, self.settings)
@@ -199,7 +172,7 @@ class LineReader:
         return GoodLine(number, cid, line.url, body, pairs)
 
 
-def _pair_param(message: str, body: RerankLine | ScoreLine) -> tuple[str, str]:
+def _pair_param(message: str, body: RerankBody | ScoreLine) -> tuple[str, str]:
     """``pair 3 field 'document': …`` (submit_pairs' words) as the line's own field: ``body.documents[3]``."""
     m = _PAIR_ERROR.match(message)
     field = _FIELD_ERROR.match(message)
@@ -208,7 +181,7 @@ def _pair_param(message: str, body: RerankLine | ScoreLine) -> tuple[str, str]:
     if m is None:
         return ("body.text_1" if message.startswith("body.text_1") else "body"), message.removeprefix("body.text_1: ")
     i, name, msg = m.groups()
-    if isinstance(body, RerankLine):
+    if isinstance(body, RerankBody):
         return ("body.query", msg) if name == "query" else (f"body.documents[{i}]", msg)
     if name == "query":
         return ("body.text_1" if isinstance(body.text_1, str) else f"body.text_1[{i}]"), msg
@@ -432,7 +405,7 @@ def _tokens(settings: Settings):  # noqa: ANN202 - producer.service.tokens.Token
 
 def _response(good: GoodLine, ranked: list[dict], model: str, settings: Settings, request_id: str) -> dict:
     tokens = _tokens(settings)
-    if isinstance(good.body, RerankLine):
+    if isinstance(good.body, RerankBody):
         used = tokens.prompt_tokens(good.body.query, good.body.documents, good.body.instruction) if tokens else 0
         top = ranked[: good.body.top_n] if good.body.top_n else ranked
         results = []

@@ -9,6 +9,7 @@ from schemas.messages import (
     ManifestSpec,
     RerankRequest,
 )
+from schemas.rerank_body import RerankBody
 from schemas.status import ChunkCounts, ChunkHolder, JobStatus, WorkerStatus
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "JobStatus",
     "ManifestSegment",
     "ManifestSpec",
+    "RerankBody",
     "RerankRequest",
     "WorkerStatus",
 ]
