@@ -127,3 +127,20 @@ def test_a_generation_marked_meanwhile_fails_no_submission(pg_url):
             mark_used(s, [gen], now())
         job, _, reused, staged = stage.record(lambda misses: [NewChunk({}, 0) for _ in misses], "c" * 64, kind="inline")
     assert (reused, staged) == (1, 1) and store.score_count(job) == 1
+
+
+def test_a_workers_cache_lookup_marks_its_generations_used(url):
+    """A cascade's worker looks the cache up itself: what it finds is as used as a submission's hits."""
+    from rerankq.store.cache_lookup import cached_scores
+
+    migrate(url)
+    store = Ledger(url)
+    hit, unused = os.urandom(32), os.urandom(32)
+    old = day_of(now() - timedelta(days=40))
+    with store.session.begin() as s:
+        fill_cache(s, [ScoreRow("q", "d1", 0.25, None, hit), ScoreRow("q", "d2", 0.75, None, unused)])
+        s.execute(CachedScore.__table__.update().where(CachedScore.key == hit).values(gen=old))
+        s.execute(CachedScore.__table__.update().where(CachedScore.key == unused).values(gen=old - 1))
+    assert cached_scores(store, [hit, os.urandom(32), None]) == {hit: 0.25}
+    r = prune_cache(store, 30 * 86400)
+    assert r.removed == 1 and _keys(store) == {hit}

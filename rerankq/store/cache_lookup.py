@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
+from rerankq.store.cache_gens import mark_used
+from rerankq.store.clock import now
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import CachedScore
 
@@ -15,11 +17,21 @@ BATCH = 1000
 
 
 def cached_scores(store: Ledger, keys: Sequence[bytes | None]) -> dict[bytes, float]:
-    """The cached score of each key the cache holds (keys in the scoring worker's own context)."""
+    """The cached score of each key the cache holds (keys in the scoring worker's own context). Their
+    generations are marked used, as a submission's reuse marks them (rerankq/store/cache_gens.py), so
+    `cache prune` keeps what cascades still reuse."""
     wanted = sorted({k for k in keys if k is not None})
     found: dict[bytes, float] = {}
+    gens: set[int] = set()
     with store.session() as s:
         for at in range(0, len(wanted), BATCH):
             part = wanted[at : at + BATCH]
-            found.update(s.execute(select(CachedScore.key, CachedScore.score).where(CachedScore.key.in_(part))).all())
+            for key, score, gen in s.execute(
+                select(CachedScore.key, CachedScore.score, CachedScore.gen).where(CachedScore.key.in_(part))
+            ):
+                found[key] = score
+                gens.add(gen)
+    if gens:
+        with store.session.begin() as s:
+            mark_used(s, gens, now())
     return found
