@@ -236,7 +236,7 @@ def test_a_dead_worker_holds_nothing_once_swept(store, registry, w):
     assert by_id[w["B"]].holding == [99], "a live worker keeps what it holds"
 
 
-def test_sweeper_resends_lost_chunks_to_their_models_queue(store, registry, broker, w):
+def test_sweeper_resends_lost_chunks_to_their_models_queue(store, registry, broker):
     """Self-healing per model: a lost chunk of a model's job goes back to that model's queue (or its
     pinned context's), at its own priority, never to another model's."""
     from rerankq.broker import priority_lists
@@ -253,7 +253,8 @@ def test_sweeper_resends_lost_chunks_to_their_models_queue(store, registry, brok
     with store.session.begin() as s:
         for job in (batch, pinned, rerank):
             s.execute(update(Job).where(Job.id == job).values(created_at=now() - timedelta(seconds=30)))
-    assert {b.chunk_id, p.chunk_id, r.chunk_id} <= set(Sweeper(store, registry, app, settings, w["A"]).run_once(0.1).lost)
+    sweeper = Sweeper(store, registry, app, settings, "sweeper-1")  # the module's sweeper: the lease is its own
+    assert {b.chunk_id, p.chunk_id, r.chunk_id} <= set(sweeper.run_once(0.1).lost)
     a_lists, b_lists = priority_lists(model_queue("gpu", "org/a")), priority_lists(context_queue("gpu", "org/b", "c" * 64))
     assert client.llen(a_lists["batch"]) == 1 and client.llen(a_lists["interactive"]) == 1
     assert client.llen(b_lists["batch"]) == 1
