@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -99,3 +101,20 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
     }
+
+
+def libpq(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as psycopg and psql take it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def stop_process_groups(procs: Sequence[subprocess.Popen], timeout: float = 60) -> None:
+    """SIGTERM each process group (workers shut down warm), then SIGKILL what is still there after ``timeout``."""
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)

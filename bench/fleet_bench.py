@@ -30,13 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 sys.path.insert(0, str(REPO))
 
+from bench.common import libpq, stop_process_groups  # noqa: E402
 from bench.reuse_bench import write_nights  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
 from tests.services import PrivateRedis  # noqa: E402
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _engine_pairs(folder: Path) -> int:
@@ -108,7 +105,7 @@ def main() -> None:
                 victim = procs[len(killed)]
                 os.killpg(victim.pid, signal.SIGKILL)  # the worker and its tokenizer helper
                 killed.append(victim.pid)
-            with psycopg.connect(_libpq(db), autocommit=True) as conn:
+            with psycopg.connect(libpq(db), autocommit=True) as conn:
                 age = conn.execute("SELECT extract(epoch from now() - min(last_seen)) FROM workers WHERE state <> 'stopped'"
                                    " AND pid <> ALL(%s)", (killed,)).fetchone()[0]  # fmt: skip
             heartbeat_age.append(float(age or 0))
@@ -126,7 +123,7 @@ def main() -> None:
         result["status_ms_p50"] = round(statistics.median(status_lat) * 1000, 1)
         result["status_ms_max"] = round(max(status_lat) * 1000, 1)
         result["oldest_live_heartbeat_s_max"] = round(max(heartbeat_age), 1)
-        with psycopg.connect(_libpq(db), autocommit=True) as conn:
+        with psycopg.connect(libpq(db), autocommit=True) as conn:
             rows, distinct = conn.execute(
                 "SELECT count(*), count(DISTINCT (query_id, doc_id)) FROM scores WHERE job_id = %s", (job,)
             ).fetchone()
@@ -140,14 +137,7 @@ def main() -> None:
         result["exactly_once"] = rows == distinct == args.pairs == result["sum_chunk_scored"] and state == "completed"
         print(json.dumps(result), flush=True)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_process_groups(procs)
         redis.stop()
         get_engine(db).dispose()
         drop()

@@ -32,11 +32,8 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import libpq  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -198,7 +195,7 @@ def run(url: str, workers: int, chunk_size: int, seconds: float, jobs: int, hear
         samples = 0
         time.sleep(max(0.0, start - time.time()))
         cpu0, backends = psutil.cpu_times(), BackendCpu()
-        with psycopg.connect(_libpq(db), autocommit=True) as conn:
+        with psycopg.connect(libpq(db), autocommit=True) as conn:
             name = db.rsplit("/", 1)[1]
             while time.time() < deadline:
                 pids = []

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,13 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 sys.path.insert(0, str(REPO))
 
+from bench.common import libpq, stop_process_groups  # noqa: E402
 from bench.reuse_bench import write_nights  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
 from tests.services import PrivateRedis  # noqa: E402
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def step(name: str, args: list[str], env: dict, out: list) -> str:
@@ -52,7 +48,7 @@ def step(name: str, args: list[str], env: dict, out: list) -> str:
 
 
 def sizes(db: str) -> dict:
-    with psycopg.connect(_libpq(db), autocommit=True) as conn:
+    with psycopg.connect(libpq(db), autocommit=True) as conn:
         scores = conn.execute(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
             "WHERE c.relkind = 'r' AND c.relname ~ '^scores_[0-9a-f]{32}$'"
@@ -114,20 +110,13 @@ def main() -> None:
 
         rows = {n: pq.ParquetFile(work / f"{n}.parquet").metadata.num_rows for n in ("n1", "n2", "ch")}
         print(json.dumps({"export_rows": rows}), flush=True)
-        with psycopg.connect(_libpq(db), autocommit=True) as conn:  # night 1 is 40 days old
+        with psycopg.connect(libpq(db), autocommit=True) as conn:  # night 1 is 40 days old
             conn.execute("UPDATE jobs SET finished_at = now() - interval '40 days' WHERE id = %s", (job1,))
         step("prune --jobs-older-than 30d (night 1)", ["prune", "--jobs-older-than", "30d"], env, steps)
         step("cache prune --unused-for 30d", ["cache", "prune", "--unused-for", "30d"], env, steps)
         print(json.dumps({"after": "prune", **sizes(db)}), flush=True)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_process_groups(procs)
         redis.stop()
         get_engine(db).dispose()
         drop()

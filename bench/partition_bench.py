@@ -25,11 +25,8 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import libpq  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _rows(job_id: str, n: int, queries: int = 100):
@@ -39,7 +36,7 @@ def _rows(job_id: str, n: int, queries: int = 100):
 
 
 def _load(url: str, table: str, job_id: str, n: int) -> None:
-    with psycopg.connect(_libpq(url)) as conn, conn.cursor() as cur:
+    with psycopg.connect(libpq(url)) as conn, conn.cursor() as cur:
         with cur.copy(f"COPY {table} (job_id, query_id, doc_id, chunk_id, score, error) FROM STDIN") as cp:
             for r in _rows(job_id, n):
                 cp.write_row(r)
@@ -47,7 +44,7 @@ def _load(url: str, table: str, job_id: str, n: int) -> None:
 
 def _tup_deleted(url: str) -> int:
     time.sleep(1.2)  # backends report their counters at most once a second
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         return conn.execute("SELECT tup_deleted FROM pg_stat_database WHERE datname = current_database()").fetchone()[0]
 
@@ -74,14 +71,14 @@ def prune_once(url: str, rows: int) -> dict:
     with store.session.begin() as s:
         s.execute(update(Job).where(Job.id == job).values(state="completed", created_at=old, finished_at=old))
         s.execute(update(Chunk).where(Chunk.job_id == job).values(state="done", scored=rows))
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
         conn.execute(f"VACUUM ANALYZE {partition_name(job)}")  # as autovacuum would have, after the night
     get_engine(url).dispose()
     deleted0 = _tup_deleted(url)
     stop, waits = threading.Event(), []
 
     def writer() -> None:  # a worker finishing small chunks of another job, back to back
-        with psycopg.connect(_libpq(url)) as conn:
+        with psycopg.connect(libpq(url)) as conn:
             k = 0
             while not stop.is_set():
                 t = time.perf_counter()
@@ -121,7 +118,7 @@ def migrate_once(url: str, rows: int, jobs: int) -> dict:
     cfg = alembic_config(url)
     command.upgrade(cfg, "0004_job_model")
     ids = [str(uuid.uuid4()) for _ in range(jobs)]
-    with psycopg.connect(_libpq(url)) as conn:
+    with psycopg.connect(libpq(url)) as conn:
         for j in ids:
             conn.execute(
                 "INSERT INTO jobs (id, kind, state, pairs_total, chunks_total, created_at, pairs_reused) "
@@ -130,7 +127,7 @@ def migrate_once(url: str, rows: int, jobs: int) -> dict:
             )
     for j in ids:
         _load(url, "scores", j, rows // jobs)
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
         conn.execute("VACUUM ANALYZE scores")
         size = conn.execute("SELECT pg_total_relation_size('scores')").fetchone()[0]
     t0 = time.perf_counter()
