@@ -11,6 +11,3 @@ class BrokerUnavailable(RuntimeError):
 class InputError(ValueError):
     """Bad inline input, worded for the user."""
 
-
-class NoWorker(RuntimeError):
-    """No live worker runs the model a request names: nothing would ever score it (HTTP 503)."""

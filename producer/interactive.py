@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from producer.errors import InputError, NoWorker
+from producer.errors import InputError
 from producer.job_control import ledger
-from producer.queueing import check_broker
 from producer.submission import checked_pairs, for_model, submit_pairs
 from producer.waiting import describe_workers, no_worker_runs, wait
 from producer.workers import alive_workers
@@ -68,14 +67,6 @@ def submit_rerank(request: RerankRequest, *, settings: Settings | None = None) -
     )  # fmt: skip
 
 
-def require_worker(settings: Settings) -> None:
-    """Refuse at once, in words, a request that no live worker could score (its model: ``settings.model``).
-    The ledger's revision is checked first: a database at another revision is the thing to fix first."""
-    ledger(settings)
-    if (missing := no_worker_runs(settings.model, alive_workers(settings))) is not None:
-        raise NoWorker(missing)
-
-
 def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | None = None) -> list[Ranked]:
     """A finished rerank job's results, best first (``doc_id`` is the document's position)."""
     from producer.export import iter_ranked
@@ -97,17 +88,16 @@ def rerank(
     model: str | None = None,
 ) -> list[Ranked]:
     """Score one query against a few documents through the workers of ``model`` (default: RERANKQ_MODEL);
-    best first. NoWorker at once when no live worker runs it; a job still unfinished after ``timeout``
-    seconds is cancelled (TimeoutError says why it did not finish)."""
+    best first. While it waits, ``on_wait`` hears what for (e.g. that no worker runs the model); a job still
+    unfinished after ``timeout`` seconds is cancelled (TimeoutError says why it did not finish)."""
     settings = for_model(settings or get_settings(), model)
     request = check_rerank(query, documents, instruction, settings)
-    check_broker(settings)
-    require_worker(settings)
     job_id = submit_rerank(request, settings=settings)
     st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)
     if not st.state.terminal and ledger(settings).cancel(job_id) == JobState.cancelled:
+        workers = alive_workers(settings)
         raise TimeoutError(
             f"job {job_id} still {st.state.value} after {timeout:g} s, so it was cancelled; "
-            f"{describe_workers(alive_workers(settings))}"
+            f"{no_worker_runs(settings.model, workers) or describe_workers(workers)}"
         )
     return rerank_results(job_id, request.documents, settings)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from rerankq.routing import model_queue
 from tests.conftest import base_env, migrate
 from tests.corpus import rows, write_manifest
 from tests.services import free_port, wait_port
@@ -120,7 +121,7 @@ def test_the_seeds_requests_snippet_runs_as_is(live, capsys):
 def test_request_options(live):
     post = lambda body: requests.post(live.url + "/v1/rerank", json=body, timeout=120)  # noqa: E731
     full = post({"query": Q, "documents": DOCS}).json()["results"]
-    objects = post({"query": Q, "documents": [{"text": d} for d in DOCS], "model": "anything"}).json()["results"]
+    objects = post({"query": Q, "documents": [{"text": d} for d in DOCS], "model": live.env["RERANKQ_MODEL"]}).json()["results"]
     assert objects == full, "documents as {text} objects score as strings"
     top = post({"query": Q, "documents": DOCS, "top_n": 2, "return_documents": False}).json()["results"]
     assert top == [{"index": x["index"], "relevance_score": x["relevance_score"]} for x in full[:2]]
@@ -185,7 +186,7 @@ def test_worker_metrics_and_service_metrics(live):
     assert re.search(r'^rerankq_worker_chunk_duration_seconds_count\{model="[^"]+"\} [1-9]', text, re.M)
     assert "rerankq_worker_engine_busy_ratio{model=" in text and 'rerankq_worker_engine_memory_bytes{device="cpu",model=' in text
     service = requests.get(f"{live.url}/metrics", timeout=10).text
-    assert re.search(r"^rerankq_workers_alive 1\.0$", service, re.M), service
+    assert re.search(r'^rerankq_workers_alive\{model="[^"]+"\} 1\.0$', service, re.M), service
     workers = requests.get(f"{live.url}/v1/workers", timeout=10).json()
     assert [w["alive"] for w in workers] == [True]
     wait_for(  # the registry's count arrives with the worker's next heartbeat (RERANKQ_HEARTBEAT_INTERVAL)
@@ -202,7 +203,7 @@ def test_worker_sends_task_events(live):
     from producer.queueing import broker_app
     from rerankq.settings import Settings
 
-    settings = Settings(broker_url=live.env["RERANKQ_BROKER_URL"], database_url=live.env["RERANKQ_DATABASE_URL"])
+    settings = Settings(broker_url=live.env["RERANKQ_BROKER_URL"], database_url=live.env["RERANKQ_DATABASE_URL"], model=live.env["RERANKQ_MODEL"])
     app = broker_app(settings)
     seen: list[dict] = []
     ready = threading.Event()
@@ -226,7 +227,8 @@ def test_worker_sends_task_events(live):
 
     wait_for(lambda: {"task-sent", "task-received", "task-started", "task-succeeded"} <= kinds(), 30, f"task events, got {kinds()}")
     sent = [e for e in seen if e["type"] == "task-sent"]
-    assert any(e.get("name") == "rerankq.score_chunk" and e.get("queue") == "gpu" for e in sent)
+    queue = model_queue("gpu", live.env["RERANKQ_MODEL"])  # the model's own queue (rerankq/routing.py)
+    assert any(e.get("name") == "rerankq.score_chunk" and e.get("queue") == queue for e in sent), sent[:3]
     assert any(e["type"] == "worker-heartbeat" for e in seen) or any(e["type"] == "task-succeeded" for e in seen)
 
 

@@ -36,12 +36,12 @@ def friendly(fn: F) -> F:
             if isinstance(exc, typer.Exit):
                 raise
             # imported only on failure: a read-only command must not pay for pyarrow or the tokenizer
-            from producer.errors import BrokerUnavailable, InputError, NoWorker
+            from producer.errors import BrokerUnavailable, InputError
             from rerankq.manifest_source import ManifestError
             from rerankq.store.db import DatabaseError
             from rerankq.store.errors import UnknownJob
 
-            if isinstance(exc, (BrokerUnavailable, InputError, NoWorker, ManifestError, DatabaseError, UnknownJob, TimeoutError)):
+            if isinstance(exc, (BrokerUnavailable, InputError, ManifestError, DatabaseError, UnknownJob, TimeoutError)):
                 say(f"error: {exc.args[0] if exc.args else exc}")
                 raise typer.Exit(ERROR_EXIT) from None
             from sqlalchemy.exc import DBAPIError

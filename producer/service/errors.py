@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from producer.errors import BrokerUnavailable, InputError, NoWorker
+from producer.errors import BrokerUnavailable, InputError
 from rerankq.logs import get_logger
 from rerankq.manifest_source import ManifestError
 from rerankq.store.db import DatabaseError
@@ -28,7 +28,7 @@ class Overloaded(ServiceError):
         super().__init__(429, message, {"Retry-After": "1"})
 
 
-STATUS = {InputError: 400, ManifestError: 400, UnknownJob: 404, BrokerUnavailable: 503, NoWorker: 503, DatabaseError: 503}
+STATUS = {InputError: 400, ManifestError: 400, UnknownJob: 404, BrokerUnavailable: 503, DatabaseError: 503}
 
 
 def _json(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
