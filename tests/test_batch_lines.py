@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from producer.batch_files import BadLine, GoodLine, LineReader, query_id, window_seconds
+from producer.batch_files import window_seconds
+from producer.batch_lines import BadLine, GoodLine, LineReader, query_id
 from producer.errors import InputError
 from rerankq.settings import Settings
 

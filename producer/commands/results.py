@@ -44,7 +44,7 @@ def export(
     from producer.table_files import file_format
 
     if fmt == "jsonl" or (fmt is None and out_file.suffix.lower() == ".jsonl"):
-        from producer.batch_files import export_jsonl
+        from producer.batch_output import export_jsonl
 
         with writing(out_file):
             lines = export_jsonl(job, out_file)

@@ -8,7 +8,8 @@ import asyncio
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
-from producer.batch_files import batch_object, batch_store, refreshed, submit_batch
+from producer.batch_files import batch_object, batch_store, submit_batch
+from producer.batch_output import refreshed
 from producer.job_control import cancel
 from producer.service.errors import ServiceError
 from rerankq.store.batches import BatchRow

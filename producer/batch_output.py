@@ -1,0 +1,189 @@
+"""A finished batch's output and error files: one line per request, in input order, as ``vllm
+run-batch -o`` writes them (``{id, custom_id, response: {status_code, request_id, body}, error}``),
+written once when the job has ended by whoever first looks (the service or ``producer export``)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from producer.batch_files import batch_store, file_path, files_dir, status
+from producer.batch_lines import BadLine, GoodLine, LineReader, query_id
+from producer.errors import InputError
+from rerankq.routing import normalize_model
+from rerankq.settings import Settings, get_settings
+from rerankq.store.batches import EXPIRED, BatchRow, BatchStore, FileRow, new_file_id
+from rerankq.store.clock import now
+from schemas import JobState, RerankBody
+
+
+# --- output -----------------------------------------------------------------------------------------
+@dataclass
+class _Outcome:
+    ok: bool
+    line: str
+
+
+def _tokens(settings: Settings):  # noqa: ANN202 - producer.service.tokens.Tokens | None
+    """The service's token counter (``usage``, as /v1/rerank reports it) when the service extra and the
+    model's files are here; else usage says 0."""
+    try:
+        from producer.service.tokens import tokens_for
+    except ImportError:
+        return None
+    return tokens_for(settings)
+
+
+def _response(good: GoodLine, ranked: list[dict], model: str, settings: Settings, request_id: str) -> dict:
+    tokens = _tokens(settings)
+    if isinstance(good.body, RerankBody):
+        used = tokens.prompt_tokens(good.body.query, good.body.documents, good.body.instruction) if tokens else 0
+        top = ranked[: good.body.top_n] if good.body.top_n else ranked
+        results = []
+        for r in top:
+            item: dict = {"index": int(r["doc_id"]), "relevance_score": r["score"]}
+            if good.body.return_documents:
+                item["document"] = {"text": good.body.documents[int(r["doc_id"])]}
+            results.append(item)
+        return {"id": f"rerank-{request_id}", "model": model, "usage": {"prompt_tokens": used, "total_tokens": used}, "results": results}
+    used = sum(tokens.prompt_tokens(p.query, [p.document], p.instruction) for p in good.pairs) if tokens else 0
+    data = [{"index": int(r["doc_id"]), "object": "score", "score": r["score"]} for r in sorted(ranked, key=lambda r: int(r["doc_id"]))]
+    return {
+        "id": f"score-{request_id}", "object": "list", "created": int(time.time()), "model": model, "data": data,
+        "usage": {"prompt_tokens": used, "total_tokens": used},
+    }  # fmt: skip
+
+
+def _line(custom_id: str | None, status_code: int, request_id: str, body: dict | None, error: dict | None) -> str:
+    out = {
+        "id": f"batch_req_{uuid.uuid4().hex}", "custom_id": custom_id,
+        "response": {"status_code": status_code, "request_id": request_id, "body": body}, "error": error,
+    }  # fmt: skip
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def _error(message: str, param: str | None, code: int = 400) -> dict:
+    kind = "BadRequestError" if code == 400 else "InternalServerError"
+    return {"object": "error", "message": message, "type": kind, "param": param, "code": code}
+
+
+def output_lines(row: BatchRow, settings: Settings) -> Iterator[_Outcome]:
+    """Each request line's outcome, in the input's order: its response, or its error with the field."""
+    from producer.export import iter_ranked
+
+    store = batch_store(settings)
+    input_row = store.file(row.input_file_id)
+    if input_row is None:
+        raise InputError(f"batch {row.id}: its input file {row.input_file_id} was deleted; the output cannot be written")
+    from producer.job_control import ledger
+
+    ranked = iter_ranked(ledger(settings), row.job_id)  # by query id = line order, then rank
+    pending = next(ranked, None)
+    model = row.model or normalize_model(settings.model)
+    reader = LineReader(settings, row.endpoint)
+    with open(file_path(input_row, settings), "rb") as f:
+        for item in reader.read(f):
+            request_id = f"{row.id}-{item.number + 1}"
+            if isinstance(item, BadLine):
+                yield _Outcome(False, _line(item.custom_id, 400, request_id, None, _error(item.message, item.param)))
+                continue
+            qid, rows = query_id(item.number), []
+            while pending is not None and pending["query_id"] < qid:
+                pending = next(ranked, None)
+            while pending is not None and pending["query_id"] == qid:
+                rows.append(pending)
+                pending = next(ranked, None)
+            failed = next((r for r in rows if r["error"] is not None), None)
+            if failed is not None:
+                param = f"body.documents[{failed['doc_id']}]" if item.url == "/v1/rerank" else f"body.text_2[{failed['doc_id']}]"
+                message = f"line {item.number + 1} (custom_id {item.custom_id!r}) field {param!r}: {failed['error']}"
+                yield _Outcome(False, _line(item.custom_id, 400, request_id, None, _error(message, param)))
+            elif len(rows) < len(item.pairs):
+                why = "its completion window ended" if row.job_error == EXPIRED else f"the batch {row.state.value}"
+                if row.state == JobState.failed and row.job_error:
+                    why = f"the batch failed: {row.job_error}"
+                message = f"line {item.number + 1} (custom_id {item.custom_id!r}): not scored, {why}"
+                yield _Outcome(False, _line(item.custom_id, 500, request_id, None, _error(message, None, 500)))
+            else:
+                body = _response(item, rows, model, settings, request_id)
+                yield _Outcome(True, _line(item.custom_id, 200, request_id, body, None))
+
+
+def write_outputs(store: BatchStore, row: BatchRow, settings: Settings) -> None:
+    """The output and error files, written beside each other and recorded with the batch in one transaction."""
+    directory = files_dir(settings)
+    ids = {True: new_file_id(), False: new_file_id()}
+    parts = {ok: directory / f"{ids[ok]}.jsonl.part" for ok in ids}
+    counts = {True: 0, False: 0}
+    sizes = {True: 0, False: 0}
+    try:
+        with open(parts[True], "wb") as good, open(parts[False], "wb") as bad:
+            for outcome in output_lines(row, settings):
+                data = (outcome.line + "\n").encode()
+                (good if outcome.ok else bad).write(data)
+                counts[outcome.ok] += 1
+                sizes[outcome.ok] += len(data)
+        rows: dict[bool, FileRow | None] = {}
+        for ok in (True, False):
+            if counts[ok]:
+                name = f"{ids[ok]}.jsonl"
+                parts[ok].replace(directory / name)
+                kind = "output" if ok else "errors"
+                rows[ok] = FileRow(ids[ok], "batch_output", f"{row.id}_{kind}.jsonl", sizes[ok], name, now())
+            else:
+                parts[ok].unlink(missing_ok=True)
+                rows[ok] = None
+        store.finalized(row.id, rows[True], rows[False], counts[True], counts[False])
+    except BaseException:
+        for ok in ids:
+            parts[ok].unlink(missing_ok=True)
+        raise
+
+
+def export_jsonl(job: str, out: Path | None, settings: Settings | None = None) -> int:
+    """``producer export JOB --format jsonl``: one line per request, in the input's order, failed ones in
+    place, to ``out`` (``-`` or None: stdout), as ``vllm run-batch -o`` writes them; the number of lines."""
+    import sys
+
+    settings = settings or get_settings()
+    from producer.job_control import ledger
+
+    store = batch_store(settings)
+    row = store.batch(ledger(settings).resolve_job(job))
+    if row is None:
+        raise InputError(f"job {job} is not a batch: --format jsonl writes a batch file's output (submit a .jsonl)")
+    if not row.state.terminal:
+        raise InputError(f"batch {row.id} is {status(row)}: its output is written once it ends (producer wait {row.job_id})")
+    lines = 0
+    target = None if out is None or str(out) == "-" else Path(out)
+    part = target.with_name(target.name + ".part") if target else None
+    stream = open(part, "w", encoding="utf-8") if part else sys.stdout  # noqa: SIM115
+    try:
+        for outcome in output_lines(row, settings):  # streamed, in the input's order, errors in place: run-batch's file
+            stream.write(outcome.line + "\n")
+            lines += 1
+    except BaseException:
+        if part:
+            stream.close()
+            part.unlink(missing_ok=True)
+        raise
+    if part and target:
+        stream.close()
+        part.replace(target)
+    return lines
+
+
+def refreshed(store: BatchStore, row: BatchRow, settings: Settings) -> BatchRow:
+    """The batch after what is due on a look: expiry once its window ended, its output files once its
+    job ended (written here, once; another looker meanwhile sees ``finalizing``)."""
+    if not row.state.terminal and now() >= row.expires_at and store.expire(row.job_id):
+        row = store.batch(row.id)  # type: ignore[assignment]
+    if row.state.terminal and row.live_chunks == 0 and row.completed_at is None:
+        if store.claim_finalizing(row.id, stale_after=600):
+            write_outputs(store, row, settings)
+        row = store.batch(row.id)  # type: ignore[assignment]
+    return row
