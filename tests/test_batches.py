@@ -20,6 +20,7 @@ import requests
 from openai import OpenAI
 
 from tests.conftest import base_env, migrate, producer
+from tests.polling import wait_for
 from tests.services import free_port, wait_port
 from tests.webhook_receiver import Receiver
 from tests.workers import REPO, WorkerProcess
@@ -33,13 +34,6 @@ QUERIES = [
 ]
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.3):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def rerank_line(custom_id: str, query: str, docs: list, **extra: object) -> dict:

@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ import requests
 from rerankq.routing import model_queue
 from tests.conftest import base_env, migrate
 from tests.corpus import rows, write_manifest
+from tests.polling import wait_for
 from tests.services import free_port, wait_port
 from tests.workers import REPO, WorkerProcess
 
@@ -38,14 +38,6 @@ DOCS = [
 ]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 300, what: str = "condition", every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 class Live:

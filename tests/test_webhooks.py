@@ -19,6 +19,7 @@ from rerankq.store.webhooks import WebhookOutbox
 from schemas import InlinePair, InlineSpec
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
+from tests.polling import wait_for
 from tests.webhook_receiver import Receiver, free_port
 from tests.workers import WorkerProcess
 from worker.webhook_sender import WebhookSender
@@ -26,13 +27,6 @@ from worker.webhook_sender import WebhookSender
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.2):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
