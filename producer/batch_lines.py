@@ -17,6 +17,7 @@ from producer.submission import checked_pairs
 from rerankq.routing import normalize_model
 from rerankq.settings import Settings
 from schemas import InlinePair, RerankBody
+from schemas.rerank_body import Activation
 
 ENDPOINTS = ("/v1/rerank", "/v1/score")
 MAX_ERRORS = 50  # in a batch's ``errors`` when no line could run
@@ -34,7 +35,7 @@ class _Line(BaseModel):
     body: dict
 
 
-class ScoreLine(BaseModel):
+class ScoreLine(Activation):
     """vLLM's /v1/score request: ``text_1`` (queries) against ``text_2`` (documents), one to many or pairwise."""
 
     model_config = ConfigDict(extra="ignore")

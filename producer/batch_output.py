@@ -45,13 +45,16 @@ def _response(good: GoodLine, ranked: list[dict], model: str, settings: Settings
         top = ranked[: good.body.top_n] if good.body.top_n else ranked
         results = []
         for r in top:
-            item: dict = {"index": int(r["doc_id"]), "relevance_score": r["score"]}
+            item: dict = {"index": int(r["doc_id"]), "relevance_score": good.body.relevance(r["score"], r["logit"])}
             if good.body.return_documents:
                 item["document"] = {"text": good.body.documents[int(r["doc_id"])]}
             results.append(item)
         return {"id": f"rerank-{request_id}", "model": model, "usage": {"prompt_tokens": used, "total_tokens": used}, "results": results}
     used = sum(tokens.prompt_tokens(p.query, [p.document], p.instruction) for p in good.pairs) if tokens else 0
-    data = [{"index": int(r["doc_id"]), "object": "score", "score": r["score"]} for r in sorted(ranked, key=lambda r: int(r["doc_id"]))]
+    data = [
+        {"index": int(r["doc_id"]), "object": "score", "score": good.body.relevance(r["score"], r["logit"])}
+        for r in sorted(ranked, key=lambda r: int(r["doc_id"]))
+    ]
     return {
         "id": f"score-{request_id}", "object": "list", "created": int(time.time()), "model": model, "data": data,
         "usage": {"prompt_tokens": used, "total_tokens": used},

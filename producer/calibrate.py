@@ -36,6 +36,7 @@ class Side:
     name: str
     settings: dict[str, str]
     scores: list[float | None] = field(default_factory=list)
+    logits: list[float | None] = field(default_factory=list)  # log-odds: what ranks follow
     errors: list[str | None] = field(default_factory=list)
     context: dict = field(default_factory=dict)  # the scoring context (model, dtype, engine, numerics, digest)
 
@@ -105,6 +106,7 @@ def score_side(side: Side, sample: Path, workdir: Path, timeout: float) -> None:
 
     table = pq.read_table(out).to_pydict()
     side.scores, side.errors = table["score"], table["error"]
+    side.logits = table.get("logit") or side.scores
     side.context = json.loads(Path(f"{out}.json").read_text())
 
 
@@ -131,7 +133,7 @@ def compare(query_ids: list[str], doc_ids: list[str], a: Side, b: Side, k: int) 
         groups.setdefault(query_ids[i], []).append(i)
     rho, tau, overlap, same_set, same_order = [], [], [], 0, 0
     for rows in groups.values():
-        sa, sb = [a.scores[i] for i in rows], [b.scores[i] for i in rows]
+        sa, sb = [a.logits[i] for i in rows], [b.logits[i] for i in rows]  # ranks by log-odds, as the export
         for value, into in ((spearman(sa, sb), rho), (kendall(sa, sb), tau)):  # type: ignore[arg-type]
             if value is not None:
                 into.append(value)

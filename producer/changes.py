@@ -30,11 +30,11 @@ ROWS_PER_BATCH = 50_000
 
 
 def _ranked(store: Ledger, param: str) -> str:
-    """A job's scores with the export's rank: 1 = best, ties by doc_id in byte order, failed pairs unranked."""
+    """A job's scores with the export's rank: 1 = best (by log-odds), ties by doc_id in byte order, failed pairs unranked."""
     c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
     return (
         "SELECT query_id, doc_id, score, error, CASE WHEN score IS NULL THEN NULL ELSE row_number() OVER "
-        f"(PARTITION BY query_id ORDER BY score DESC NULLS LAST, doc_id{c}) END AS rank "
+        f"(PARTITION BY query_id ORDER BY logit DESC NULLS LAST, score DESC NULLS LAST, doc_id{c}) END AS rank "
         f"FROM scores WHERE job_id = :{param}"
     )
 

@@ -17,12 +17,25 @@ from rerankq.store.ledger import Ledger
 from rerankq.store.models import Score
 
 EXPORT_SCHEMA = pa.schema(
-    [("query_id", pa.string()), ("doc_id", pa.string()), ("score", pa.float64()), ("rank", pa.int64()), ("error", pa.string())]
+    [
+        ("query_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("score", pa.float64()),  # P(yes), the model card's score
+        ("logit", pa.float64()),  # its log-odds, logit(yes) − logit(no): ranks follow it (null before 0010)
+        ("rank", pa.int64()),
+        ("error", pa.string()),
+    ]
 )
 # A cascade's export adds the second model's score (its top pairs only) and the stage whose order
 # decided the pair's rank: stage 2 for each query's re-scored top pairs, stage 1 for the rest.
 CASCADE_SCHEMA = pa.schema(
-    [*EXPORT_SCHEMA, ("stage2_score", pa.float64()), ("ranked_by_stage", pa.int64()), ("stage2_error", pa.string())]
+    [
+        *EXPORT_SCHEMA,
+        ("stage2_score", pa.float64()),
+        ("stage2_logit", pa.float64()),
+        ("ranked_by_stage", pa.int64()),
+        ("stage2_error", pa.string()),
+    ]
 )
 ROWS_PER_BATCH = 50_000
 
@@ -39,22 +52,24 @@ def export_schema(store: Ledger, job_id: str) -> pa.Schema:
 
 
 def iter_ranked(store: Ledger, job_id: str, query_id: str | None = None) -> Iterator[dict]:
-    """Rows ordered by query, then rank (1 = best; ties by doc_id in byte order; failed pairs last, unranked).
-    A cascade ranks each query's re-scored top pairs by their stage-2 score first, then the rest by
-    stage 1, and adds ``stage2_score``, ``ranked_by_stage`` and ``stage2_error``.
+    """Rows ordered by query, then rank (1 = best, by log-odds, which never tie where probabilities
+    saturate; then by probability for rows written before log-odds; ties by doc_id in byte order; failed
+    pairs last, unranked). A cascade ranks each query's re-scored top pairs by their stage-2 score
+    first, then the rest by stage 1, and adds ``stage2_score``, ``stage2_logit``, ``ranked_by_stage``
+    and ``stage2_error``.
     ``query_id``: that query's rows only."""
     cascade = store.status(job_id).then_model is not None  # UnknownJob for an unknown id
 
     def byte_order(column):  # noqa: ANN001, ANN202 - same order on PostgreSQL as SQLite's BINARY
         return column.collate("C") if store.dialect == "postgresql" else column
 
-    order = (Score.score.desc().nulls_last(), byte_order(Score.doc_id))
+    order = (Score.logit.desc().nulls_last(), Score.score.desc().nulls_last(), byte_order(Score.doc_id))
     if cascade:
-        order = (Score.stage2_score.is_(None), Score.stage2_score.desc(), *order)
+        order = (Score.stage2_score.is_(None), Score.stage2_logit.desc().nulls_last(), Score.stage2_score.desc(), *order)
     rank = func.row_number().over(partition_by=Score.query_id, order_by=order).label("rank")
     where = [Score.job_id == job_id] + ([Score.query_id == query_id] if query_id is not None else [])
-    extra = (Score.stage2_score, Score.stage2_error) if cascade else ()
-    inner = select(Score.query_id, Score.doc_id, Score.score, Score.error, *extra, rank).where(*where).subquery()
+    extra = (Score.stage2_score, Score.stage2_logit, Score.stage2_error) if cascade else ()
+    inner = select(Score.query_id, Score.doc_id, Score.score, Score.logit, Score.error, *extra, rank).where(*where).subquery()
     stmt = select(inner).order_by(byte_order(inner.c.query_id), inner.c.rank)
     with store.session() as s:
         for row in s.execute(stmt.execution_options(yield_per=ROWS_PER_BATCH)).mappings():
@@ -122,7 +137,7 @@ def iter_parquet_bytes(store: Ledger, job_id: str) -> Iterator[bytes]:
 
 
 def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
-    """Write ``query_id, doc_id, score, rank, error`` to a Parquet file (whatever its name); returns rows."""
+    """Write ``query_id, doc_id, score, logit, rank, error`` to a Parquet file (whatever its name); returns rows."""
     return export_file(store, job_id, out, "parquet")
 
 

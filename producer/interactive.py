@@ -24,9 +24,10 @@ from schemas import InlinePair, JobState, JobStatus, RerankRequest
 class Ranked:
     rank: int | None
     doc_id: str
-    score: float | None
+    score: float | None  # P(yes)
     document: str
     error: str | None = None
+    logit: float | None = None  # its log-odds (the order of ``rank``): vLLM's ``use_activation: false`` score
 
 
 def check_rerank(
@@ -72,7 +73,7 @@ def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | N
     from producer.export import iter_ranked
 
     return [
-        Ranked(row["rank"], row["doc_id"], row["score"], documents[int(row["doc_id"])], row["error"])
+        Ranked(row["rank"], row["doc_id"], row["score"], documents[int(row["doc_id"])], row["error"], row["logit"])
         for row in iter_ranked(ledger(settings), job_id)
     ]
 

@@ -31,6 +31,9 @@ from rerankq.prompt import PROMPT_RECIPE, Pair
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
 
 KEY_VERSION = 1
+# What a cached score holds: since migration 0010, the probability and its log-odds. Part of every
+# context, so entries written before (probability only) are never reused for a job that needs both.
+SCORE_OUTPUT = "probability+log-odds"
 FULL_HASH_BYTES = 256 * 1024 * 1024
 SAMPLE_BYTES = 4096
 # Files that change token ids or weights; generation settings and docs do not change a score.
@@ -124,6 +127,7 @@ def configured(settings: Settings) -> dict:
         "bi_linear": settings.bi_linear,
         "tensor_parallel_size": settings.tensor_parallel_size,
         "prompt_recipe": PROMPT_RECIPE,
+        "scores": SCORE_OUTPUT,
     }
 
 
@@ -144,6 +148,7 @@ class ScoringContext:
     # vLLM's resolved numerics (rerankq/numerics.py: mode, prefix caching, linear kernels), e.g.
     # "deterministic prefix linear=cublas-pad32"; "" for engines without (hf, custom).
     numerics: str = ""
+    scores: str = SCORE_OUTPUT
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -8,7 +8,20 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 
-class RerankBody(BaseModel):
+class Activation(BaseModel):
+    """vLLM's ``use_activation``, in /v1/rerank and /v1/score requests: true (the default) gives P(yes),
+    the model card's score; false gives the raw log-odds, logit(yes) − logit(no), which do not saturate."""
+
+    use_activation: StrictBool = Field(
+        True, description="true: P(yes); false: the raw log-odds logit(yes) − logit(no), which never saturate"
+    )
+
+    def relevance(self, score: float | None, logit: float | None) -> float | None:
+        """The score this request asked for: the probability, or (``use_activation`` false) the log-odds."""
+        return score if self.use_activation else logit
+
+
+class RerankBody(Activation):
     """vLLM's /v1/rerank request (Jina- and Cohere-compatible). Unknown fields are ignored, as vLLM does."""
 
     model_config = ConfigDict(extra="ignore")

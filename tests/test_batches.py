@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import secrets
 import subprocess
@@ -114,6 +115,7 @@ def test_openai_sdk_batch_equals_v1_rerank(stack):
         rerank_line("req-2", QUERIES[2][0], [{"text": d} for d in QUERIES[2][1]], return_documents=False),
         {"custom_id": "bad-url", "method": "POST", "url": "/v1/embeddings", "body": {}},
         rerank_line("req-3", "Qu'est-ce qu'un reranker ?", ["Un modèle qui ordonne des passages.", "Une banane."], instruction="Rank passages"),
+        rerank_line("req-4", *QUERIES[0], use_activation=False),  # raw log-odds
     ]
     path = write_jsonl(stack.tmp / "in.jsonl", lines)
     client = stack.client
@@ -128,14 +130,14 @@ def test_openai_sdk_batch_equals_v1_rerank(stack):
     assert batch.status in ("in_progress", "finalizing", "completed") and batch.metadata == {"night": "2026-12-01"}
     done = stack.finished(batch.id)
     assert done.status == "completed", done
-    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (7, 4, 3)
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (8, 5, 3)
     assert done.completed_at and done.in_progress_at and done.created_at <= done.completed_at
     assert done.id in {b.id for b in client.batches.list()}
 
     output = jsonl(client.files.content(done.output_file_id).text)
     errors = {e["custom_id"]: e for e in jsonl(client.files.content(done.error_file_id).text)}
-    assert [o["custom_id"] for o in output] == ["req-0", "req-1", "req-2", "req-3"]
-    for o, source in zip(output, [lines[0], lines[1], lines[4], lines[6]]):
+    assert [o["custom_id"] for o in output] == ["req-0", "req-1", "req-2", "req-3", "req-4"]
+    for o, source in zip(output, [lines[0], lines[1], lines[4], lines[6], lines[7]]):
         assert o["error"] is None and o["response"]["status_code"] == 200 and o["response"]["request_id"]
         answer = stack.rerank(source["body"])  # /v1/rerank, the same request
         got = o["response"]["body"]
@@ -143,6 +145,10 @@ def test_openai_sdk_batch_equals_v1_rerank(stack):
         assert (got["model"], got["usage"]) == (answer["model"], answer["usage"])
     assert len(output[1]["response"]["body"]["results"]) == 2  # top_n
     assert "document" not in output[2]["response"]["body"]["results"][0]  # return_documents false
+    raw, probs = output[4]["response"]["body"]["results"], output[0]["response"]["body"]["results"]
+    assert [r["index"] for r in raw] == [r["index"] for r in probs], "the same order: ranks follow the log-odds"
+    for x, y in zip(raw, probs):
+        assert y["relevance_score"] == pytest.approx(1 / (1 + math.exp(-x["relevance_score"])), abs=1e-12) != x["relevance_score"]
 
     bad = errors["bad-empty-doc"]
     assert bad["response"]["status_code"] == 400 and bad["error"]["param"] == "body.documents[1]"
@@ -159,17 +165,20 @@ def test_score_endpoint_lines(stack):
     lines = [
         {"custom_id": "s-0", "method": "POST", "url": "/v1/score", "body": {"text_1": "capital of France?", "text_2": docs}},
         {"custom_id": "s-1", "method": "POST", "url": "/v1/score", "body": {"text_1": ["a", "b"], "text_2": ["x", "y", "z"]}},
+        {"custom_id": "s-2", "method": "POST", "url": "/v1/score", "body": {"text_1": "capital of France?", "text_2": docs, "use_activation": False}},
     ]
     path = write_jsonl(stack.tmp / "score.jsonl", lines)
     f = stack.client.files.create(file=open(path, "rb"), purpose="batch")
     done = stack.finished(stack.client.batches.create(input_file_id=f.id, endpoint="/v1/score", completion_window="24h").id)
-    [out] = jsonl(stack.client.files.content(done.output_file_id).text)
+    out, raw = jsonl(stack.client.files.content(done.output_file_id).text)
     [err] = jsonl(stack.client.files.content(done.error_file_id).text)
     assert err["custom_id"] == "s-1" and err["error"]["param"] == "body.text_1"
     answer = stack.rerank({"query": "capital of France?", "documents": docs})
     by_index = {r["index"]: r["relevance_score"] for r in answer["results"]}
     assert [d["index"] for d in out["response"]["body"]["data"]] == [0, 1, 2]
     assert [d["score"] for d in out["response"]["body"]["data"]] == [by_index[i] for i in range(3)]
+    logits = {r["index"]: r["relevance_score"] for r in stack.rerank({"query": "capital of France?", "documents": docs, "use_activation": False})["results"]}
+    assert [d["score"] for d in raw["response"]["body"]["data"]] == [logits[i] for i in range(3)]
 
 
 def test_cli_submit_and_export_jsonl_reuse_the_cache(stack):

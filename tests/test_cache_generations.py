@@ -141,6 +141,6 @@ def test_a_workers_cache_lookup_marks_its_generations_used(url):
         fill_cache(s, [ScoreRow("q", "d1", 0.25, None, hit), ScoreRow("q", "d2", 0.75, None, unused)])
         s.execute(CachedScore.__table__.update().where(CachedScore.key == hit).values(gen=old))
         s.execute(CachedScore.__table__.update().where(CachedScore.key == unused).values(gen=old - 1))
-    assert cached_scores(store, [hit, os.urandom(32), None]) == {hit: 0.25}
+    assert cached_scores(store, [hit, os.urandom(32), None]) == {hit: (0.25, None)}
     r = prune_cache(store, 30 * 86400)
     assert r.removed == 1 and _keys(store) == {hit}

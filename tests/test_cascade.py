@@ -24,7 +24,8 @@ MAX_LENGTH = 256
 TOP = 4
 
 
-def reference(model: Path, columns: dict) -> dict[tuple[str, str], float]:
+def reference(model: Path, columns: dict) -> dict[tuple[str, str], tuple[float, float]]:
+    """The transformers engine's (probability, log-odds) of every pair."""
     from rerankq.prompt import Pair
     from rerankq.settings import Settings
     from worker.engines import load_reranker
@@ -32,7 +33,7 @@ def reference(model: Path, columns: dict) -> dict[tuple[str, str], float]:
     reranker = load_reranker(Settings(model=str(model), engine="hf", dtype="float32", max_length=MAX_LENGTH))
     try:
         pairs = [Pair(q, d, i) for q, d, i in zip(columns["query"], columns["document"], columns["instruction"])]
-        return dict(zip(zip(columns["query_id"], columns["doc_id"]), (r.score for r in reranker.score(pairs))))
+        return dict(zip(zip(columns["query_id"], columns["doc_id"]), ((r.score, r.logit) for r in reranker.score(pairs))))
     finally:
         reranker.close()
 
@@ -85,7 +86,9 @@ def test_cascade_two_stages_in_one_job(stack, tmp_path):
     out = tmp_path / "cascade.parquet"
     producer("export", job, "--out", str(out), env=env, check=True)
     table = pq.read_table(out)
-    assert table.schema.names == ["query_id", "doc_id", "score", "rank", "error", "stage2_score", "ranked_by_stage", "stage2_error"]
+    assert table.schema.names == [
+        "query_id", "doc_id", "score", "logit", "rank", "error", "stage2_score", "stage2_logit", "ranked_by_stage", "stage2_error",
+    ]  # fmt: skip
     assert table.schema.metadata[b"rerankq.then_model"].decode() == str(models["large"])
     small, large = reference(models["small"], columns), reference(models["large"], columns)
     exported = table.to_pylist()
@@ -93,14 +96,18 @@ def test_cascade_two_stages_in_one_job(stack, tmp_path):
         group = sorted((r for r in exported if r["query_id"] == qid), key=lambda r: r["rank"])
         assert [r["rank"] for r in group] == list(range(1, n + 1))
         k = min(TOP, n)
-        top_by_small = sorted(group, key=lambda r: (-small[qid, r["doc_id"]], r["doc_id"]))[:k]
+        top_by_small = sorted(group, key=lambda r: (-small[qid, r["doc_id"]][1], r["doc_id"]))[:k]
         assert {r["doc_id"] for r in group[:k]} == {r["doc_id"] for r in top_by_small}, "stage 2 re-scores stage 1's top k"
         assert [r["ranked_by_stage"] for r in group] == [2] * k + [1] * (n - k)
         assert [r["stage2_score"] for r in group[:k]] == sorted((r["stage2_score"] for r in group[:k]), reverse=True)
+        assert [r["stage2_logit"] for r in group[:k]] == sorted((r["stage2_logit"] for r in group[:k]), reverse=True)
+        assert [r["logit"] for r in group[k:]] == sorted((r["logit"] for r in group[k:]), reverse=True)
         for r in group:
-            assert r["score"] == pytest.approx(small[qid, r["doc_id"]], abs=1e-5)
+            assert r["score"] == pytest.approx(small[qid, r["doc_id"]][0], abs=1e-5)
+            assert r["logit"] == pytest.approx(small[qid, r["doc_id"]][1], abs=1e-4)
             if r["stage2_score"] is not None:
-                assert r["stage2_score"] == pytest.approx(large[qid, r["doc_id"]], abs=1e-5)
+                assert r["stage2_score"] == pytest.approx(large[qid, r["doc_id"]][0], abs=1e-5)
+                assert r["stage2_logit"] == pytest.approx(large[qid, r["doc_id"]][1], abs=1e-4)
     status = json.loads(producer("status", job, "--json", env=env, check=True).stdout)
     assert status["state"] == "completed" and status["pairs_scored"] == status["pairs_total"] == len(exported)
     assert status["then_model"] == str(models["large"]) and status["then_top"] == TOP and status["then_context"]

@@ -80,6 +80,7 @@ def test_workers_find_cached_scores_by_key(store: Ledger):
     job, (msg,) = store.create_job(kind="inline", chunks=[NewChunk(spec.model_dump(mode="json"), 3)], model=SMALL)
     store.begin_chunk(job, msg.chunk_id, "w", SMALL, "a" * 64)
     keys = [bytes([i]) * 32 for i in range(3)]
-    rows = [ScoreRow("q", f"d{i}", i / 10, None, keys[i]) for i in range(2)] + [ScoreRow("q", "d2", None, "too long", keys[2])]
+    rows = [ScoreRow("q", f"d{i}", i / 10, None, keys[i], i - 40.0) for i in range(2)] + [ScoreRow("q", "d2", None, "too long", keys[2])]
     assert store.finish_chunk(job, msg.chunk_id, rows)
-    assert cached_scores(store, [*keys, None, b"\x09" * 32]) == {keys[0]: 0.0, keys[1]: 0.1}, "errors are never cached"
+    found = cached_scores(store, [*keys, None, b"\x09" * 32])
+    assert found == {keys[0]: (0.0, -40.0), keys[1]: (0.1, -39.0)}, "errors are never cached; log-odds are kept"

@@ -76,9 +76,10 @@ def test_manifest_job_end_to_end(db, stacks, reference, tmp_path: Path):
     for key, exp in zip(keys, expected):
         assert exp.error is None
         assert by_key[key]["score"] == pytest.approx(exp.score, abs=1e-5), key
+        assert by_key[key]["logit"] == pytest.approx(exp.logit, abs=1e-4), key
         assert by_key[key]["error"] is None
     for qid in set(columns["query_id"]):
-        group = sorted((r for r in exported if r["query_id"] == qid), key=lambda r: (-r["score"], r["doc_id"]))
+        group = sorted((r for r in exported if r["query_id"] == qid), key=lambda r: (-r["logit"], r["doc_id"]))
         assert [r["rank"] for r in group] == list(range(1, len(group) + 1)), qid
 
     status = json.loads(producer("status", job_id, "--json", env=env, check=True).stdout)

@@ -112,3 +112,33 @@ def test_auto_dtype_is_explicit(tiny_model):
     """vLLM's own "auto" would run a float32 pooling checkpoint in float16: rerankq always names one."""
     assert resolve_dtype("auto", str(tiny_model), "vllm") == "float32"  # no GPU here
     assert resolve_dtype("bfloat16", str(tiny_model), "vllm") == "bfloat16"
+
+
+def test_log_odds_match_transformers_and_the_probability_is_their_sigmoid(engines):
+    """vLLM gives the head's raw output (use_activation off): logit(yes) − logit(no), as transformers does."""
+    from rerankq.log_odds import probability
+
+    pairs = varied_pairs(n_queries=8, seed=17)
+    vllm_scores, hf_scores = engines["vllm"].score(pairs), engines["hf"].score(pairs)
+    assert max(abs(a.logit - b.logit) for a, b in zip(vllm_scores, hf_scores)) < 1e-4
+    for s in (*vllm_scores, *hf_scores):
+        assert s.score == probability(s.logit)
+    assert any(not 0.0 <= s.logit <= 1.0 for s in vllm_scores), "raw log-odds, not probabilities"
+
+
+def test_the_hf_engine_is_the_model_cards_recipe(engines, tiny_model):
+    """Independently of rerankq's engines: the card's code (a causal LM, softmax over the last position's
+    no/yes logits, float32) on the same token ids gives the same probability, and yes − no the log-odds."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    pairs = varied_pairs(n_queries=2, seed=23)[:12]
+    prompts = engines["hf"].builder.build(pairs)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model), dtype=torch.float32).eval()
+    got = engines["hf"].score(pairs)
+    with torch.inference_mode():
+        for prompt, s in zip(prompts, got):
+            last = model(input_ids=torch.tensor([prompt.token_ids])).logits[0, -1, :]
+            no, yes = last[2152], last[9693]  # the card's token ids of "no" and "yes"
+            assert s.score == pytest.approx(torch.softmax(torch.stack([no, yes]), dim=0)[1].item(), abs=1e-6)
+            assert s.logit == pytest.approx((yes - no).item(), abs=1e-5)

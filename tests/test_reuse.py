@@ -22,6 +22,7 @@ from producer.changes import diff, export_changes
 from producer.export import iter_ranked
 from producer.submission import submit_manifest, submit_pairs
 from producer.tiny_model import write_tiny_model
+from rerankq.log_odds import log_odds
 from rerankq.prompt import Pair
 from rerankq.score_key import context_for, model_fingerprint, pair_keys
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
@@ -154,6 +155,11 @@ def fake_score(pair) -> float:
     return int.from_bytes(hashlib.sha256(text).digest()[:6], "big") / 2**48
 
 
+def fake_logit(pair) -> float:
+    """The log-odds the fake worker records with ``fake_score``: reuse must carry both."""
+    return log_odds(fake_score(pair))
+
+
 class FakeWorker:
     """Scores what the ledger holds pending, as a worker would (keys in its own context)."""
 
@@ -168,9 +174,8 @@ class FakeWorker:
             keyed = load_pairs(msg.spec)
             keys = self.context.keys([k.pair.instruction for k in keyed], [k.pair.query for k in keyed], [k.pair.document for k in keyed])
             self.scored += [(k.query_id, k.doc_id) for k in keyed]
-            self.store.finish_chunk(
-                job_id, msg.chunk_id, [ScoreRow(k.query_id, k.doc_id, fake_score(k.pair), None, key) for k, key in zip(keyed, keys)]
-            )
+            rows = [ScoreRow(k.query_id, k.doc_id, fake_score(k.pair), None, key, fake_logit(k.pair)) for k, key in zip(keyed, keys)]
+            self.store.finish_chunk(job_id, msg.chunk_id, rows)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -189,8 +194,11 @@ def env(request, tmp_path, tiny_model):
         drop_database(POSTGRES_URL, url)
 
 
-def exported(store: Ledger, job: str) -> dict[tuple[str, str], tuple[float, int]]:
-    return {(r["query_id"], r["doc_id"]): (r["score"], r["rank"]) for r in iter_ranked(store, job)}
+def exported(store: Ledger, job: str) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """Each pair's (probability, log-odds, rank): a reused pair must give all three as a scored one."""
+    out = {(r["query_id"], r["doc_id"]): (r["score"], r["logit"], r["rank"]) for r in iter_ranked(store, job)}
+    assert all(v[1] is not None for k, v in out.items() if v[0] is not None), "every score has its log-odds"
+    return out
 
 
 def test_nightly_reuse_scores_only_what_changed(env, tmp_path, tiny_model):
@@ -303,7 +311,8 @@ def _job(store: Ledger, scores: dict[tuple[str, str], float | None]) -> str:
     pairs = [InlinePair(query_id=q, doc_id=d, query="q", document="d") for q, d in scores]
     job, (msg,) = store.create_job(kind="inline", chunks=[NewChunk(InlineSpec(pairs=pairs).model_dump(mode="json"), len(pairs))])
     store.begin_chunk(job, msg.chunk_id, "w", "m")
-    store.finish_chunk(job, msg.chunk_id, [ScoreRow(q, d, s, None if s is not None else "bad") for (q, d), s in scores.items()])
+    rows = [ScoreRow(q, d, s, None if s is not None else "bad", None, None if s is None else log_odds(s)) for (q, d), s in scores.items()]
+    store.finish_chunk(job, msg.chunk_id, rows)
     return job
 
 

@@ -6,6 +6,7 @@ round trips, the interactive path during a running job, the console in a real he
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -119,6 +120,10 @@ def test_request_options(live):
     assert top == [{"index": x["index"], "relevance_score": x["relevance_score"]} for x in full[:2]]
     for alias in ("/rerank", "/v2/rerank"):
         assert requests.post(live.url + alias, json={"query": Q, "documents": DOCS}, timeout=120).json()["results"] == full
+    raw = post({"query": Q, "documents": DOCS, "use_activation": False}).json()["results"]
+    assert [x["index"] for x in raw] == [x["index"] for x in full], "the same order: ranks follow the log-odds"
+    for x, y in zip(raw, full):  # vLLM's use_activation false: the log-odds, whose sigmoid is the probability
+        assert y["relevance_score"] == pytest.approx(1 / (1 + math.exp(-x["relevance_score"])), abs=1e-12) != x["relevance_score"]
     instructed = post({"query": Q, "documents": DOCS, "instruction": "Rank passages written in Arabic first"}).json()["results"]
     assert {x["index"]: x["relevance_score"] for x in instructed} != {x["index"]: x["relevance_score"] for x in full}
 

@@ -15,7 +15,7 @@ from worker.engines.base import PairScore
 
 
 def top_pairs(keyed: Sequence[KeyedPair], results: Sequence[PairScore], top: int) -> list[int]:
-    """Positions of each query's ``top`` best scored pairs, ranked as the export ranks them (score,
+    """Positions of each query's ``top`` best scored pairs, ranked as the export ranks them (log-odds,
     then doc_id in byte order); pairs that failed never go on."""
     by_query: dict[str, list[int]] = defaultdict(list)
     for i, (k, r) in enumerate(zip(keyed, results)):
@@ -23,9 +23,14 @@ def top_pairs(keyed: Sequence[KeyedPair], results: Sequence[PairScore], top: int
             by_query[k.query_id].append(i)
     chosen: list[int] = []
     for positions in by_query.values():
-        positions.sort(key=lambda i: (-results[i].score, keyed[i].doc_id.encode("utf-8", "surrogatepass")))  # type: ignore[operator]
+        positions.sort(key=lambda i: (*_best_first(results[i]), keyed[i].doc_id.encode("utf-8", "surrogatepass")))
         chosen += positions[:top]
     return sorted(chosen)
+
+
+def _best_first(r: PairScore) -> tuple[float, float]:
+    """Sort key, best first: log-odds (a cached score from before log-odds has none), then probability."""
+    return (-r.logit if r.logit is not None else float("inf"), -r.score)  # type: ignore[operator]
 
 
 def stage2_chunk(spec: ManifestSpec | InlineSpec, keyed: Sequence[KeyedPair], chosen: Sequence[int]) -> NewChunk | None:

@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         reranker.close()
     scored = time.monotonic()
     pq.write_table(
-        pa.table({"score": [r.score for r in results], "error": [r.error for r in results]}, schema=pa.schema(
-            [("score", pa.float64()), ("error", pa.string())])),
+        pa.table({"score": [r.score for r in results], "logit": [r.logit for r in results],
+                  "error": [r.error for r in results]},
+                 schema=pa.schema([("score", pa.float64()), ("logit", pa.float64()), ("error", pa.string())])),
         args.out,
     )  # fmt: skip
     context = worker_context(settings)

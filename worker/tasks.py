@@ -136,12 +136,14 @@ def _consume_own_queues(controller, settings) -> None:  # noqa: ANN001
     log.info("queues", worker=WORKER_ID, queues=[settings.queue, *queues])
 
 
-def _score_missing(reranker: Reranker, keyed: list, keys: list, hits: dict[bytes, float]) -> list[PairScore]:
+def _score_missing(
+    reranker: Reranker, keyed: list, keys: list, hits: dict[bytes, tuple[float, float | None]]
+) -> list[PairScore]:
     """Scores in chunk order; pairs whose key the cache holds (``hits``) never reach the engine."""
     todo = [i for i, key in enumerate(keys) if key is None or key not in hits]
     scored = iter(reranker.score([keyed[i].pair for i in todo]) if todo else [])
     wanted = set(todo)
-    return [next(scored) if i in wanted else PairScore(hits[key]) for i, key in enumerate(keys)]
+    return [next(scored) if i in wanted else PairScore(hits[key][0], logit=hits[key][1]) for i, key in enumerate(keys)]
 
 
 def _send_unsent(job_id: str, ledger: Ledger, request) -> None:  # noqa: ANN001
@@ -289,7 +291,7 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
                 if final:
                     return {"failed": _describe(exc)}
                 raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries) from exc
-            rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error, key) for k, r, key in zip(keyed, results, keys)]
+            rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error, key, r.logit) for k, r, key in zip(keyed, results, keys)]
             then = stage2_chunk(msg.spec, keyed, top_pairs(keyed, results, msg.top)) if msg.top else None
             written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows, then)
             if written and then is not None:

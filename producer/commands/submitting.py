@@ -80,7 +80,10 @@ def rerank(
     if as_json:
         print(json.dumps([asdict(r) for r in ranked], ensure_ascii=False, indent=2))
         return
-    table = Table("rank", "score", "document")
+    table = Table("rank", "score", "log-odds", "document")
     for r in ranked:
-        table.add_row(str(r.rank or "-"), "-" if r.score is None else f"{r.score:.6f}", r.document if r.error is None else f"{r.document} [{r.error}]")
+        table.add_row(
+            str(r.rank or "-"), "-" if r.score is None else f"{r.score:.6f}", "-" if r.logit is None else f"{r.logit:.4f}",
+            r.document if r.error is None else f"{r.document} [{r.error}]",
+        )  # fmt: skip
     out.print(table)

@@ -51,6 +51,7 @@ class RankedPair(BaseModel):
     query_id: str
     doc_id: str
     score: float | None
+    logit: float | None = None  # log-odds: the order of ``rank``
     rank: int | None
     error: str | None
 
@@ -120,7 +121,7 @@ def query_scores(job_id: str, query_id: str, request: Request) -> list[RankedPai
     responses={200: {"content": {"application/vnd.apache.parquet": {}}}, 404: {}},
 )
 def export_job(job_id: str, request: Request) -> StreamingResponse:
-    """``query_id, doc_id, score, rank, error`` as Parquet, streamed a row group at a time."""
+    """``query_id, doc_id, score, logit, rank, error`` as Parquet, streamed a row group at a time."""
     body = iter_parquet_bytes(request.app.state.ledger, job_id)  # UnknownJob (404) before any byte
     return StreamingResponse(
         body,

@@ -33,7 +33,7 @@ class RerankDocument(BaseModel):
 
 class RerankResult(BaseModel):
     index: int = Field(description="the document's position in the request")
-    relevance_score: float
+    relevance_score: float = Field(description="P(yes); with use_activation false, the log-odds")
     document: RerankDocument | None = None
 
 
@@ -136,7 +136,7 @@ async def rerank(body: RerankBody, request: Request) -> RerankResponse:
     results = [
         RerankResult(
             index=int(r.doc_id),
-            relevance_score=r.score,  # type: ignore[arg-type]
+            relevance_score=body.relevance(r.score, r.logit),  # type: ignore[arg-type]
             document=RerankDocument(text=r.document) if body.return_documents else None,
         )
         for r in top

@@ -16,20 +16,20 @@ from rerankq.store.models import CachedScore
 BATCH = 1000
 
 
-def cached_scores(store: Ledger, keys: Sequence[bytes | None]) -> dict[bytes, float]:
-    """The cached score of each key the cache holds (keys in the scoring worker's own context). Their
+def cached_scores(store: Ledger, keys: Sequence[bytes | None]) -> dict[bytes, tuple[float, float | None]]:
+    """The cached (probability, log-odds) of each key the cache holds (keys in the scoring worker's own context). Their
     generations are marked used, as a submission's reuse marks them (rerankq/store/cache_gens.py), so
     `cache prune` keeps what cascades still reuse."""
     wanted = sorted({k for k in keys if k is not None})
-    found: dict[bytes, float] = {}
+    found: dict[bytes, tuple[float, float | None]] = {}
     gens: set[int] = set()
     with store.session() as s:
         for at in range(0, len(wanted), BATCH):
             part = wanted[at : at + BATCH]
-            for key, score, gen in s.execute(
-                select(CachedScore.key, CachedScore.score, CachedScore.gen).where(CachedScore.key.in_(part))
+            for key, score, logit, gen in s.execute(
+                select(CachedScore.key, CachedScore.score, CachedScore.logit, CachedScore.gen).where(CachedScore.key.in_(part))
             ):
-                found[key] = score
+                found[key] = (score, logit)
                 gens.add(gen)
     if gens:
         with store.session.begin() as s:

@@ -85,6 +85,9 @@ class Score(Base):
     error: Mapped[str | None] = mapped_column(Text)
     stage2_score: Mapped[float | None] = mapped_column(Double)  # a cascade's second model, top pairs only
     stage2_error: Mapped[str | None] = mapped_column(Text)
+    # log-odds, logit(yes) − logit(no): what ranks follow (probabilities saturate and tie); NULL before 0010
+    logit: Mapped[float | None] = mapped_column(Double)
+    stage2_logit: Mapped[float | None] = mapped_column(Double)
 
 
 class Worker(Base):
@@ -123,6 +126,7 @@ class CachedScore(Base):
 
     key: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     score: Mapped[float] = mapped_column(Double)
+    logit: Mapped[float | None] = mapped_column(Double)  # NULL only in entries of contexts before 0010
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # UTC day number the entry counts as used through; its use is then its generation's (rerankq/store/cache_gens.py)
     gen: Mapped[int] = mapped_column(Integer, index=True)

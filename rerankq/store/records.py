@@ -18,3 +18,4 @@ class ScoreRow:
     score: float | None
     error: str | None
     key: bytes | None = None  # the pair's score-cache key in the scoring worker's context (rerankq/score_key.py)
+    logit: float | None = None  # the score's log-odds (rerankq/log_odds.py)

@@ -104,10 +104,10 @@ class ReuseStage:
             # it into a join that scans the whole cache for every batch); hits go to the job's scores,
             # and every row to the stage with whether it hit (the misses are then read without a join).
             cur.execute(
-                "WITH j AS (SELECT b.seq, b.key, b.query_id, b.doc_id, x.score, x.gen FROM reuse_batch b "
-                "LEFT JOIN LATERAL (SELECT c.score, c.gen FROM score_cache c WHERE c.key = b.key LIMIT 1) x ON true), "
-                f"copied AS (INSERT INTO {partition_name(self.job_id)} (job_id, query_id, doc_id, chunk_id, score, error) "
-                "SELECT %s, query_id, doc_id, %s, score, NULL FROM j WHERE score IS NOT NULL RETURNING 1), "
+                "WITH j AS (SELECT b.seq, b.key, b.query_id, b.doc_id, x.score, x.logit, x.gen FROM reuse_batch b "
+                "LEFT JOIN LATERAL (SELECT c.score, c.logit, c.gen FROM score_cache c WHERE c.key = b.key LIMIT 1) x ON true), "
+                f"copied AS (INSERT INTO {partition_name(self.job_id)} (job_id, query_id, doc_id, chunk_id, score, logit, error) "
+                "SELECT %s, query_id, doc_id, %s, score, logit, NULL FROM j WHERE score IS NOT NULL RETURNING 1), "
                 "staged AS (INSERT INTO reuse_stage (seq, key, query_id, doc_id, hit, gen) "
                 "SELECT seq, key, query_id, doc_id, score IS NOT NULL, gen FROM j RETURNING 1) "
                 "SELECT DISTINCT gen FROM j WHERE score IS NOT NULL",
@@ -158,8 +158,8 @@ class ReuseStage:
             if not self.pg:
                 copied = s.execute(
                     text(
-                        "INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, error) "
-                        "SELECT :job, st.query_id, st.doc_id, :chunk, c.score, NULL "
+                        "INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, logit, error) "
+                        "SELECT :job, st.query_id, st.doc_id, :chunk, c.score, c.logit, NULL "
                         "FROM reuse_stage st JOIN score_cache c ON c.key = st.key"
                     ),
                     {"job": job_id, "chunk": REUSED_CHUNK},

@@ -42,7 +42,10 @@ def write_chunk_rows(s: Session, job_id: str, chunk_id: int, rows: Sequence[Scor
         return
     insert = _insert(s.get_bind().dialect.name)
     values = [
-        {"job_id": job_id, "query_id": r.query_id, "doc_id": r.doc_id, "chunk_id": chunk_id, "score": r.score, "error": r.error}
+        {
+            "job_id": job_id, "query_id": r.query_id, "doc_id": r.doc_id, "chunk_id": chunk_id,
+            "score": r.score, "logit": r.logit, "error": r.error,
+        }  # fmt: skip
         for r in rows
     ]
     s.execute(insert(Score).on_conflict_do_nothing(index_elements=["job_id", "query_id", "doc_id"]), values)
@@ -63,10 +66,12 @@ def write_stage2_rows(s: Session, job_id: str, rows: Sequence[ScoreRow]) -> None
             Score.stage2_score.is_(None),
             Score.stage2_error.is_(None),
         )
-        .values(stage2_score=bindparam("s2_score"), stage2_error=bindparam("s2_error"))
+        .values(stage2_score=bindparam("s2_score"), stage2_logit=bindparam("s2_logit"), stage2_error=bindparam("s2_error"))
         .execution_options(synchronize_session=False)
     )
-    s.connection().execute(stmt, [{"qid": r.query_id, "did": r.doc_id, "s2_score": r.score, "s2_error": r.error} for r in rows])
+    s.connection().execute(stmt, [
+        {"qid": r.query_id, "did": r.doc_id, "s2_score": r.score, "s2_logit": r.logit, "s2_error": r.error} for r in rows
+    ])
     fill_cache(s, rows)
 
 
@@ -75,7 +80,7 @@ def fill_cache(s: Session, rows: Sequence[ScoreRow]) -> None:
     t = now()
     today = day_of(t)
     values = [
-        {"key": r.key, "score": r.score, "created_at": t, "gen": today + random.randrange(SPREAD_DAYS)}
+        {"key": r.key, "score": r.score, "logit": r.logit, "created_at": t, "gen": today + random.randrange(SPREAD_DAYS)}
         for r in rows
         if r.key is not None and r.score is not None and r.error is None
     ]
@@ -86,24 +91,25 @@ def fill_cache(s: Session, rows: Sequence[ScoreRow]) -> None:
 
 def _copy_rows(s: Session, job_id: str, chunk_id: int, rows: Sequence[ScoreRow]) -> None:
     cursor = s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    cursor.execute(
-        "CREATE TEMP TABLE IF NOT EXISTS score_stage_k "
-        "(query_id text, doc_id text, score double precision, error text, key bytea) ON COMMIT DELETE ROWS"
+    cursor.execute(  # named for its columns: a connection that made an older layout never reuses it
+        "CREATE TEMP TABLE IF NOT EXISTS score_stage_logit "
+        "(query_id text, doc_id text, score double precision, logit double precision, error text, key bytea) "
+        "ON COMMIT DELETE ROWS"
     )
-    with cursor.copy("COPY score_stage_k (query_id, doc_id, score, error, key) FROM STDIN") as copy:
+    with cursor.copy("COPY score_stage_logit (query_id, doc_id, score, logit, error, key) FROM STDIN") as copy:
         for r in rows:
-            copy.write_row((r.query_id, r.doc_id, r.score, r.error, r.key))
+            copy.write_row((r.query_id, r.doc_id, r.score, r.logit, r.error, r.key))
     cursor.execute(
-        "INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, error) "
-        "SELECT %s, query_id, doc_id, %s, score, error FROM score_stage_k "
+        "INSERT INTO scores (job_id, query_id, doc_id, chunk_id, score, logit, error) "
+        "SELECT %s, query_id, doc_id, %s, score, logit, error FROM score_stage_logit "
         "ON CONFLICT (job_id, query_id, doc_id) DO NOTHING",
         (job_id, chunk_id),
     )
     if any(r.key is not None for r in rows):
         t = now()
         cursor.execute(
-            "INSERT INTO score_cache (key, score, created_at, gen) "
-            f"SELECT key, score, %s, {jittered_gen_sql('postgresql', '%s')} FROM score_stage_k "
+            "INSERT INTO score_cache (key, score, logit, created_at, gen) "
+            f"SELECT key, score, logit, %s, {jittered_gen_sql('postgresql', '%s')} FROM score_stage_logit "
             "WHERE key IS NOT NULL AND score IS NOT NULL AND error IS NULL "
             "ON CONFLICT (key) DO NOTHING",
             (t, day_of(t)),

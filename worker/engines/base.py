@@ -8,6 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from rerankq.log_odds import log_odds, probability
 from rerankq.prompt import Pair, Prompt, PromptBuilder
 from worker.prompt_pool import PromptPool
 
@@ -19,25 +20,34 @@ INLINE_PAIRS = 64
 
 
 class Engine(Protocol):
-    """Scores ready-made prompts (token ids, each within max_length): P(yes) per prompt, in order.
+    """Scores ready-made prompts (token ids, each within max_length): the log-odds of "yes" per prompt,
+    logit(yes) − logit(no), in order (rerankq/log_odds.py makes the probability from it).
 
-    An engine may also offer ``submit(prompts) -> Future[list[float]]`` (safe from any thread, and
-    batches from several calls share the engine, as VllmEngine's loop does) and ``cancel(future)``.
-    One without them is called from one thread at a time."""
+    An engine may also offer ``submit_log_odds(prompts) -> Future[list[float]]`` (safe from any thread,
+    and batches from several calls share the engine, as VllmEngine's loop does) and ``cancel(future)``.
+    One without them is called from one thread at a time. An engine that has only
+    ``score_prompts(prompts) -> list[float]`` (probabilities: custom engines written before log-odds)
+    still works; its log-odds are derived from its probabilities, so they saturate where they do."""
 
     name: str
 
-    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]: ...
+    def log_odds(self, prompts: Sequence[list[int]]) -> list[float]: ...
 
     def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class PairScore:
-    score: float | None
+    score: float | None  # P(yes)
     error: str | None = None
     truncated: bool = False
     tokens: int = 0  # prompt tokens scored (worker metrics)
+    logit: float | None = None  # log-odds of yes: what ranks follow
+
+
+def gives_log_odds(engine: object) -> bool:
+    """Whether the engine gives log-odds (else only probabilities, through ``score_prompts``)."""
+    return callable(getattr(engine, "log_odds", None)) or callable(getattr(engine, "submit_log_odds", None))
 
 
 def slices(n: int, size: int) -> list[tuple[int, int]]:
@@ -71,7 +81,8 @@ class Reranker:
         self._pool: PromptPool | None = None
         self._pool_broken = False
         self._serial: ThreadPoolExecutor | None = None
-        if not callable(getattr(engine, "submit", None)):
+        self._raw = gives_log_odds(engine)
+        if not callable(getattr(engine, "submit_log_odds", None)):
             self._serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankq-engine")
 
     # ---------------------------------------------------------------- scoring
@@ -103,8 +114,9 @@ class Reranker:
 
     def _submit(self, prompts: list[list[int]]) -> Future[list[float]]:
         if self._serial is not None:
-            return self._serial.submit(self.engine.score_prompts, prompts)
-        return self.engine.submit(prompts)  # type: ignore[attr-defined]
+            call = self.engine.log_odds if self._raw else self.engine.score_prompts  # type: ignore[attr-defined]
+            return self._serial.submit(call, prompts)
+        return self.engine.submit_log_odds(prompts)  # type: ignore[attr-defined]
 
     def _cancel(self, future: Future[list[float]]) -> None:
         cancel = getattr(self.engine, "cancel", None)
@@ -119,7 +131,9 @@ class Reranker:
             raise RuntimeError(f"engine {self.engine.name} returned {len(scores)} scores for {len(ok)} prompts")
         out = [PairScore(None, p.error) for p in prompts]
         for i, s in zip(ok, scores):
-            out[i] = PairScore(float(s), None, prompts[i].truncated, len(prompts[i].token_ids))  # type: ignore[arg-type]
+            raw = float(s) if self._raw else log_odds(float(s))
+            p = probability(raw) if self._raw else float(s)
+            out[i] = PairScore(p, None, prompts[i].truncated, len(prompts[i].token_ids), raw)  # type: ignore[arg-type]
         return out
 
     # ---------------------------------------------------------------- tokenizing

@@ -5,7 +5,7 @@ empties at the end of every call: with one call per slice the GPU idled at every
 boundary. Here one thread owns the engine for the life of the worker. It creates the ``LLM`` (so
 every engine call, CUDA graphs and streams included, happens on that thread, whichever thread or
 Celery signal loads the engine), then loops: move queued requests into the engine, ``step()``,
-resolve finished ones. Any thread submits a batch of token-id prompts and gets a Future of its scores,
+resolve finished ones. Any thread submits a batch of token-id prompts and gets a Future of its log-odds,
 so the next slice and the next chunk join the running batch while the current one is scored.
 
 The request interface (``LLMEngine.add_request`` / ``step`` / ``abort_request`` with a
@@ -113,7 +113,9 @@ class EngineLoop:
             self._ready.set_exception(exc)
             return
         self._ready.set_result(None)
-        params = PoolingParams(task="classify")
+        # The raw head output: with Qwen3-Reranker's original head (classifier_from_token no/yes) it is
+        # one logit, logit(yes) − logit(no); sigmoid is applied by rerankq in float64 (rerankq/log_odds.py).
+        params = PoolingParams(task="classify", use_activation=False)
         try:
             while True:
                 with self._cond:

@@ -1,4 +1,5 @@
-"""transformers reference engine: the model card's recipe (softmax over the last position's no/yes logits)."""
+"""transformers reference engine: the model card's recipe (softmax over the last position's no/yes logits,
+given as their difference, the log-odds, whose sigmoid it is)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ class HfEngine:
             batches.append(current)
         return batches
 
-    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
+    def log_odds(self, prompts: Sequence[list[int]]) -> list[float]:
+        """logit(yes) − logit(no) at the last position: softmax over (no, yes) is its sigmoid."""
         torch = self.torch
         scores = [0.0] * len(prompts)
         with torch.inference_mode():
@@ -54,10 +56,10 @@ class HfEngine:
                     position_ids=positions.to(self.device),
                     logits_to_keep=1,
                 ).logits[:, -1, :]
-                pair = torch.stack([logits[:, self.no_id], logits[:, self.yes_id]], dim=1).float()
-                probs = torch.softmax(pair, dim=1)[:, 1].tolist()
+                last = logits.float()  # the model card's softmax runs in float32: so does the difference
+                raw = (last[:, self.yes_id] - last[:, self.no_id]).tolist()
                 for row, i in enumerate(batch):
-                    scores[i] = probs[row]
+                    scores[i] = raw[row]
         return scores
 
     def close(self) -> None:

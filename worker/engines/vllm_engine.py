@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from rerankq.log_odds import probability
 from rerankq.logs import get_logger
 from rerankq.numerics import CUBLAS_MIN_TOKENS, Numerics, resolve, vllm_version
 from rerankq.settings import Settings
@@ -153,14 +154,18 @@ class VllmEngine:
     def llm(self) -> Any:
         return self.loop.llm
 
-    def submit(self, prompts: Sequence[list[int]]) -> Future[list[float]]:
+    def submit_log_odds(self, prompts: Sequence[list[int]]) -> Future[list[float]]:
         return self.loop.submit(prompts)
 
     def cancel(self, future: Future[list[float]]) -> None:
         self.loop.cancel(future)
 
-    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
+    def log_odds(self, prompts: Sequence[list[int]]) -> list[float]:
         return self.loop.submit(prompts).result()
+
+    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
+        """Probabilities (the benchmarks' and older callers' form), made from the log-odds."""
+        return [probability(x) for x in self.log_odds(prompts)]
 
     def close(self) -> None:
         self.loop.close()
