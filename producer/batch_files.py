@@ -28,6 +28,7 @@ from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.batches import EXPIRED, BatchRow, BatchStore, FileRow, new_file_id
 from rerankq.store.clock import now
+from rerankq.store.webhooks import batch_id
 from schemas import InlinePair, JobState
 
 _WINDOW = re.compile(r"^(\d+)([hd])$")  # completion_window: 24h, 2d
@@ -156,9 +157,9 @@ def submit_batch(
     job_id = submit_pairs(
         pairs, settings=settings.model_copy(update={"max_inline_pairs": settings.batch_max_pairs, **pinned}),
         notify=notify or "", kind="batch", name=name or input_file.filename, chunk_size=chunk_size,
-        reuse=reuse,
+        reuse=reuse, also=store.batch_recorder(**recorded, lines_rejected=len(bad)),
     )  # fmt: skip
-    return store.batch(store.record_batch(job_id, **recorded, lines_rejected=len(bad)))  # type: ignore[return-value]
+    return store.batch(batch_id(job_id))  # type: ignore[return-value]
 
 
 def submit_batch_path(path: str | Path, *, settings: Settings | None = None, **options: Any) -> BatchRow:

@@ -36,6 +36,8 @@ from rerankq.store.reuse_stage import ReuseStage
 from schemas import InlinePair, InlineSpec, ManifestSegment, ManifestSpec
 
 if TYPE_CHECKING:  # producer.manifest imports pyarrow: loaded only when a manifest is planned
+    from sqlalchemy.orm import Session
+
     from producer.manifest import BuilderSource
 
 log = get_logger("rerankq.reuse")
@@ -180,8 +182,10 @@ def submit_pairs_reusing(
     enqueue: Callable[[list], object],
     notify: str | None = None,
     kind: str = "inline",
+    also: Callable[[Session, str], None] | None = None,
 ) -> tuple[str, list, int, int]:
-    """``items`` are validated and grouped by query already (instruction filled from the job's)."""
+    """``items`` are validated and grouped by query already (instruction filled from the job's); ``also``
+    as for ``Ledger.create_job``."""
     keys = pair_keys(context, [p.instruction for p in items], [p.query for p in items], [p.document for p in items])
 
     def plan(misses: Iterator[tuple[int, str]]) -> list[NewChunk]:
@@ -206,7 +210,7 @@ def submit_pairs_reusing(
     with ReuseStage(store, settings.cache_touch_interval) as stage:
         stage.add(keys, [p.query_id for p in items], [p.doc_id for p in items])
         recorded = stage.record(
-            plan, context, kind=kind, name=name, instruction=instruction, model=settings.model, notify=notify
+            plan, context, kind=kind, name=name, instruction=instruction, model=settings.model, notify=notify, also=also
         )
         enqueue(recorded[1])
         stage.touch()

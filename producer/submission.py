@@ -23,6 +23,8 @@ from rerankq.store.records import NewChunk
 from schemas import InlinePair, InlineSpec
 
 if TYPE_CHECKING:  # pyarrow and the tokenizer load only for the commands that use them
+    from sqlalchemy.orm import Session
+
     from rerankq.prompt import PromptBuilder
 
 
@@ -91,11 +93,13 @@ def submit_pairs(
     model: str | None = None,
     notify: str | None = None,
     kind: str = "inline",
+    also: Callable[[Session, str], None] | None = None,
 ) -> str:
     """A job whose pairs travel inside the messages (and are kept in the ledger for resume).
     ``priority``: see ``producer.queueing.enqueue`` (interactive requests jump the batch queue);
     ``model``, ``reuse``, ``report`` and ``notify`` as for ``submit_manifest`` (interactive requests,
-    with a ``priority``, notify only when asked). ``kind``: ``batch`` for an OpenAI-style batch file."""
+    with a ``priority``, notify only when asked). ``kind``: ``batch`` for an OpenAI-style batch file, whose
+    row ``also`` records in the job's own transaction (rerankq/store/jobs.py)."""
     settings = for_model(settings or get_settings(), model)
     notify = notify_url(notify, settings, default=priority is None)
     groups = checked_pairs(pairs, instruction, settings)
@@ -109,14 +113,14 @@ def submit_pairs(
         grouped = [p for group in groups.values() for p in group]
         job_id, messages, reused, _ = submit_pairs_reusing(
             store, settings, context, grouped, instruction=instruction, name=name, chunk_size=size,
-            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority), notify=notify, kind=kind,
+            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority), notify=notify, kind=kind, also=also,
         )  # fmt: skip
         _reused(report, reused, len(grouped), messages, context)
         return job_id
     job_id = _record_and_enqueue(
         store, settings, priority, kind=kind, chunks=_inline_chunks(groups, size), name=name, instruction=instruction,
-        notify=notify,
-    )
+        notify=notify, also=also,
+    )  # fmt: skip
     if why_not and report is not None:
         report(why_not)
     return job_id

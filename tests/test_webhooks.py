@@ -57,12 +57,21 @@ def sender(url: str, worker_id: str = "w1", **extra: object) -> WebhookSender:
     return WebhookSender(WebhookOutbox(url), Registry(url), settings, worker_id)
 
 
-def record_job(ledger: Ledger, notify: str | None, n_chunks: int = 2, kind: str = "manifest") -> tuple[str, list[int]]:
+def record_job(
+    ledger: Ledger, notify: str | None, n_chunks: int = 2, kind: str = "manifest", window_seconds: float = 3600
+) -> tuple[str, list[int]]:
+    """A job (a batch's, with its batch row in the same transaction, when ``kind`` is batch)."""
+    from rerankq.store.batches import BatchStore
+
     chunks = [
         NewChunk(InlineSpec(pairs=[InlinePair(query_id=f"q{i}", doc_id="d", query="q", document="d")]).model_dump(mode="json"), 1)
         for i in range(n_chunks)
     ]
-    job_id, messages = ledger.create_job(kind=kind, chunks=chunks, name="nightly", model="m", notify=notify)
+    also = BatchStore.batch_recorder(
+        endpoint="/v1/rerank", completion_window="1h", window_seconds=window_seconds, metadata=None,
+        input_file_id="file-x", lines_total=n_chunks, lines_rejected=0,
+    ) if kind == "batch" else None  # fmt: skip
+    job_id, messages = ledger.create_job(kind=kind, chunks=chunks, name="nightly", model="m", notify=notify, also=also)
     return job_id, [m.chunk_id for m in messages]
 
 
@@ -147,15 +156,9 @@ def test_cancelled_and_all_reused_jobs_notify(ledger, db_url):
 
 
 def test_the_sender_expires_batches_past_their_window(ledger, db_url):
-    from rerankq.store.batches import BatchStore
-
     receiver = Receiver(SECRET).start()
     try:
-        job_id, _ = record_job(ledger, receiver.url, kind="batch")
-        BatchStore(db_url).record_batch(
-            job_id, endpoint="/v1/rerank", completion_window="1h", window_seconds=-1, metadata=None,
-            input_file_id="file-x", lines_total=2, lines_rejected=0,
-        )  # fmt: skip
+        job_id, _ = record_job(ledger, receiver.url, kind="batch", window_seconds=-1)
         assert sender(db_url).run_once() == 1
         assert ledger.status(job_id).state == "cancelled"
         [(_, payload)] = receiver.received
@@ -277,3 +280,23 @@ def test_worker_killed_mid_job_still_notifies_once(tiny_model, pg_url, redis_url
                 w.terminate(30)
         engine.dispose()
         receiver.stop()
+
+
+def test_a_batch_and_its_job_are_recorded_in_one_transaction(ledger, db_url):
+    """A failure while the batch row is written leaves neither: no job would be scored without its batch."""
+    from rerankq.store.models import Job
+
+    def fails(s, job_id):  # noqa: ANN001, ANN202
+        raise RuntimeError("the batch row could not be written")
+
+    chunk = NewChunk(InlineSpec(pairs=[InlinePair(query_id="q", doc_id="d", query="q", document="d")]).model_dump(mode="json"), 1)
+    with ledger.session() as s:
+        before = s.query(Job).count()
+    with pytest.raises(RuntimeError, match="batch row"):
+        ledger.create_job(kind="batch", chunks=[chunk], model="m", also=fails)
+    with ledger.session() as s:
+        assert s.query(Job).count() == before
+    job_id, _ = record_job(ledger, None, kind="batch")
+    from rerankq.store.batches import BatchStore
+
+    assert BatchStore(db_url).batch(f"batch_{job_id}") is not None

@@ -6,10 +6,12 @@ producer/batch_files.py, never stored twice."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from rerankq.store.base import LIVE_CHUNK, LedgerBase
 from rerankq.store.clock import aware, now
@@ -108,18 +110,24 @@ class BatchStore(LedgerBase):
             return [_file(f) for f in rows]
 
     # --- batches -----------------------------------------------------------------------------
-    def record_batch(
-        self, job_id: str, *, endpoint: str, completion_window: str, window_seconds: float, metadata: dict | None,
-        input_file_id: str, lines_total: int, lines_rejected: int,
-    ) -> str:  # fmt: skip
-        t = now()
-        with self.session.begin() as s:
+    @staticmethod
+    def batch_recorder(
+        *, endpoint: str, completion_window: str, window_seconds: float, metadata: dict | None, input_file_id: str,
+        lines_total: int, lines_rejected: int,
+    ) -> Callable[[Session, str], None]:  # fmt: skip
+        """What records a batch's row in its job's own transaction (``Ledger.create_job(also=…)``): a batch
+        never exists without its job, nor a batch's job without its batch."""
+
+        def record(s: Session, job_id: str) -> None:
+            t = now()
             s.add(Batch(
                 id=batch_id(job_id), job_id=job_id, endpoint=endpoint, completion_window=completion_window, meta=metadata,
                 input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_rejected, created_at=t,
                 expires_at=t + timedelta(seconds=window_seconds),
             ))  # fmt: skip
-        return batch_id(job_id)
+            s.flush()
+
+        return record
 
     def record_failed_batch(
         self, *, endpoint: str, completion_window: str, window_seconds: float, metadata: dict | None,

@@ -4,7 +4,7 @@ resume after the broker lost its queue, and retry failed chunks."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -38,12 +38,14 @@ class JobWrites(LedgerBase):
         notify: str | None = None,
         session: Session | None = None,
         job_id: str | None = None,
+        also: Callable[[Session, str], None] | None = None,
     ) -> tuple[str, list[ChunkMessage]]:
         """Job and chunks in one transaction; the messages to enqueue come back with their ids.
 
         ``pairs_reused`` pairs are copied from the score cache by the caller, in ``session``'s
         transaction (rerankq/store/reuse_stage.py), which may have written a placeholder row for
-        ``job_id`` first; a job made only of those is complete at once."""
+        ``job_id`` first; a job made only of those is complete at once. ``also(session, job_id)`` records
+        what belongs with the job (a batch's row) in the same transaction: both exist, or neither."""
         job_id = job_id or str(uuid.uuid4())
         fields = dict(
             kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context,
@@ -52,14 +54,15 @@ class JobWrites(LedgerBase):
             notify=notify or None,
         )  # fmt: skip
         if session is not None:
-            return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields)
+            return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields, also)
         with self.session.begin() as s:
-            messages = self._create_job(s, job_id, chunks, pairs_reused, fields)
+            messages = self._create_job(s, job_id, chunks, pairs_reused, fields, also)
         return job_id, messages
 
     def _create_job(
-        self, s: Session, job_id: str, chunks: Sequence[NewChunk], pairs_reused: int, fields: dict
-    ) -> list[ChunkMessage]:
+        self, s: Session, job_id: str, chunks: Sequence[NewChunk], pairs_reused: int, fields: dict,
+        also: Callable[[Session, str], None] | None = None,
+    ) -> list[ChunkMessage]:  # fmt: skip
         t = now()
         job = s.merge(
             Job(
@@ -75,6 +78,8 @@ class JobWrites(LedgerBase):
             )
         )
         s.flush()
+        if also is not None:
+            also(s, job_id)
         ensure_partition(s, job_id)  # PostgreSQL: the job's own partition of scores, in this transaction
         rows = [
             Chunk(job_id=job_id, seq=i, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0, attempts=0)
