@@ -40,7 +40,7 @@ ROW_GROUP = 2048
 
 
 # ---------------------------------------------------------------------------------------------------
-def make_manifest(project: Path, path: Path, n: int) -> dict:
+def make_manifest(project: Path, path: Path, n: int, seed: int = 0) -> dict:
     sys.path.insert(0, str(project))
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -48,7 +48,7 @@ def make_manifest(project: Path, path: Path, n: int) -> dict:
     from bench.pairs import make_pairs
 
     dpq = 64
-    pairs = make_pairs(n, seed=0, docs_per_query=dpq, query_words=(4, 16), doc_words=(150, 240))
+    pairs = make_pairs(n, seed=seed, docs_per_query=dpq, query_words=(4, 16), doc_words=(150, 240))
     table = pa.table(
         {
             "query_id": [f"q{i // dpq:05d}" for i in range(n)],
@@ -198,6 +198,11 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=560, help="seconds: skip the optional 2nd bare pass past this")
     ap.add_argument("--smoke", action="store_true", help="CPU: fake engine (plumbing test only)")
     ap.add_argument("--broker", default=None, help="force a broker URL (default: Redis from --debs, else SQLite)")
+    ap.add_argument("--cascade", default=None, metavar="FIRST:top=K",
+                    help="instead of the variants: a cascade FIRST -> --model on one GPU against --model over every pair (cascade.py)")
+    ap.add_argument("--cascade-memory", type=float, default=0.45, help="--cascade: RERANKQ_GPU_MEMORY_UTILIZATION of each worker")
+    ap.add_argument("--cascade-chunk-size", type=int, action="append", default=[], metavar="PAIRS",
+                    help="--cascade: chunk size of each cascade job (the first also the plain job's); default 16384")  # fmt: skip
     args = ap.parse_args()
 
     out = Path(os.environ.get("OUT") or "/tmp/e2e-out")
@@ -261,6 +266,16 @@ def main() -> int:
     RESULT["settings"] = json.loads(defaults.stdout) if defaults.returncode == 0 else defaults.stderr[-1000:]
     log(f"settings: chunk_size {RESULT['settings'].get('chunk_size')}, pipeline_pairs {RESULT['settings'].get('pipeline_pairs')}, "
         f"max_length {RESULT['settings'].get('max_length')}, dtype {RESULT['settings'].get('dtype')}")  # fmt: skip
+    if args.cascade:  # issue 16: its own measurement, no variants, no bare
+        from cascade import cascade_rows, run_cascade
+
+        RESULT["cascade"] = run_cascade(args, env, project, out, work, producer, manifest,
+                                        lambda path, n, seed: make_manifest(project, path, n, seed), ckpt)  # fmt: skip
+        save(out)
+        print("\n" + write_table(out, cascade_rows(RESULT["cascade"], args.pairs) + [("problems", "; ".join(RESULT["problems"]) or "none")]), flush=True)
+        if not args.broker and broker.startswith("redis"):
+            stop_redis(args.port)
+        return 0 if RESULT["cascade"]["jobs"] else 1
     variants = [parse_variant(v) for v in args.variant] or [Variant("default", {}, 1)]
     RESULT["variants"] = [vars(v) for v in variants]
     jobs: list[dict] = []
