@@ -103,9 +103,17 @@ def main() -> None:
         llm = LLM(**kwargs)
         result["engine_start_s"] = time.monotonic() - start
 
+        from vllm import PoolingParams
+
+        from rerankq.log_odds import probability
+
+        raw = PoolingParams(task="classify", use_activation=False)
+
         def classify_some(some: list[list[int]]) -> list[float]:
-            outputs = llm.classify([{"prompt_token_ids": ids} for ids in some], use_tqdm=False)
-            return [float(o.outputs.probs[0]) for o in outputs]
+            # The worker's formula: the head's raw log-odds, then sigmoid in float64 (rerankq/log_odds.py), so
+            # worker and bare compare bit for bit; vLLM's own float32 sigmoid differs by ~1e-8.
+            outputs = llm.classify([{"prompt_token_ids": ids} for ids in some], use_tqdm=False, pooling_params=raw)
+            return [probability(float(o.outputs.probs[0])) for o in outputs]
 
         def classify() -> list[float]:
             return classify_some(prompts)
