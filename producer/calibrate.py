@@ -105,8 +105,7 @@ def score_side(side: Side, sample: Path, workdir: Path, timeout: float) -> None:
     import pyarrow.parquet as pq
 
     table = pq.read_table(out).to_pydict()
-    side.scores, side.errors = table["score"], table["error"]
-    side.logits = table.get("logit") or side.scores
+    side.scores, side.logits, side.errors = table["score"], table["logit"], table["error"]
     side.context = json.loads(Path(f"{out}.json").read_text())
 
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from producer.tiny_model import ensure_tiny_model
+from rerankq.store.ledger import Ledger
 from tests.services import POSTGRES_URL, REDIS_URL, create_database, drop_database
 
 TINY_DIR = Path(os.environ.get("RERANKQ_TEST_MODEL_CACHE", Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"))
@@ -43,6 +44,14 @@ def pg_url():
 @pytest.fixture()
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, sqlite_url: str, pg_url: str) -> Ledger:
+    """A migrated ledger on each database (a module may define its own ``store``)."""
+    url = sqlite_url if request.param == "sqlite" else pg_url
+    migrate(url)
+    return Ledger(url)
 
 
 def base_env(model: Path, database_url: str, broker_url: str, **extra: str) -> dict[str, str]:

@@ -5,26 +5,16 @@ ranks each query's top pairs by stage 2, the rest by stage 1, with both scores a
 
 from __future__ import annotations
 
-import pytest
-
 from producer.export import iter_ranked
 from rerankq.store.chunks import Misrouted
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk, ScoreRow
 from schemas import InlineSpec
-from tests.conftest import migrate
 from worker.cascade import stage2_chunk, top_pairs
 from worker.chunk_pairs import load_pairs
 from worker.engines.base import PairScore
 
 SMALL, LARGE = "org/small", "org/large"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, sqlite_url, pg_url) -> Ledger:
-    url = sqlite_url if request.param == "sqlite" else pg_url
-    migrate(url)
-    return Ledger(url)
 
 
 def _pairs(query: str, n: int) -> list[dict]:

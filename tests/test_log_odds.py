@@ -17,7 +17,6 @@ from rerankq.settings import Settings
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk, ScoreRow
 from schemas import InlinePair, InlineSpec, RerankBody
-from tests.conftest import migrate
 
 
 def test_probability_and_log_odds_are_inverse_and_never_overflow():
@@ -29,13 +28,6 @@ def test_probability_and_log_odds_are_inverse_and_never_overflow():
     assert probability(0.0) == 0.5
     assert probability(40.0) == probability(45.0) == 1.0, "a float64 probability saturates past ~37"
     assert math.isfinite(log_odds(1.0)) and math.isfinite(log_odds(0.0)) and log_odds(1.0) == -log_odds(0.0) > 36
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, sqlite_url, pg_url) -> Ledger:
-    url = sqlite_url if request.param == "sqlite" else pg_url
-    migrate(url)
-    return Ledger(url)
 
 
 def _job(store: Ledger, logits: dict[str, float | None]) -> str:

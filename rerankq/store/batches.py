@@ -64,6 +64,18 @@ def _file(f: StoredFile) -> FileRow:
     return FileRow(f.id, f.purpose, f.filename, f.bytes, f.path, aware(f.created_at))
 
 
+def _new_batch(
+    job_id: str, t: datetime, *, endpoint: str, completion_window: str, window_seconds: float, metadata: dict | None,
+    input_file_id: str, lines_total: int, lines_rejected: int, errors: list | None = None,
+) -> Batch:  # fmt: skip
+    """A batch's row, created at ``t`` and expiring ``window_seconds`` later."""
+    return Batch(
+        id=batch_id(job_id), job_id=job_id, endpoint=endpoint, completion_window=completion_window, meta=metadata,
+        input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_rejected, errors=errors,
+        created_at=t, expires_at=t + timedelta(seconds=window_seconds),
+    )
+
+
 class BatchStore(LedgerBase):
     # --- files -------------------------------------------------------------------------------
     def add_file(self, purpose: str, filename: str, size: int, path: str, file_id: str | None = None) -> FileRow:
@@ -119,11 +131,9 @@ class BatchStore(LedgerBase):
         never exists without its job, nor a batch's job without its batch."""
 
         def record(s: Session, job_id: str) -> None:
-            t = now()
-            s.add(Batch(
-                id=batch_id(job_id), job_id=job_id, endpoint=endpoint, completion_window=completion_window, meta=metadata,
-                input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_rejected, created_at=t,
-                expires_at=t + timedelta(seconds=window_seconds),
+            s.add(_new_batch(
+                job_id, now(), endpoint=endpoint, completion_window=completion_window, window_seconds=window_seconds,
+                metadata=metadata, input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_rejected,
             ))  # fmt: skip
             s.flush()
 
@@ -143,10 +153,10 @@ class BatchStore(LedgerBase):
             )  # fmt: skip
             s.add(job)
             s.flush()
-            s.add(Batch(
-                id=batch_id(job_id), job_id=job_id, endpoint=endpoint, completion_window=completion_window, meta=metadata,
-                input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_total, errors=errors,
-                created_at=t, expires_at=t + timedelta(seconds=window_seconds),
+            s.add(_new_batch(
+                job_id, t, endpoint=endpoint, completion_window=completion_window, window_seconds=window_seconds,
+                metadata=metadata, input_file_id=input_file_id, lines_total=lines_total, lines_rejected=lines_total,
+                errors=errors,
             ))  # fmt: skip
             record_job_end(s, job)
         return batch_id(job_id)

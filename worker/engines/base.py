@@ -131,8 +131,12 @@ class Reranker:
             raise RuntimeError(f"engine {self.engine.name} returned {len(scores)} scores for {len(ok)} prompts")
         out = [PairScore(None, p.error) for p in prompts]
         for i, s in zip(ok, scores):
-            raw = float(s) if self._raw else log_odds(float(s))
-            p = probability(raw) if self._raw else float(s)
+            if self._raw:  # the engine's log-odds, and their probability
+                raw = float(s)
+                p = probability(raw)
+            else:  # a probability-only engine's score, and log-odds derived from it
+                p = float(s)
+                raw = log_odds(p)
             out[i] = PairScore(p, None, prompts[i].truncated, len(prompts[i].token_ids), raw)  # type: ignore[arg-type]
         return out
 
