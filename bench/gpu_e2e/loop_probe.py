@@ -4,6 +4,7 @@ worker's chunks arrive). Prints pairs/s, order stability and drift against a ref
 
   python bench/gpu_e2e/loop_probe.py --manifest M.parquet --ckpt DIR --ref bare.json \
       --config fp8:RERANKQ_QUANTIZATION=fp8 --config seqs512:RERANKQ_MAX_NUM_SEQS=512 ...
+      --config fp8ckpt:ckpt=/tmp/e2e/4b/ckpt-4b-fp8,RERANKQ_NUMERICS=fast   (another checkpoint, same token ids)
 A child (--child) does one configuration; the driver never imports torch."""
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def main() -> int:
             break
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.update(dict(kv.split("=", 1) for kv in sets.split(",") if kv))
+        ckpt = env.pop("ckpt", args.ckpt)  # ckpt=DIR: this configuration scores another checkpoint (fp8ckpt.py's)
         out = Path(f"/tmp/probe-{name}.json")
         out.unlink(missing_ok=True)
         t = time.monotonic()
         with open(Path(os.environ.get("OUT", "/tmp")) / f"probe-{name}.log", "w") as f:
-            p = subprocess.run([sys.executable, __file__, "--child", "--manifest", args.manifest, "--ckpt", args.ckpt,
+            p = subprocess.run([sys.executable, __file__, "--child", "--manifest", args.manifest, "--ckpt", ckpt,
                                 "--pairs", str(args.pairs), "--json", str(out)], env=env, stdout=f, stderr=subprocess.STDOUT,
                                timeout=max(60, args.budget - (time.monotonic() - T0)))  # fmt: skip
         wall = time.monotonic() - t
