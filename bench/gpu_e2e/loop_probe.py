@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 T0 = time.monotonic()
+RUN_SH_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+              "VLLM_USE_FLASHINFER_SAMPLER": "0"}  # fmt: skip
 
 
 def log(msg: str) -> None:
@@ -30,6 +32,7 @@ def child(args: argparse.Namespace) -> None:
 
     import pyarrow.parquet as pq
 
+    from rerankq.log_odds import probability
     from rerankq.model_files import resolve_dtype
     from rerankq.prompt import Pair, PromptBuilder
     from rerankq.settings import Settings
@@ -50,8 +53,8 @@ def child(args: argparse.Namespace) -> None:
 
     def run(ps: list[list[int]]) -> tuple[list[float], float]:
         t = time.monotonic()
-        futures = [engine.submit(ps[i : i + 4096]) for i in range(0, len(ps), 4096)]
-        scores = [s for f in futures for s in f.result()]
+        futures = [engine.submit_log_odds(ps[i : i + 4096]) for i in range(0, len(ps), 4096)]
+        scores = [probability(x) for f in futures for x in f.result()]  # the worker's float64 sigmoid
         return scores, time.monotonic() - t
 
     p1, s1 = run(prompts)
@@ -94,7 +97,8 @@ def main() -> int:
         if results and time.monotonic() - T0 + 1.2 * max(r.get("wall_s", 0) for r in results.values()) > args.budget:
             log(f"{name}: skipped, not enough time left")
             break
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # run.sh's vLLM environment, so a probe started by hand does not die on the bundle's missing flashinfer
+        env = {**RUN_SH_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}
         env.update(dict(kv.split("=", 1) for kv in sets.split(",") if kv))
         ckpt = env.pop("ckpt", args.ckpt)  # ckpt=DIR: this configuration scores another checkpoint (fp8ckpt.py's)
         out = Path(f"/tmp/probe-{name}.json")
