@@ -21,6 +21,8 @@ CHANGES_SCHEMA = pa.schema(
         ("change", pa.string()),  # new | removed | changed (score) | moved (same score, other rank)
         ("old_score", pa.float64()),
         ("new_score", pa.float64()),
+        ("old_logit", pa.float64()),  # the log-odds each rank follows (README "Scores and raw scores")
+        ("new_logit", pa.float64()),
         ("old_rank", pa.int64()),
         ("new_rank", pa.int64()),
         ("error", pa.string()),
@@ -33,7 +35,7 @@ def _ranked(store: Ledger, param: str) -> str:
     """A job's scores with the export's rank: 1 = best (by log-odds), ties by doc_id in byte order, failed pairs unranked."""
     c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
     return (
-        "SELECT query_id, doc_id, score, error, CASE WHEN score IS NULL THEN NULL ELSE row_number() OVER "
+        "SELECT query_id, doc_id, score, logit, error, CASE WHEN score IS NULL THEN NULL ELSE row_number() OVER "
         f"(PARTITION BY query_id ORDER BY logit DESC NULLS LAST, score DESC NULLS LAST, doc_id{c}) END AS rank "
         f"FROM scores WHERE job_id = :{param}"
     )
@@ -79,12 +81,13 @@ def iter_changes(
         _with(store)
         + "SELECT * FROM ("
         f"SELECT n.query_id, n.doc_id, CASE WHEN o.doc_id IS NULL THEN 'new' WHEN {_SCORE_DIFFERS} THEN 'changed' "
-        "ELSE 'moved' END AS change, o.score AS old_score, n.score AS new_score, o.rank AS old_rank, "
+        "ELSE 'moved' END AS change, o.score AS old_score, n.score AS new_score, o.logit AS old_logit, "
+        "n.logit AS new_logit, o.rank AS old_rank, "
         "n.rank AS new_rank, n.error AS error "
         "FROM n LEFT JOIN o ON o.query_id = n.query_id AND o.doc_id = n.doc_id "
         f"WHERE o.doc_id IS NULL OR {_SCORE_DIFFERS} OR {_RANK_DIFFERS} "
         "UNION ALL "
-        "SELECT o.query_id, o.doc_id, 'removed', o.score, NULL, o.rank, NULL, NULL "
+        "SELECT o.query_id, o.doc_id, 'removed', o.score, NULL, o.logit, NULL, o.rank, NULL, NULL "
         f"FROM o WHERE {_GONE}"
         f") u WHERE {_moves_kept(moves, top_k)} ORDER BY u.query_id{c}, u.doc_id{c}"
     )

@@ -53,8 +53,12 @@ def test_saturated_probabilities_rank_by_their_log_odds(store: Ledger):
 def test_changes_and_diff_see_moves_among_saturated_scores(store: Ledger):
     old = _job(store, {"a": 38.0, "b": 52.5, "c": 45.0})
     new = _job(store, {"a": 60.0, "b": 52.5, "c": 45.0})  # same probabilities (1.0), a now first
-    moves = {r["doc_id"]: (r["change"], r["old_rank"], r["new_rank"]) for r in iter_changes(store, old, new)}
-    assert moves == {"a": ("moved", 3, 1), "b": ("moved", 1, 2), "c": ("moved", 2, 3)}
+    rows = {r["doc_id"]: r for r in iter_changes(store, old, new)}
+    assert {d: (r["change"], r["old_rank"], r["new_rank"]) for d, r in rows.items()} == {
+        "a": ("moved", 3, 1), "b": ("moved", 1, 2), "c": ("moved", 2, 3)}  # fmt: skip
+    assert (rows["a"]["old_logit"], rows["a"]["new_logit"]) == (38.0, 60.0)  # why "a" moved, which 1.0 = 1.0 hides
+    gone = {r["doc_id"]: r for r in iter_changes(store, new, _job(store, {"b": 52.5, "c": 45.0}))}["a"]
+    assert (gone["change"], gone["old_logit"], gone["new_logit"], gone["old_rank"]) == ("removed", 60.0, None, 1)
     d = diff(store, old, new, top_k=1)
     assert (d.moved, d.changed, d.queries_top_k_changed) == (3, 0, 1)
 

@@ -37,7 +37,7 @@ def export(
 ) -> None:
     """Write query_id, doc_id, score, rank (1 = best in its query) and error to Parquet or CSV (by the --out suffix).
 
-    With --changes-since OLD_JOB: only pairs whose score or rank differs from OLD_JOB, new pairs and removed pairs, as query_id, doc_id, change (new|removed|changed|moved), old_score, new_score, old_rank, new_rank, error. Most of those are usually rank-only moves (a changed score shifts its neighbours): --no-moves leaves them out, --top-k K keeps only those that cross each query's top-K boundary."""
+    With --changes-since OLD_JOB: only pairs whose score or rank differs from OLD_JOB, new pairs and removed pairs, as query_id, doc_id, change (new|removed|changed|moved), old_score, new_score, old_logit, new_logit, old_rank, new_rank, error. Most of those are usually rank-only moves (a changed score shifts its neighbours): --no-moves leaves them out, --top-k K keeps only those that cross each query's top-K boundary."""
     from producer.errors import InputError
     from producer.export import writing
     from producer.job_control import ledger
