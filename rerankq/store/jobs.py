@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from rerankq.routing import normalize_model
+from rerankq.store.actor import owner_of_new
 from rerankq.store.base import LedgerBase
 from rerankq.store.clock import now
 from rerankq.store.models import Chunk, Job
@@ -51,7 +52,7 @@ class JobWrites(LedgerBase):
             kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context,
             model=normalize_model(model) if model else None,
             then_model=normalize_model(then_model) if then_model else None, then_top=then_top if then_model else None,
-            notify=notify or None,
+            notify=notify or None, owner=owner_of_new(),
         )  # fmt: skip
         if session is not None:
             return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields, also)

@@ -49,6 +49,9 @@ class Job(Base):
     then_top: Mapped[int | None] = mapped_column(Integer)
     then_context: Mapped[str | None] = mapped_column(String(64))
     notify: Mapped[str | None] = mapped_column(Text)  # webhook URL told when the job ends (rerankq/store/webhooks.py)
+    # The tenant of the API key that made it (rerankq/store/actor.py); NULL: the operator's (CLI, RERANKQ_API_KEY,
+    # an open service), seen only by admin keys. A batch is its job's tenant's.
+    owner: Mapped[str | None] = mapped_column(Text, index=True)
 
 
 class Chunk(Base):
@@ -184,6 +187,7 @@ class StoredFile(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(Text)  # relative to RERANKQ_FILES_DIR
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    owner: Mapped[str | None] = mapped_column(Text, index=True)  # as Job.owner; a batch's output: its job's
 
 
 class Batch(Base):
@@ -208,3 +212,44 @@ class Batch(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the output is being written since
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the output files exist since
+
+
+class ApiKey(Base):
+    """An API key of the service (rerankq/store/keys.py): only its SHA-256 is kept; the key is shown once."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # the visible part: rq_<id>_<secret>
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    tenant: Mapped[str] = mapped_column(Text)  # owner of what it creates
+    scopes: Mapped[list] = mapped_column(JSON)  # read | submit | admin
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32))  # sha256 of the whole key
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LoginSession(Base):
+    """A console sign-in: the cookie carries a random token whose SHA-256 is this row's id (never the key)."""
+
+    __tablename__ = "login_sessions"
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))  # an api_keys.id, or env:<digest prefix> for RERANKQ_API_KEY
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AuditEvent(Base):
+    """Who did what to which object, when: written by the service for every change a client makes."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32))  # None: no key (an open service, the CLI)
+    key_name: Mapped[str] = mapped_column(Text)
+    tenant: Mapped[str | None] = mapped_column(Text, index=True)
+    action: Mapped[str] = mapped_column(String(32))  # job.submit, job.cancel, batch.create, file.delete, key.create, ...
+    object_id: Mapped[str | None] = mapped_column(Text)
+    client: Mapped[str | None] = mapped_column(Text)  # the client's address as the service saw it

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from rerankq.store.actor import Actor, tenant_filter
 from rerankq.store.base import LedgerBase
 from rerankq.store.clock import aware, now, presumed_alive
 from rerankq.store.errors import AmbiguousJob, UnknownJob
@@ -14,17 +15,20 @@ from schemas import ChunkCounts, ChunkHolder, JobState, JobStatus
 
 
 class Reads(LedgerBase):
-    def resolve_job(self, job: str, show: int = 10) -> str:
+    def resolve_job(self, job: str, show: int = 10, actor: Actor | None = None) -> str:
         """The full id of the job whose id is ``job`` or starts with it, as git resolves a commit.
-        UnknownJob when none matches, AmbiguousJob (listing up to ``show`` of them) when several do."""
+        UnknownJob when none matches, AmbiguousJob (listing up to ``show`` of them) when several do.
+        ``actor``: only the jobs it sees count (another tenant's job is unknown, never ambiguous)."""
         job = job.strip()
         if not job:
             raise UnknownJob(job)
         pattern = job.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        visible = tenant_filter(Job.owner, actor)
         with self.session() as s:
-            if s.get(Job, job) is not None:
+            found = s.get(Job, job)
+            if found is not None and (actor is None or actor.sees(found.owner)):
                 return job
-            query = select(Job.id).where(Job.id.like(pattern, escape="\\")).order_by(Job.id).limit(show + 1)
+            query = select(Job.id).where(Job.id.like(pattern, escape="\\"), *visible).order_by(Job.id).limit(show + 1)
             matches = s.scalars(query).all()
         if not matches:
             raise UnknownJob(job)
@@ -36,10 +40,11 @@ class Reads(LedgerBase):
         with self.session() as s:
             return self._status(s, self._job(s, job_id))
 
-    def list_jobs(self, limit: int = 50, exclude_name: str | None = None) -> list[JobStatus]:
-        """Newest first; ``exclude_name`` leaves out e.g. the many one-chunk jobs of interactive reranks."""
+    def list_jobs(self, limit: int = 50, exclude_name: str | None = None, actor: Actor | None = None) -> list[JobStatus]:
+        """Newest first; ``exclude_name`` leaves out e.g. the many one-chunk jobs of interactive reranks;
+        ``actor``: only the jobs it sees."""
         with self.session() as s:
-            stmt = select(Job).order_by(Job.created_at.desc()).limit(limit)
+            stmt = select(Job).where(*tenant_filter(Job.owner, actor)).order_by(Job.created_at.desc()).limit(limit)
             if exclude_name is not None:
                 stmt = stmt.where(or_(Job.name.is_(None), Job.name != exclude_name))
             jobs = s.scalars(stmt).all()
