@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from producer.commands import calibrating, database, jobs, results, retention, submitting, tools, workers
+from producer.commands import calibrating, database, jobs, keys, results, retention, submitting, tools, workers
 from producer.commands.common import ERROR_EXIT, say
 
 # No locals in tracebacks: they could hold connection URLs with passwords.
@@ -22,8 +22,10 @@ app = typer.Typer(
 db_app = typer.Typer(no_args_is_help=True, help="The SQL ledger.")
 dev_app = typer.Typer(no_args_is_help=True, help="Offline development helpers.")
 cache_app = typer.Typer(no_args_is_help=True, help="The score cache (scores reused across jobs).")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the HTTP service (per tenant, with scopes).")
 app.add_typer(db_app, name="db")
 app.add_typer(cache_app, name="cache")
+app.add_typer(keys_app, name="keys")
 app.add_typer(dev_app, name="dev")
 
 app.command()(submitting.submit)
@@ -46,6 +48,10 @@ db_app.command("upgrade")(database.db_upgrade)
 db_app.command("current")(database.db_current)
 dev_app.command("tiny-model")(tools.tiny_model)
 app.command()(tools.serve)
+keys_app.command("create")(keys.create)
+keys_app.command("list")(keys.list_keys)
+keys_app.command("revoke")(keys.revoke)
+app.command("audit")(keys.audit_trail)
 app.command()(tools.demo)
 
 

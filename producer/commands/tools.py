@@ -12,8 +12,11 @@ from producer.commands.common import err, friendly, out
 
 @friendly
 def serve(
-    host: Annotated[str, typer.Option(help="address to listen on (non-loopback without RERANKQ_API_KEY: warning)")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="address to listen on (beyond loopback: needs an API key, or --open)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 8000,
+    open_: Annotated[
+        bool, typer.Option("--open", help="meant to be open: no API key beyond loopback or behind a proxy (RERANKQ_OPEN)")
+    ] = False,
 ) -> None:
     """The HTTP service: /v1/rerank, the jobs API (/docs), the web console at / and /metrics."""
     try:
@@ -22,7 +25,7 @@ def serve(
         from producer.errors import InputError
 
         raise InputError(f"`producer serve` needs the service extra: pip install 'rerankq[service]' ({exc})") from None
-    run(host, port)
+    run(host, port, open_=open_)
 
 
 @friendly

@@ -6,10 +6,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from producer.job_control import ledger
-from producer.service import batches, console, errors, files, jobs, metrics, rerank
+from producer.service import audit, batches, console, errors, files, jobs, metrics, rerank
 from producer.service.limits import BodyLimit
-from producer.service.security import ApiKeyGuard
+from producer.service.security import Guard
+from producer.service.throttle import Throttle
 from rerankq.settings import Settings, get_settings
+from rerankq.store.audit import AuditLog
+from rerankq.store.batches import BatchStore
+from rerankq.store.keys import KeyStore
 from rerankq.store.registry import Registry
 
 
@@ -25,6 +29,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.api_key = (settings.api_key.get_secret_value() if settings.api_key else None) or None  # "" = no key
     app.state.ledger = ledger(settings)
     app.state.registry = Registry(settings.database, settings.connect_timeout)
+    app.state.keys = KeyStore(settings.database, settings.connect_timeout, check=False)
+    app.state.audit = AuditLog(settings.database, settings.connect_timeout, check=False)
+    app.state.login_throttle = Throttle()
     app.state.metrics = metrics.ServiceMetrics(settings, app.state.ledger, app.state.registry)
     errors.install(app)
 
@@ -38,9 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(batches.router)
     app.include_router(metrics.router)
+    app.include_router(audit.router)
     app.include_router(console.router)
     app.mount("/static", StaticFiles(directory=console.HERE / "static"), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, larger={"/v1/files": settings.max_file_bytes})
-    if app.state.api_key:
-        app.add_middleware(ApiKeyGuard, key=app.state.api_key)  # added last: outermost, before the body is read
+    app.add_middleware(
+        Guard, ledger=app.state.ledger, keys=app.state.keys, env_key=app.state.api_key, open_=settings.open,
+        batches=BatchStore(settings.database, settings.connect_timeout, check=False),
+    )  # added last: outermost, before the body is read (producer/service/security.py)
     return app

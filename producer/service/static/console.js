@@ -24,30 +24,38 @@ const rerankq = (() => {
 
   // --- time: "2026-12-01 00:55:06 UTC (3 min ago)", as timefmt.when renders it ---
   const absolute = (iso) => new Date(iso).toISOString().slice(0, 19).replace("T", " ") + " UTC";
-  function relative(iso) {
-    const s = (Date.now() - new Date(iso).getTime()) / 1000;
+  // from the second shown, against one `now` for the whole page: two times of one second read alike
+  function relative(iso, now) {
+    const s = ((now ?? Date.now()) - Math.floor(new Date(iso).getTime() / 1000) * 1000) / 1000;
     if (s < 5) return "just now";
     if (s < 60) return `${Math.floor(s)} s ago`;
     if (s < 3600) return `${Math.floor(s / 60)} min ago`;
     if (s < 48 * 3600) return `${Math.floor(s / 3600)} h ago`;
     return `${Math.floor(s / 86400)} days ago`;
   }
-  function when(iso) {
+  function when(iso, now) {
     if (!iso) return text("span", "–", "muted");
     const t = document.createElement("time");
     t.dateTime = new Date(iso).toISOString();
-    t.append(absolute(iso) + " ", text("span", `(${relative(iso)})`, "ago"));
+    t.append(absolute(iso) + " ", text("span", `(${relative(iso, now)})`, "ago"));
     return t;
   }
   const setWhen = (el, iso) => el.replaceChildren(when(iso));
   // a message's `backticked` commands as <code>, as the server's `ticks` filter does
   const setMessage = (el, message) => el.replaceChildren(...String(message).split("`").map((p, i) => (i % 2 ? text("code", p) : p)));
-  setInterval(() => document.querySelectorAll("time[datetime] .ago").forEach((a) => {
-    a.textContent = `(${relative(a.parentElement.dateTime)})`;
-  }), 5000);
+  // every "… ago" on the page from one `now` (after a refresh redrew some of them, and every 5 s)
+  function refreshAgo() {
+    const now = Date.now();
+    document.querySelectorAll("time[datetime] .ago").forEach((a) => { a.textContent = `(${relative(a.parentElement.dateTime, now)})`; });
+  }
+  setInterval(refreshAgo, 5000);
 
+  // a signed-in page's CSRF token (producer/service/security.py): sent with every request that changes something
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
   async function getJSON(url, options) {
-    const r = await fetch(url, Object.assign({ credentials: "same-origin" }, options || {}));
+    options = Object.assign({ credentials: "same-origin" }, options || {});
+    if (options.method && options.method !== "GET") options.headers = Object.assign({ "X-CSRF-Token": csrf() }, options.headers || {});
+    const r = await fetch(url, options);
     const body = await r.json().catch(() => ({ detail: `HTTP ${r.status}` }));
     if (!r.ok) throw new Error(body.detail || `HTTP ${r.status}`);
     return body;
@@ -96,6 +104,7 @@ const rerankq = (() => {
       try {
         const jobs = await getJSON("/v1/jobs?limit=50");
         body.replaceChildren(...jobs.map(jobRow));
+        refreshAgo();
         if (!jobs.length) {
           const tr = document.createElement("tr");
           tr.className = "empty";
@@ -187,6 +196,7 @@ const rerankq = (() => {
         $("#eta").textContent = eta(j);
         setWhen($("#started"), j.started_at);
         setWhen($("#finished"), j.finished_at);
+        refreshAgo();  // created (server-rendered) and started from the same `now`
         for (const [k, v] of Object.entries(j.chunks)) {
           const c = document.querySelector(`[data-chunk-state="${k}"]`);
           if (c) c.textContent = v;
@@ -273,6 +283,7 @@ const rerankq = (() => {
       try {
         const [workers, words] = await Promise.all([getJSON("/v1/workers"), getJSON("/v1/workers/summary")]);
         body.replaceChildren(...groupedRows(workers));
+        refreshAgo();
         if (!workers.length) {
           const tr = document.createElement("tr");
           tr.className = "empty";
