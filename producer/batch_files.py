@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from producer.batch_lines import ENDPOINTS, MAX_ERRORS, BadLine, LineReader
+from producer.batch_reading import physical_lines, request_lines
 from producer.errors import InputError
 from producer.submission import notify_url, submit_pairs
 from rerankq.routing import normalize_model
@@ -44,25 +45,71 @@ def file_path(row: FileRow, settings: Settings) -> Path:
     return Path(settings.files_dir).expanduser() / row.path
 
 
+_MAX_FILENAME = 255  # characters
+
+
+def check_filename(filename: str) -> str:
+    """A client's filename is kept as metadata only (the bytes are stored under the file's id): refused
+    if it holds control characters (NUL, CR, LF, …: PostgreSQL refuses NUL, headers refuse CR/LF) or is too long."""
+    bad = next((c for c in filename if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise InputError(f"field 'file': filename holds the control character {bad!r}")
+    if len(filename) > _MAX_FILENAME:
+        raise InputError(f"field 'file': filename of {len(filename):,} characters, over the limit of {_MAX_FILENAME}")
+    return filename
+
+
+class FileWriter:
+    """One upload written once, straight into RERANKQ_FILES_DIR: to ``<id>.jsonl.part`` as its bytes
+    arrive (the size cap checked as they do), renamed and recorded by ``commit``; ``abort`` (or any
+    failure in ``commit``) leaves neither bytes nor a row."""
+
+    def __init__(self, settings: Settings, purpose: str = "batch"):
+        self.settings, self.purpose = settings, purpose
+        self.id = new_file_id()
+        self.name = f"{self.id}.jsonl"
+        self.target = files_dir(settings) / self.name
+        self.part = self.target.with_name(self.name + ".part")
+        self.size = 0
+        self._f: BinaryIO | None = open(self.part, "wb")  # noqa: SIM115 - closed by commit or abort
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.settings.max_file_bytes:
+            raise InputError(f"file: over the limit of {self.settings.max_file_bytes:,} bytes (RERANKQ_MAX_FILE_BYTES)")
+        assert self._f is not None
+        self._f.write(data)
+
+    def commit(self, store: BatchStore, filename: str) -> FileRow:
+        assert self._f is not None
+        try:
+            self._f.close()
+            self._f = None
+            self.part.replace(self.target)
+            return store.add_file(self.purpose, filename, self.size, self.name, file_id=self.id)
+        except BaseException:
+            self.target.unlink(missing_ok=True)
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self.part.unlink(missing_ok=True)
+
+
 def store_file(store: BatchStore, settings: Settings, chunks: Iterable[bytes], filename: str, purpose: str = "batch") -> FileRow:
-    """Stream ``chunks`` to a new file under RERANKQ_FILES_DIR and record it; nothing is recorded if writing fails."""
-    file_id = new_file_id()
-    name = f"{file_id}.jsonl"
-    target = files_dir(settings) / name
-    part = target.with_name(name + ".part")
-    size = 0
+    """Stream ``chunks`` to a new file under RERANKQ_FILES_DIR and record it; nothing is left if anything fails."""
+    check_filename(filename)
+    writer = FileWriter(settings, purpose)
     try:
-        with open(part, "wb") as f:
-            for chunk in chunks:
-                size += len(chunk)
-                if size > settings.max_file_bytes:
-                    raise InputError(f"file: over the limit of {settings.max_file_bytes:,} bytes (RERANKQ_MAX_FILE_BYTES)")
-                f.write(chunk)
-        part.replace(target)
+        for chunk in chunks:
+            writer.write(chunk)
     except BaseException:
-        part.unlink(missing_ok=True)
+        writer.abort()
         raise
-    return store.add_file(purpose, filename, size, name, file_id=file_id)
+    return writer.commit(store, filename)
 
 
 def delete_file(store: BatchStore, settings: Settings, file_id: str) -> bool:
@@ -73,12 +120,6 @@ def delete_file(store: BatchStore, settings: Settings, file_id: str) -> bool:
     return True
 
 
-def iter_file(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(size):
-            yield chunk
-
-
 # --- submitting -----------------------------------------------------------------------------------
 def window_seconds(completion_window: str) -> float:
     m = _WINDOW.match(completion_window)
@@ -87,11 +128,14 @@ def window_seconds(completion_window: str) -> float:
     return int(m.group(1)) * (3600 if m.group(2) == "h" else 86400)
 
 
-def _first_endpoint(path: Path) -> str:
+def _first_endpoint(path: Path, settings: Settings) -> str:
+    """The url of the first line that names one, looking at no more lines than the file may hold."""
     with open(path, "rb") as f:
-        for raw in f:
+        for number, raw in physical_lines(f, settings.batch_max_line_bytes):
+            if number >= settings.batch_max_lines:
+                break
             try:
-                url = json.loads(raw).get("url")
+                url = json.loads(raw).get("url") if isinstance(raw, bytes) else None
             except (ValueError, AttributeError):
                 continue
             if url in ENDPOINTS:
@@ -118,7 +162,9 @@ def submit_batch(
     """Check every line of a stored batch file, then submit its good lines as one job; the batch.
     ``endpoint`` None (the CLI): the first line's url; a line for another endpoint fails."""
     settings = settings or get_settings()
-    endpoint = endpoint or _first_endpoint(file_path(input_file, settings))
+    if not file_path(input_file, settings).is_file():
+        raise InputError(f"field 'input_file_id': file {input_file.id}: its bytes are gone from RERANKQ_FILES_DIR")
+    endpoint = endpoint or _first_endpoint(file_path(input_file, settings), settings)
     if endpoint not in ENDPOINTS:
         raise InputError(f"field 'endpoint': {endpoint!r}: expected one of {', '.join(ENDPOINTS)}")
     window = window_seconds(completion_window)
@@ -126,13 +172,15 @@ def submit_batch(
     store = batch_store(settings)
     reader = LineReader(settings, endpoint)
     pairs: list[InlinePair] = []
-    bad: list[BadLine] = []
-    total = 0
+    bad: list[BadLine] = []  # the first MAX_ERRORS: the batch's errors if no line can run
+    rejected = total = 0
     with open(file_path(input_file, settings), "rb") as f:
-        for item in reader.read(f):
+        for item in request_lines(f, reader, settings):
             total += 1
             if isinstance(item, BadLine):
-                bad.append(item)
+                rejected += 1
+                if len(bad) < MAX_ERRORS:
+                    bad.append(item)
             else:
                 pairs.extend(item.pairs)
                 if len(pairs) > settings.batch_max_pairs:
@@ -149,6 +197,8 @@ def submit_batch(
             {"code": "invalid_request", "message": b.message, "param": b.param, "line": b.number + 1}
             for b in bad[:MAX_ERRORS]
         ] or [{"code": "empty_file", "message": "the file has no request lines", "param": None, "line": None}]
+        if rejected > len(bad):
+            errors.append(more_errors(rejected - len(bad), "the batch's errors"))
         batch = store.record_failed_batch(
             **recorded, errors=errors, notify=notify, model=reader.model or normalize_model(settings.model), name=name,
         )  # fmt: skip
@@ -157,7 +207,7 @@ def submit_batch(
     job_id = submit_pairs(
         pairs, settings=settings.model_copy(update={"max_inline_pairs": settings.batch_max_pairs, **pinned}),
         notify=notify or "", kind="batch", name=name or input_file.filename, chunk_size=chunk_size,
-        reuse=reuse, also=store.batch_recorder(**recorded, lines_rejected=len(bad)),
+        reuse=reuse, also=store.batch_recorder(**recorded, lines_rejected=rejected),
     )  # fmt: skip
     return store.batch(batch_id(job_id))  # type: ignore[return-value]
 
@@ -175,6 +225,20 @@ def submit_batch_path(path: str | Path, *, settings: Settings | None = None, **o
 
 
 # --- status ---------------------------------------------------------------------------------------
+MORE_ERRORS = "more_errors"  # the code of the note that says how many failed lines a list leaves out
+NOT_WRITTEN = "output_not_written"  # a look's note: the output files could not be written (retried)
+
+
+def more_errors(count: int, where: str) -> dict:
+    """OpenAI's batch error shape for "and N more": ``errors.data`` can only hold what one error is."""
+    return {"code": MORE_ERRORS, "message": f"{count:,} more failed lines are not in {where}", "param": None, "line": None}
+
+
+def fatal_errors(row: BatchRow) -> list:
+    """The batch's errors that failed it (not the note counting failed lines left out of its error file)."""
+    return [e for e in row.errors or () if e.get("code") not in (MORE_ERRORS, NOT_WRITTEN)]
+
+
 def status(row: BatchRow) -> str:
     if not row.state.terminal:
         return "in_progress"
@@ -184,7 +248,7 @@ def status(row: BatchRow) -> str:
         return "finalizing"
     if row.state == JobState.cancelled:
         return "expired" if row.job_error == EXPIRED else "cancelled"
-    if row.errors or (row.state == JobState.failed and not row.lines_completed):
+    if fatal_errors(row) or (row.state == JobState.failed and not row.lines_completed):
         return "failed"
     return "completed"
 
@@ -207,7 +271,7 @@ def batch_object(row: BatchRow, store: BatchStore) -> dict:
         "id": row.id, "object": "batch", "endpoint": row.endpoint, "errors": errors, "input_file_id": row.input_file_id,
         "completion_window": row.completion_window, "status": st, "output_file_id": row.output_file_id,
         "error_file_id": row.error_file_id, "created_at": _ts(row.created_at),
-        "in_progress_at": _ts(row.started_at or row.created_at) if not row.errors else None,
+        "in_progress_at": _ts(row.started_at or row.created_at) if not fatal_errors(row) else None,
         "expires_at": _ts(row.expires_at), "finalizing_at": _ts(row.finalizing_at),
         "completed_at": _ts(row.completed_at) if st == "completed" else None,
         "failed_at": _ts(ended) if st == "failed" else None,

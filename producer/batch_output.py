@@ -4,6 +4,7 @@ written once when the job has ended by whoever first looks (the service or ``pro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -11,14 +12,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from producer.batch_files import batch_store, file_path, files_dir, status
+from producer.batch_files import NOT_WRITTEN, batch_store, file_path, files_dir, more_errors, status
 from producer.batch_lines import BadLine, GoodLine, LineReader, query_id
+from producer.batch_reading import request_lines
 from producer.errors import InputError
+from rerankq.logs import get_logger
 from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.batches import EXPIRED, BatchRow, BatchStore, FileRow, new_file_id
 from rerankq.store.clock import now
 from schemas import JobState, RerankBody
+
+log = get_logger("rerankq.batches")
 
 
 # --- output -----------------------------------------------------------------------------------------
@@ -89,7 +94,7 @@ def output_lines(row: BatchRow, settings: Settings) -> Iterator[_Outcome]:
     model = row.model or normalize_model(settings.model)
     reader = LineReader(settings, row.endpoint)
     with open(file_path(input_row, settings), "rb") as f:
-        for item in reader.read(f):
+        for item in request_lines(f, reader, settings):
             request_id = f"{row.id}-{item.number + 1}"
             if isinstance(item, BadLine):
                 yield _Outcome(False, _line(item.custom_id, 400, request_id, None, _error(item.message, item.param)))
@@ -117,22 +122,27 @@ def output_lines(row: BatchRow, settings: Settings) -> Iterator[_Outcome]:
 
 
 def write_outputs(store: BatchStore, row: BatchRow, settings: Settings) -> None:
-    """The output and error files, written beside each other and recorded with the batch in one transaction."""
+    """The output and error files, written beside each other and recorded with the batch in one transaction.
+    The error file holds the first RERANKQ_BATCH_MAX_ERROR_LINES failed lines; the batch's errors count the rest."""
     directory = files_dir(settings)
     ids = {True: new_file_id(), False: new_file_id()}
     parts = {ok: directory / f"{ids[ok]}.jsonl.part" for ok in ids}
     counts = {True: 0, False: 0}
     sizes = {True: 0, False: 0}
+    cap = settings.batch_max_error_lines
     try:
         with open(parts[True], "wb") as good, open(parts[False], "wb") as bad:
             for outcome in output_lines(row, settings):
+                counts[outcome.ok] += 1
+                if not outcome.ok and counts[False] > cap:
+                    continue
                 data = (outcome.line + "\n").encode()
                 (good if outcome.ok else bad).write(data)
-                counts[outcome.ok] += 1
                 sizes[outcome.ok] += len(data)
+        written = {True: counts[True], False: min(counts[False], cap)}
         rows: dict[bool, FileRow | None] = {}
         for ok in (True, False):
-            if counts[ok]:
+            if written[ok]:
                 name = f"{ids[ok]}.jsonl"
                 parts[ok].replace(directory / name)
                 kind = "output" if ok else "errors"
@@ -140,7 +150,9 @@ def write_outputs(store: BatchStore, row: BatchRow, settings: Settings) -> None:
             else:
                 parts[ok].unlink(missing_ok=True)
                 rows[ok] = None
-        store.finalized(row.id, rows[True], rows[False], counts[True], counts[False])
+        left_out = counts[False] - written[False]
+        note = more_errors(left_out, "the error file (RERANKQ_BATCH_MAX_ERROR_LINES)") if left_out else None
+        store.finalized(row.id, rows[True], rows[False], counts[True], counts[False], note=note)
     except BaseException:
         for ok in ids:
             parts[ok].unlink(missing_ok=True)
@@ -182,11 +194,29 @@ def export_jsonl(job: str, out: Path | None, settings: Settings | None = None) -
 
 def refreshed(store: BatchStore, row: BatchRow, settings: Settings) -> BatchRow:
     """The batch after what is due on a look: expiry once its window ended, its output files once its
-    job ended (written here, once; another looker meanwhile sees ``finalizing``)."""
+    job ended (written here, once; another looker meanwhile sees ``finalizing``). If they cannot be
+    written (a full disk, the input's bytes gone), the claim is released, so the next look retries,
+    and this look's batch says why in its errors, still ``finalizing``: never an error for the looker."""
     if not row.state.terminal and now() >= row.expires_at and store.expire(row.job_id):
         row = store.batch(row.id)  # type: ignore[assignment]
     if row.state.terminal and row.live_chunks == 0 and row.completed_at is None:
         if store.claim_finalizing(row.id, stale_after=600):
-            write_outputs(store, row, settings)
+            try:
+                write_outputs(store, row, settings)
+            except Exception as exc:  # noqa: BLE001 - any failure: release the claim, say why, retry on the next look
+                return _not_written(store, row, exc)
         row = store.batch(row.id)  # type: ignore[assignment]
     return row
+
+
+def _not_written(store: BatchStore, row: BatchRow, exc: Exception) -> BatchRow:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    log.warning("batch_output_failed", batch=row.id, error=type(exc).__name__, reason=reason)
+    try:
+        store.release_finalizing(row.id)
+    except Exception as again:  # noqa: BLE001 - the claim then goes stale and is taken over
+        log.warning("batch_claim_not_released", batch=row.id, error=type(again).__name__)
+    row = store.batch(row.id) or row
+    why = {"code": NOT_WRITTEN, "message": f"the output files are not written yet ({reason}): retried on the next look",
+           "param": None, "line": None}  # fmt: skip
+    return dataclasses.replace(row, errors=[*(row.errors or []), why])

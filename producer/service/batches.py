@@ -12,7 +12,10 @@ from producer.batch_files import batch_object, batch_store, submit_batch
 from producer.batch_output import refreshed
 from producer.job_control import cancel
 from producer.service.errors import ServiceError
+from rerankq.logs import get_logger
 from rerankq.store.batches import BatchRow
+
+log = get_logger("rerankq.service")
 
 router = APIRouter(prefix="/v1", tags=["batches"])
 
@@ -57,7 +60,11 @@ async def create_batch(body: BatchBody, request: Request) -> dict:
         submit_batch, input_file, endpoint=body.endpoint, completion_window=body.completion_window,
         metadata=body.metadata, notify=body.notify, settings=settings,
     )  # fmt: skip
-    return await asyncio.to_thread(_look, request, row.id)
+    try:  # the batch exists now (one transaction): the client gets it, whatever the look after it meets
+        return await asyncio.to_thread(_look, request, row.id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("batch_look_failed", batch=row.id, error=type(exc).__name__)
+        return await asyncio.to_thread(batch_object, row, store)
 
 
 @router.get("/batches/{batch_id}", responses={404: {}})

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import asyncio
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import StreamingResponse
-
-from producer.batch_files import batch_store, delete_file, file_path, iter_file, store_file
-from producer.errors import InputError
+from producer.batch_files import batch_store, delete_file, file_path
 from producer.service.errors import ServiceError
+from producer.service.uploads import receive_upload
 from rerankq.store.batches import FileInUse, FileRow
 
 router = APIRouter(prefix="/v1", tags=["files"])
@@ -30,14 +28,30 @@ def _found(request: Request, file_id: str) -> FileRow:
     return row
 
 
-@router.post("/files", responses={400: {}, 413: {}})
-async def upload_file(request: Request, file: UploadFile = File(...), purpose: str = Form(...)) -> dict:
-    """A batch input file (JSONL, ``vllm run-batch`` lines), streamed to disk."""
-    if purpose != "batch":
-        raise InputError(f"field 'purpose': {purpose!r}: only 'batch' files are kept here")
+_UPLOAD_FORM = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object", "required": ["file", "purpose"],
+                    "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": ["batch"]}},
+                }
+            }
+        },
+    }
+}  # fmt: skip
+
+
+@router.post("/files", responses={400: {}, 413: {}, 507: {}}, openapi_extra=_UPLOAD_FORM)
+async def upload_file(request: Request) -> dict:
+    """A batch input file (JSONL, ``vllm run-batch`` lines), multipart fields ``file`` and ``purpose=batch``:
+    written once, straight into RERANKQ_FILES_DIR as it arrives (producer/service/uploads.py)."""
     settings = request.app.state.settings
-    chunks = iter(lambda: file.file.read(1 << 20), b"")
-    row = await asyncio.to_thread(store_file, batch_store(settings), settings, chunks, file.filename or "batch.jsonl")
+    try:
+        row = await receive_upload(request.stream(), request.headers.get("content-type", ""), settings)
+    except OSError as exc:  # the disk, not the client: nothing of the upload is left
+        raise ServiceError(507, f"file: cannot be stored in RERANKQ_FILES_DIR: {exc.strerror or type(exc).__name__}") from None
     return file_object(row)
 
 
@@ -52,17 +66,15 @@ def get_file(file_id: str, request: Request) -> dict:
     return file_object(_found(request, file_id))
 
 
-@router.get("/files/{file_id}/content", response_class=StreamingResponse, responses={404: {}})
-def file_content(file_id: str, request: Request) -> StreamingResponse:
-    """The file's bytes, streamed from disk a MiB at a time."""
+@router.get("/files/{file_id}/content", response_class=FileResponse, responses={404: {}, 410: {}})
+def file_content(file_id: str, request: Request) -> FileResponse:
+    """The file's bytes, streamed from disk; its name in Content-Disposition as RFC 6266 has it
+    (``filename*=utf-8''…`` percent-encoded whenever it is not plain: a quote cannot add parameters)."""
     row = _found(request, file_id)
     path = file_path(row, request.app.state.settings)
     if not path.exists():
         raise ServiceError(410, f"file {file_id!r}: its bytes are gone from RERANKQ_FILES_DIR")
-    return StreamingResponse(
-        iter_file(path), media_type="application/jsonl",
-        headers={"content-length": str(row.bytes), "content-disposition": f'attachment; filename="{row.filename}"'},
-    )  # fmt: skip
+    return FileResponse(path, media_type="application/jsonl", filename=row.filename)
 
 
 @router.delete("/files/{file_id}", responses={404: {}, 409: {}})

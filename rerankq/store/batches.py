@@ -238,18 +238,28 @@ class BatchStore(LedgerBase):
                 ).rowcount
             )  # fmt: skip
 
-    def finalized(self, batch_id_: str, output_file: FileRow | None, error_file: FileRow | None, completed: int, failed: int) -> None:
-        """The output files recorded with the batch that they complete, in one transaction."""
+    def finalized(
+        self, batch_id_: str, output_file: FileRow | None, error_file: FileRow | None, completed: int, failed: int,
+        note: dict | None = None,
+    ) -> None:  # fmt: skip
+        """The output files recorded with the batch that they complete, in one transaction; ``note`` (how
+        many failed lines the error file leaves out) is added to the batch's errors."""
         with self.session.begin() as s:
             for f in (output_file, error_file):
                 if f is not None:
                     s.add(StoredFile(id=f.id, purpose=f.purpose, filename=f.filename, bytes=f.bytes, path=f.path, created_at=f.created_at))
-            s.execute(
-                update(Batch).where(Batch.id == batch_id_).values(
-                    output_file_id=output_file.id if output_file else None, error_file_id=error_file.id if error_file else None,
-                    lines_completed=completed, lines_failed=failed, completed_at=now(),
-                )
+            values: dict = dict(
+                output_file_id=output_file.id if output_file else None, error_file_id=error_file.id if error_file else None,
+                lines_completed=completed, lines_failed=failed, completed_at=now(),
             )  # fmt: skip
+            if note is not None:
+                values["errors"] = [*(s.scalar(select(Batch.errors).where(Batch.id == batch_id_)) or []), note]
+            s.execute(update(Batch).where(Batch.id == batch_id_).values(**values))
+
+    def release_finalizing(self, batch_id_: str) -> None:
+        """A writer that failed gives its claim back: the next look writes the output files."""
+        with self.session.begin() as s:
+            s.execute(update(Batch).where(Batch.id == batch_id_, Batch.completed_at.is_(None)).values(finalizing_at=None))
 
     def forget_files(self, file_ids: list[str]) -> int:
         with self.session.begin() as s:

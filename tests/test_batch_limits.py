@@ -1,0 +1,271 @@
+"""Bounded batch input (issue 25): the line, line-length and error-output caps, uploads written once
+straight into RERANKQ_FILES_DIR, hostile filenames, and the batch faults (a full disk, a missing input
+file). The service runs in-process over real PostgreSQL and Redis; no worker is needed (the batches
+here fail, are cancelled, or wait)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from producer.batch_lines import BadLine, GoodLine, LineReader
+from producer.batch_reading import LongLine, physical_lines, request_lines
+from producer.errors import InputError
+from rerankq.settings import Settings
+from tests.conftest import migrate
+
+
+def rerank_line(cid: str, query: str = "q", docs: list | None = None) -> bytes:
+    body = {"query": query, "documents": docs if docs is not None else ["d"]}
+    return json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/rerank", "body": body}).encode()
+
+
+def message(response) -> str:  # noqa: ANN001 - the service's error body, either shape
+    body = response.json()
+    return body["error"]["message"] if isinstance(body.get("error"), dict) else body["detail"]
+
+
+@pytest.fixture(scope="module")
+def db(pg_url: str) -> str:
+    migrate(pg_url)
+    return pg_url
+
+
+@pytest.fixture()
+def settings(db: str, redis_url: str, tiny_model: Path, tmp_path: Path) -> Settings:
+    redis.Redis.from_url(redis_url).flushdb()
+    return Settings(
+        database_url=db, broker_url=redis_url, model=str(tiny_model), max_length=512, files_dir=tmp_path / "files",
+        batch_max_lines=50, batch_max_line_bytes=4096, batch_max_error_lines=5,
+    )  # fmt: skip
+
+
+def client(settings: Settings, **overrides: object) -> TestClient:
+    from producer.service import create_app
+
+    return TestClient(create_app(settings.model_copy(update=overrides)))
+
+
+def upload(c: TestClient, data: bytes, filename: str = "in.jsonl"):  # noqa: ANN201
+    return c.post("/v1/files", files={"file": (filename, data)}, data={"purpose": "batch"})
+
+
+def raw_upload(c: TestClient, disposition: bytes, data: bytes = b"x\n"):  # noqa: ANN201
+    """A multipart body written by hand: the bytes of a filename exactly as an attacker sends them."""
+    body = (
+        b'--B0UND\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b"--B0UND\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: application/jsonl\r\n\r\n"
+        + data + b"\r\n--B0UND--\r\n"
+    )  # fmt: skip
+    return c.post("/v1/files", content=body, headers={"content-type": "multipart/form-data; boundary=B0UND"})
+
+
+def on_disk(settings: Settings) -> list[str]:
+    return sorted(p.name for p in Path(settings.files_dir).iterdir()) if Path(settings.files_dir).exists() else []
+
+
+def file_rows(settings: Settings) -> int:
+    engine = create_engine(settings.database)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM files")).scalar_one()
+    engine.dispose()
+    return n
+
+
+# --- reading: the caps ------------------------------------------------------------------------------
+def test_an_over_long_line_fails_alone_and_is_never_held_whole():
+    long_line = b'{"custom_id": "huge", "body": {"documents": ["' + b"a" * (8 << 20) + b'"]}}'
+    data = b"\n".join([b"first", long_line, b"", b"last"]) + b"\n"
+    tracemalloc.start()
+    got = list(physical_lines(io.BytesIO(data), max_line_bytes=64 * 1024, block=256 * 1024))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2 << 20, f"{peak:,} bytes held to read an 8 MiB line"  # a block and a capped line, not the line
+    assert [n for n, _ in got] == [0, 1, 2, 3]
+    assert got[0][1] == b"first" and got[2][1] == b"" and got[3][1] == b"last"
+    assert isinstance(got[1][1], LongLine) and got[1][1].size == len(long_line)
+
+    settings = Settings(batch_max_line_bytes=64 * 1024)
+    items = list(request_lines(io.BytesIO(data), LineReader(settings, "/v1/rerank"), settings))
+    bad = items[1]
+    assert isinstance(bad, BadLine) and (bad.number, bad.custom_id, bad.param) == (1, "huge", "line")
+    assert bad.message == f"line 2 (custom_id 'huge'): {len(long_line):,} bytes, over the limit of 65,536 (RERANKQ_BATCH_MAX_LINE_BYTES)"
+    assert [type(i) for i in items] == [BadLine, BadLine, BadLine]  # "first" and "last" are not JSON; the blank line is skipped
+
+
+def test_lines_at_every_block_boundary_are_read_whole():
+    lines = [rerank_line(f"id-{i}", docs=["x" * (i * 7 % 50 + 1)]) for i in range(300)]
+    data = b"\n".join(lines)  # no final newline
+    for block in (1, 7, 64, 4096):
+        got = list(physical_lines(io.BytesIO(data), max_line_bytes=4096, block=block))
+        assert [raw for _, raw in got] == lines, block
+
+
+def test_more_lines_than_the_cap_refuse_the_file_before_parsing_them_all():
+    settings = Settings(batch_max_lines=3)
+    data = b"\n\n".join(rerank_line(f"l{i}") for i in range(3)) + b"\n\n\n"  # blank lines do not count
+    assert all(isinstance(i, GoodLine) for i in request_lines(io.BytesIO(data), LineReader(settings, "/v1/rerank"), settings))
+    seen = []
+
+    class Counting(LineReader):
+        def line(self, number: int, raw: bytes):  # noqa: ANN201
+            seen.append(number)
+            return super().line(number, raw)
+
+    many = b"x\n" * 1_000_000
+    with pytest.raises(InputError, match=r"^line 4: more than 3 request lines in one batch file \(RERANKQ_BATCH_MAX_LINES\)"):
+        list(request_lines(io.BytesIO(many), Counting(settings, "/v1/rerank"), settings))
+    assert seen == [0, 1, 2]
+
+
+# --- the service: caps end to end --------------------------------------------------------------------
+def test_error_output_is_capped_and_the_rest_counted(settings):
+    c = client(settings)
+    lines = [b"x"] * 12 + [rerank_line("long", docs=["y" * 5000])]  # 13 bad lines, one of them over 4,096 bytes
+    f = upload(c, b"\n".join(lines) + b"\n").json()
+    r = c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/rerank"})
+    assert r.status_code == 200, r.text
+    batch = c.get(f"/v1/batches/{r.json()['id']}").json()
+    assert batch["status"] == "failed" and batch["request_counts"] == {"total": 13, "completed": 0, "failed": 13}
+    errors = c.get(f"/v1/files/{batch['error_file_id']}/content").text.splitlines()
+    assert len(errors) == 5 and json.loads(errors[0])["error"]["message"].startswith("line 1: not a JSON object")
+    notes = [e for e in batch["errors"]["data"] if e["code"] == "more_errors"]
+    assert [n["message"] for n in notes] == ["8 more failed lines are not in the error file (RERANKQ_BATCH_MAX_ERROR_LINES)"]
+    assert any(e["line"] == 13 and e["param"] == "line" and "RERANKQ_BATCH_MAX_LINE_BYTES" in e["message"] for e in batch["errors"]["data"])
+
+    over = upload(c, b"x\n" * 51).json()
+    r = c.post("/v1/batches", json={"input_file_id": over["id"], "endpoint": "/v1/rerank"})
+    assert r.status_code == 400 and "more than 50 request lines" in message(r)
+
+
+def test_good_lines_run_beside_an_over_long_one(settings):
+    c = client(settings)
+    data = b"\n".join([rerank_line("ok-0"), rerank_line("huge", docs=["z" * 10_000]), rerank_line("ok-1")]) + b"\n"
+    f = upload(c, data).json()
+    batch = c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/rerank"}).json()
+    assert batch["status"] == "in_progress" and batch["request_counts"] == {"total": 3, "completed": 0, "failed": 1}
+    job = c.get(f"/v1/jobs/{batch['job_id']}").json()
+    assert job["pairs_total"] == 2  # the two good lines wait for a worker
+
+
+# --- uploads ---------------------------------------------------------------------------------------
+def test_an_upload_is_written_once_straight_into_the_files_dir(settings, tmp_path, monkeypatch):
+    spool = tmp_path / "tmpdir"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where an UploadFile would spool
+    c = client(settings)
+    data = b"".join(rerank_line(f"r{i}", docs=["w" * 2000]) + b"\n" for i in range(1500))  # 3 MB
+    f = upload(c, data).json()
+    assert f["bytes"] == len(data) and list(spool.iterdir()) == []
+    assert on_disk(settings) == [f"{f['id']}.jsonl"] and (Path(settings.files_dir) / f"{f['id']}.jsonl").read_bytes() == data
+
+    small = client(settings, max_file_bytes=4096)
+    r = upload(small, b"x" * 100_000)
+    assert r.status_code == 413 and on_disk(settings) == [f"{f['id']}.jsonl"]  # no .part left
+    r = small.post("/v1/files", files={"file": ("a.jsonl", b"x\n")}, data={"purpose": "fine-tune"})
+    assert r.status_code == 400 and "only 'batch'" in message(r) and on_disk(settings) == [f"{f['id']}.jsonl"]
+    r = small.post("/v1/files", content=b"{}", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "multipart/form-data" in message(r)
+
+
+def test_hostile_filenames_are_refused_or_kept_inert(settings):
+    c = client(settings)
+    rows = file_rows(settings)
+    for name in (b"a\x00b.jsonl", b"tab\there.jsonl", b"\x1b]0;title\x07.jsonl", b"del\x7f.jsonl"):
+        r = raw_upload(c, b'form-data; name="file"; filename="' + name + b'"')
+        assert r.status_code == 400 and "filename holds the control character" in message(r), name
+    assert on_disk(settings) == [] and file_rows(settings) == rows  # nothing orphaned
+
+    r = raw_upload(c, b'form-data; name="file"; filename="we\\"ird\\"; evil=1.jsonl"')
+    assert r.status_code == 200, r.text
+    f = r.json()
+    assert f["filename"] == 'we"ird"; evil=1.jsonl'
+    got = c.get(f"/v1/files/{f['id']}/content")
+    assert got.headers["content-disposition"] == "attachment; filename*=utf-8''we%22ird%22%3B%20evil%3D1.jsonl"
+    assert got.content == b"x\n"
+
+    r = raw_upload(c, b"form-data; name=\"file\"; filename*=utf-8''donn%C3%A9es.jsonl")
+    assert r.status_code == 200 and r.json()["filename"] == "données.jsonl"
+    plain = upload(c, b"x\n", "plain.jsonl").json()
+    assert c.get(f"/v1/files/{plain['id']}/content").headers["content-disposition"] == 'attachment; filename="plain.jsonl"'
+
+
+# --- faults ----------------------------------------------------------------------------------------
+@pytest.fixture()
+def small_disk(tmp_path: Path):
+    """A 1 MiB tmpfs as RERANKQ_FILES_DIR (a real ENOSPC); skipped where mounting is not allowed."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_full_files_dir_creates_the_batch_once_and_finalizes_when_space_returns(settings, small_disk, db):
+    c = client(settings, files_dir=small_disk)
+    bad = b"".join(b'{"custom_id": "c%d", "oops": %s}\n' % (i, b"1" * 100) for i in range(40))  # every line fails
+    f = upload(c, bad).json()
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as out, pytest.raises(OSError):
+        while True:
+            out.write(b"\0" * 4096)
+            out.flush()
+
+    r = upload(c, bad, "second.jsonl")
+    assert r.status_code == 507 and "No space left on device" in message(r)
+    assert sorted(p.name for p in small_disk.iterdir()) == [f"{f['id']}.jsonl", "filler"]  # no part file
+
+    r = c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/rerank"})
+    assert r.status_code == 200, r.text  # created: said so, not a 500 the client would retry into a duplicate
+    batch = r.json()
+    assert batch["status"] == "finalizing" and batch["output_file_id"] is None and batch["error_file_id"] is None
+    assert any(e["code"] == "output_not_written" and "No space left on device" in e["message"] for e in batch["errors"]["data"])
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        count, claim = conn.execute(
+            text("SELECT count(*), max(finalizing_at) FROM batches WHERE input_file_id = :f"), {"f": f["id"]}
+        ).one()
+    engine.dispose()
+    assert (count, claim) == (1, None)  # one batch, its claim released
+    assert c.get("/v1/batches").status_code == 200
+
+    filler.unlink()
+    done = c.get(f"/v1/batches/{batch['id']}").json()  # the next look retries at once, not 600 s later
+    assert done["status"] == "failed" and done["error_file_id"] and done["request_counts"]["failed"] == 40
+    assert not any(e["code"] == "output_not_written" for e in done["errors"]["data"])
+    assert len(c.get(f"/v1/files/{done['error_file_id']}/content").text.splitlines()) == 5
+
+
+def test_the_listing_survives_a_batch_whose_input_bytes_are_gone(settings):
+    c = client(settings)
+    fine = upload(c, b"x\n").json()
+    fine_batch = c.post("/v1/batches", json={"input_file_id": fine["id"], "endpoint": "/v1/rerank"}).json()
+    waiting = upload(c, rerank_line("w") + b"\n").json()
+    broken = c.post("/v1/batches", json={"input_file_id": waiting["id"], "endpoint": "/v1/rerank"}).json()
+    assert broken["status"] == "in_progress"
+    (Path(settings.files_dir) / f"{waiting['id']}.jsonl").unlink()
+    cancelled = c.post(f"/v1/batches/{broken['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] in ("cancelling", "finalizing")
+
+    listing = c.get("/v1/batches", params={"limit": 100})
+    assert listing.status_code == 200, listing.text
+    by_id = {b["id"]: b for b in listing.json()["data"]}
+    assert by_id[fine_batch["id"]]["status"] == "failed" and by_id[fine_batch["id"]]["error_file_id"]
+    gone = by_id[broken["id"]]
+    assert gone["status"] == "finalizing"
+    assert [e["code"] for e in gone["errors"]["data"]] == ["output_not_written"]
+    assert "No such file or directory" in gone["errors"]["data"][0]["message"]
+    again = c.post("/v1/batches", json={"input_file_id": waiting["id"], "endpoint": "/v1/rerank"})
+    assert again.status_code == 400 and "its bytes are gone" in message(again)
