@@ -9,13 +9,13 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
 from producer.errors import InputError
 from producer.job_control import ledger
 from producer.queueing import check_broker, enqueue
+from rerankq.egress import Allow, check_webhook_url
 from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.ledger import Ledger
@@ -191,11 +191,10 @@ def notify_url(notify: str | None, settings: Settings, default: bool = True) -> 
     url = notify if notify is not None else (settings.webhook_url if default else None)
     if not url:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        source = "--notify" if notify is not None else "RERANKQ_WEBHOOK_URL"
-        raise InputError(f"{source}: {url!r} is not an http:// or https:// URL")
-    return url
+    try:
+        return check_webhook_url(url, Allow.parse(settings.webhook_allow))  # scheme, credentials, target (README "Webhooks")
+    except ValueError as exc:
+        raise InputError(f"{'notify' if notify is not None else 'RERANKQ_WEBHOOK_URL'}: {exc}") from None
 
 
 def for_model(settings: Settings, model: str | None) -> Settings:

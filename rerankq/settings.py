@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
@@ -130,6 +131,14 @@ class Settings(BaseSettings):
     webhook_max_backoff: float = Field(3600.0, gt=0, description="longest delay between two attempts (seconds)")
     webhook_retry_for: float = Field(72 * 3600.0, gt=0, description="an event undelivered this long is given up (seconds)")
     webhook_poll_interval: float = Field(2.0, gt=0, description="seconds between the sender's looks at the outbox")
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated hosts, addresses or CIDRs webhooks may reach although loopback, private, link-local "
+        "or reserved (rerankq/egress.py); everything else of the kind is refused. Set on producer/service and workers",
+    )
+    webhook_concurrency: int = Field(
+        16, ge=1, description="webhook attempts in flight at once (one per receiver host), so a slow receiver delays no other"
+    )
 
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
@@ -163,6 +172,18 @@ class Settings(BaseSettings):
 
             check_secret(self.webhook_secret.get_secret_value())
         return self
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _webhook_allow_list(cls, value: object) -> object:
+        """``a,b`` in the environment (a JSON list too); each entry checked at start (rerankq/egress.py)."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list):
+            from rerankq.egress import Allow
+
+            Allow.parse(str(v) for v in value)
+        return value
 
     @property
     def broker(self) -> str:

@@ -55,7 +55,7 @@ class Stack:
         self.env = base_env(
             tiny_model, db, broker, RERANKQ_ENGINE="hf", RERANKQ_MAX_LENGTH=512, RERANKQ_HEARTBEAT_INTERVAL=1,
             RERANKQ_WORKER_DEAD_AFTER=6, RERANKQ_FILES_DIR=str(tmp / "files"), RERANKQ_WEBHOOK_SECRET=SECRET,
-            RERANKQ_WEBHOOK_URL=self.receiver.url, RERANKQ_WEBHOOK_POLL_INTERVAL=0.5,
+            RERANKQ_WEBHOOK_URL=self.receiver.url, RERANKQ_WEBHOOK_POLL_INTERVAL=0.5, RERANKQ_WEBHOOK_ALLOW="127.0.0.1",
         )  # fmt: skip
         self.workers = [WorkerProcess(self.env, tmp / "worker-0.log").start()]
         self.port = free_port()

@@ -5,7 +5,10 @@ the receiver is down, never lost to a worker killed mid-job."""
 from __future__ import annotations
 
 import base64
+import ipaddress
+import json
 import secrets
+import ssl
 import time
 
 import pytest
@@ -20,7 +23,7 @@ from schemas import InlinePair, InlineSpec
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
 from tests.polling import wait_for
-from tests.webhook_receiver import Receiver, free_port
+from tests.webhook_receiver import Gauge, Hanging, Receiver, free_port
 from tests.workers import WorkerProcess
 from worker.webhook_sender import WebhookSender
 
@@ -48,8 +51,12 @@ def ledger(db_url: str) -> Ledger:
     return Ledger(db_url)
 
 
+LOOPBACK = "127.0.0.0/8"  # the receivers here are on loopback: allowed explicitly, as an operator would
+
+
 def settings_for(url: str, **extra: object) -> Settings:
-    return Settings(database_url=url, webhook_secret=SECRET, webhook_retry_backoff=0.3, webhook_timeout=2, **extra)
+    options = {"webhook_retry_backoff": 0.3, "webhook_timeout": 2, "webhook_allow": [LOOPBACK], **extra}
+    return Settings(database_url=url, webhook_secret=SECRET, **options)
 
 
 def sender(url: str, worker_id: str = "w1", **extra: object) -> WebhookSender:
@@ -212,8 +219,9 @@ def test_one_sender_at_a_time(ledger, db_url):
         # Claims: an event claimed by one outbox is not due for another until its hold lapses.
         job_id, chunk_ids = record_job(ledger, receiver.url)
         finish(ledger, job_id, chunk_ids)
-        assert len(WebhookOutbox(db_url).claim_due(10, hold=60)) == 1
-        assert WebhookOutbox(db_url).claim_due(10, hold=60) == []
+        assert len(WebhookOutbox(db_url).claim_next([receiver.url], hold=60)) == 1
+        assert WebhookOutbox(db_url).claim_next([receiver.url], hold=60) == []
+        assert WebhookOutbox(db_url).due_urls(10) == []
     finally:
         receiver.stop()
     assert len({msg for msg, _ in receiver.received}) == len(receiver.received) == 3
@@ -228,7 +236,7 @@ def test_secret_and_url_are_checked_up_front(sqlite_url, tmp_path):
     manifest = write_manifest(tmp_path / "m.parquet", rows(2, 3, seed=1))
     env = {"RERANKQ_DATABASE_URL": sqlite_url, "RERANKQ_BROKER_URL": "redis://127.0.0.1:1/0"}
     result = producer("submit", str(manifest), "--notify", "ftp://example.com/x", env=env)
-    assert result.returncode == 3 and "--notify: 'ftp://example.com/x' is not an http:// or https:// URL" in result.stderr
+    assert result.returncode == 3 and "notify: 'ftp://example.com/x' is not an http:// or https:// URL" in result.stderr
 
 
 # --- real workers -------------------------------------------------------------------------------------
@@ -242,6 +250,7 @@ def test_worker_killed_mid_job_still_notifies_once(tiny_model, pg_url, redis_url
         tiny_model, pg_url, redis_url, RERANKQ_ENGINE="tests.slow_engine:factory", RERANKQ_TEST_SECONDS_PER_CALL="1",
         RERANKQ_WORKER_DEAD_AFTER=6, RERANKQ_HEARTBEAT_INTERVAL=1, RERANKQ_CHUNKS_IN_FLIGHT=1, RERANKQ_PIPELINE_PAIRS=64,
         RERANKQ_WEBHOOK_SECRET=SECRET, RERANKQ_WEBHOOK_POLL_INTERVAL=0.5, RERANKQ_MAX_LENGTH=256,
+        RERANKQ_WEBHOOK_ALLOW=LOOPBACK,
     )  # fmt: skip
     engine = create_engine(pg_url)
     a = WorkerProcess(env, tmp_path / "a.log").start()
@@ -300,3 +309,281 @@ def test_a_batch_and_its_job_are_recorded_in_one_transaction(ledger, db_url):
     from rerankq.store.batches import BatchStore
 
     assert BatchStore(db_url).batch(f"batch_{job_id}") is not None
+
+
+# --- egress: where webhooks may go (rerankq/egress.py, worker/webhook_post.py) -------------------------
+LOOPBACK_FORMS = [
+    "http://127.0.0.1:6379/", "http://localhost:8080/hook", "http://2130706433/", "http://[::1]/", "http://0x7f.1/",
+    "http://0177.0.0.1/", "http://127.1/", "http://[::ffff:127.0.0.1]/",
+]  # fmt: skip
+OTHER_FORMS = [
+    ("http://0.0.0.0/", "unspecified"), ("http://[::]/", "unspecified"), ("http://10.1.2.3/", "private"),
+    ("http://192.168.0.1/", "private"), ("http://[fc00::1]/", "private"), ("http://169.254.169.254/latest", "link-local"),
+    ("http://[fe80::1%25eth0]/", "link-local"), ("http://224.0.0.1/", "multicast"), ("http://100.64.0.1/", "non-global"),
+    ("http://240.0.0.1/", "reserved"), ("http://[2002:7f00:1::]/", r"loopback \(embedded 127.0.0.1\)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("url", LOOPBACK_FORMS)
+def test_loopback_in_any_spelling_is_refused_unless_allowed(url):
+    from rerankq.egress import Allow, RefusedTarget, check_webhook_url
+
+    with pytest.raises(RefusedTarget, match="is a loopback .*address: refused unless RERANKQ_WEBHOOK_ALLOW lists it"):
+        check_webhook_url(url, Allow())
+    assert check_webhook_url(url, Allow.parse([LOOPBACK, "::1"])) == url
+
+
+@pytest.mark.parametrize(("url", "kind"), OTHER_FORMS)
+def test_private_link_local_multicast_reserved_refused_unless_allowed(url, kind):
+    from rerankq.egress import Allow, RefusedTarget, check_webhook_url
+
+    with pytest.raises(RefusedTarget, match=f"is an? {kind} address"):
+        check_webhook_url(url, Allow.parse([LOOPBACK]))
+    everything = Allow.parse(["0.0.0.0/0", "::/0"])
+    assert check_webhook_url(url, everything) == url
+    assert check_webhook_url("http://1.1.1.1/hook", Allow()) == "http://1.1.1.1/hook"  # public: no allow-list needed
+
+
+def test_allow_list_setting_takes_hosts_and_cidrs(monkeypatch):
+    from rerankq.egress import Allow, RefusedTarget, check_webhook_url
+
+    monkeypatch.setenv("RERANKQ_WEBHOOK_ALLOW", "10.0.0.0/8, hooks.internal ,[::1]")
+    allow = Allow.parse(Settings().webhook_allow)
+    assert check_webhook_url("http://10.9.9.9/x", allow) and check_webhook_url("http://[::1]:9/", allow)
+    assert check_webhook_url("http://[::ffff:10.1.1.1]/", allow)  # the mapped form of an allowed address
+    assert check_webhook_url("https://HOOKS.internal./x", allow)  # a name: whatever it resolves to
+    with pytest.raises(RefusedTarget, match="127.0.0.1 is a loopback address"):
+        check_webhook_url("http://127.0.0.1/", allow)
+    with pytest.raises(ValueError, match="RERANKQ_WEBHOOK_ALLOW: 'not a host!' is neither"):
+        Settings(webhook_allow="not a host!,10.0.0.0/8")
+
+
+def test_submission_refuses_internal_targets_and_credentials(sqlite_url, tmp_path):
+    """The CLI (and so the Python API, which it calls) and RERANKQ_WEBHOOK_URL: refused before anything is recorded."""
+    migrate(sqlite_url)
+    manifest = write_manifest(tmp_path / "m.parquet", rows(2, 3, seed=1))
+    env = {"RERANKQ_DATABASE_URL": sqlite_url, "RERANKQ_BROKER_URL": "redis://127.0.0.1:1/0"}
+    result = producer("submit", str(manifest), "--notify", "http://2130706433:6379/", env=env)
+    assert result.returncode == 3, result.stderr
+    assert "notify: 'http://2130706433:6379/': 2130706433 resolves to 127.0.0.1, which is a loopback address" in result.stderr
+    result = producer("submit", str(manifest), "--notify", "https://user:hunter2@1.1.1.1/x", env=env)
+    assert result.returncode == 3 and "notify: 'https://***@1.1.1.1/x' carries credentials" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+    result = producer("submit", str(manifest), env={**env, "RERANKQ_WEBHOOK_URL": "http://localhost:9/"})
+    assert result.returncode == 3 and "RERANKQ_WEBHOOK_URL: 'http://localhost:9/': localhost resolves to" in result.stderr
+    # Allowed: the URL passes, and the submission goes on to the next check (the broker, away here).
+    result = producer("submit", str(manifest), "--notify", "http://localhost:9/", env={**env, "RERANKQ_WEBHOOK_ALLOW": LOOPBACK})
+    assert "notify" not in result.stderr and "broker" in result.stderr.lower(), result.stderr
+    engine = create_engine(sqlite_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar() == 0
+    engine.dispose()
+
+
+def test_service_refuses_internal_notify_for_jobs_and_batches(sqlite_url, tmp_path, redis_url, tiny_model):
+    from fastapi.testclient import TestClient
+
+    from producer.service import create_app
+
+    migrate(sqlite_url)
+    settings = Settings(
+        database_url=sqlite_url, broker_url=redis_url, model=str(tiny_model), files_dir=tmp_path / "files",
+        manifest_roots=[str(tmp_path)],
+    )  # fmt: skip
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/v1/jobs", json={"manifest": str(tmp_path / "none.parquet"), "notify": "http://[::1]:6379/"})
+        assert r.status_code == 400 and "notify: 'http://[::1]:6379/': ::1 is a loopback address" in r.json()["detail"]
+        line = {"custom_id": "a", "method": "POST", "url": "/v1/rerank", "body": {"query": "q", "documents": ["d"]}}
+        upload = c.post("/v1/files", files={"file": ("b.jsonl", (json.dumps(line) + "\n").encode())}, data={"purpose": "batch"})
+        assert upload.status_code == 200, upload.text
+        body = {"input_file_id": upload.json()["id"], "endpoint": "/v1/rerank", "completion_window": "24h"}
+        r = c.post("/v1/batches", json={**body, "notify": "http://admin:pw@hooks.example/x"})
+        assert r.status_code == 400 and "notify: 'http://***@hooks.example/x' carries credentials" in r.json()["detail"]
+        r = c.post("/v1/batches", json={**body, "notify": "http://169.254.169.254/latest/meta-data"})
+        assert r.status_code == 400 and "169.254.169.254 is a link-local address" in r.json()["detail"]
+        assert c.get("/v1/batches").json()["data"] == []
+
+
+def test_dns_rebinding_is_refused_at_send_time(ledger, db_url, monkeypatch):
+    """The name was public at submission and points at loopback by the time the event goes: nothing is sent."""
+    from producer.submission import notify_url
+    from rerankq import egress
+
+    receiver = Receiver(SECRET).start()
+    answers = {"hooks.rebind.test": "1.1.1.1"}
+    monkeypatch.setattr(egress, "resolve", lambda host, port: [ipaddress.ip_address(answers[host])])
+    try:
+        url = notify_url(f"http://hooks.rebind.test:{receiver.port}/hooks/rerankq", Settings(database_url=db_url))
+        job_id, chunk_ids = record_job(ledger, url)
+        finish(ledger, job_id, chunk_ids)
+        answers["hooks.rebind.test"] = "127.0.0.1"  # rebound
+        assert sender(db_url, webhook_allow=[]).run_once() == 0
+        [event] = WebhookOutbox(db_url).events(job_id)
+        assert (event["state"], event["attempts"]) == ("pending", 1)  # retried: the name may move back
+        assert "refused: hooks.rebind.test resolves to 127.0.0.1, which is a loopback address" in event["last_error"]
+        assert receiver.requests == []
+    finally:
+        receiver.stop()
+
+
+def test_the_connection_goes_to_the_checked_address(ledger, db_url, monkeypatch):
+    """One resolution per attempt, checked, then connected to as is: the name is unknown to the system
+    resolver, so only the pinned address can reach the receiver; Host still names it."""
+    from rerankq import egress
+
+    receiver = Receiver(SECRET).start()
+    looked_up: list[str] = []
+    monkeypatch.setattr(egress, "resolve", lambda host, port: looked_up.append(host) or [ipaddress.ip_address("127.0.0.1")])
+    try:
+        url = f"http://hooks.pinned.test:{receiver.port}/hooks/rerankq"
+        job_id, chunk_ids = record_job(ledger, url)
+        finish(ledger, job_id, chunk_ids)
+        assert sender(db_url).run_once() == 1
+        assert looked_up == ["hooks.pinned.test"]
+        assert receiver.headers[0]["host"] == f"hooks.pinned.test:{receiver.port}"
+    finally:
+        receiver.stop()
+
+
+def test_https_keeps_the_name_for_sni_and_the_certificate(monkeypatch, tmp_path):
+    from rerankq import egress
+    from rerankq.egress import Allow
+    from rerankq.webhook_signing import signed_headers
+    from worker.webhook_post import post
+
+    cert, key = self_signed(tmp_path, "hooks.tls.test")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    receiver = Receiver(SECRET, tls=server).start()
+    client = ssl.create_default_context(cafile=str(cert))
+    monkeypatch.setattr(egress, "resolve", lambda host, port: [ipaddress.ip_address("127.0.0.1")])
+    headers = signed_headers(SECRET, "msg_tls", "{}")
+    try:
+        url = f"https://hooks.tls.test:{receiver.port}/hooks/rerankq"
+        assert post(url, "{}", headers, 5, Allow.parse(["hooks.tls.test"]), context=client) is None
+        assert receiver.sni == ["hooks.tls.test"] and receiver.headers[0]["host"] == f"hooks.tls.test:{receiver.port}"
+        other = f"https://hooks.other.test:{receiver.port}/hooks/rerankq"  # same address, a name the certificate lacks
+        error = post(other, "{}", headers, 5, Allow.parse([LOOPBACK]), context=client)
+        assert error is not None and "certificate" in error.lower() and len(receiver.received) == 1
+    finally:
+        receiver.stop()
+
+
+def self_signed(tmp_path, name: str):  # noqa: ANN001, ANN201
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now_ = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now_ - dt.timedelta(minutes=5))
+        .not_valid_after(now_ + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_redirects_are_not_followed_nor_delivered(ledger, db_url):
+    """A 302 to an internal address: no request reaches it, the event is not delivered, the error says where."""
+    internal = Receiver(SECRET).start()
+    redirecting = Receiver(SECRET, redirect_to=f"http://127.0.0.1:{internal.port}/admin?x=1").start()
+    to_https = Receiver(SECRET, redirect_to="https://hooks.example/rerankq").start()
+    try:
+        job_id, chunk_ids = record_job(ledger, redirecting.url)
+        finish(ledger, job_id, chunk_ids)
+        job2, chunks2 = record_job(ledger, to_https.url)
+        finish(ledger, job2, chunks2)
+        assert sender(db_url).run_once() == 0
+        assert internal.requests == [] and redirecting.attempts == 1 and to_https.attempts == 1
+        [event] = WebhookOutbox(db_url).events(job_id)
+        assert (event["state"], event["attempts"]) == ("pending", 1)
+        assert event["last_error"] == (
+            f"HTTP 302: a redirect to 'http://127.0.0.1:{internal.port}/admin?x=1', not followed "
+            "(only a 2xx from the URL delivers)"
+        )
+        [event2] = WebhookOutbox(db_url).events(job2)  # http -> https: a visible failure, not a silent loss
+        assert event2["state"] == "pending" and "redirect to 'https://hooks.example/rerankq'" in event2["last_error"]
+    finally:
+        for r in (internal, redirecting, to_https):
+            r.stop()
+
+
+def test_credentials_in_an_old_row_fail_at_once(ledger, db_url):
+    """A URL recorded before the submission check: the sender refuses it for good, without the password."""
+    receiver = Receiver(SECRET).start()
+    try:
+        job_id, chunk_ids = record_job(ledger, f"http://user:hunter2@127.0.0.1:{receiver.port}/hooks/rerankq")
+        finish(ledger, job_id, chunk_ids)
+        assert sender(db_url).run_once() == 0
+        [event] = WebhookOutbox(db_url).events(job_id)
+        assert (event["state"], event["attempts"]) == ("failed", 1)
+        assert "carries credentials" in event["last_error"] and "hunter2" not in event["last_error"]
+        assert receiver.requests == []
+    finally:
+        receiver.stop()
+
+
+def test_slow_receivers_do_not_delay_a_good_one(sqlite_url):
+    """Five receivers that never answer (one with two events), each on a host of its own, and one good
+    receiver whose event is the last recorded: it arrives before even one stuck attempt has timed out,
+    and a stuck host never has two attempts at once."""
+    migrate(sqlite_url)
+    ledger = Ledger(sqlite_url)
+    stuck = [Hanging(f"127.0.0.{i}").start() for i in range(2, 7)]
+    good = Receiver(SECRET).start()
+    for url in [h.url for h in stuck] + [stuck[0].url, good.url]:
+        job_id, chunk_ids = record_job(ledger, url, n_chunks=1)
+        finish(ledger, job_id, chunk_ids)
+    timeout = 3.0
+    send = sender(sqlite_url, webhook_timeout=timeout, webhook_poll_interval=0.2, webhook_retry_backoff=600)
+    started = time.monotonic()
+    send.start()
+    try:
+        wait_for(lambda: good.received, 2 * timeout, "the good receiver's event")
+        assert good.arrived[0] - started < timeout  # sent one after the other, it would have waited 6 x 3 s
+        wait_for(lambda: stuck[0].connections == 2, 3 * timeout, "the stuck host's second event")
+        assert [h.most_at_once for h in stuck] == [1] * 5
+    finally:
+        send.stop()
+        good.stop()
+        for h in stuck:
+            h.stop()
+
+
+def test_attempts_in_flight_are_bounded(sqlite_url):
+    migrate(sqlite_url)
+    ledger = Ledger(sqlite_url)
+    gauge = Gauge()
+    stuck = [Hanging(f"127.0.0.{i}", gauge).start() for i in range(2, 6)]
+    for h in stuck:
+        job_id, chunk_ids = record_job(ledger, h.url, n_chunks=1)
+        finish(ledger, job_id, chunk_ids)
+    try:
+        assert sender(sqlite_url, webhook_timeout=1, webhook_concurrency=2, webhook_retry_backoff=600).run_once() == 0
+        assert gauge.total == 4 and gauge.most == 2
+        errors = {e["last_error"] for h in stuck for e in [WebhookOutbox(sqlite_url).events(job_for(sqlite_url, h.url))[0]]}
+        assert errors == {"timeout: no complete answer within 1 s"}
+    finally:
+        for h in stuck:
+            h.stop()
+
+
+def job_for(url: str, notify: str) -> str:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        job_id = conn.execute(text("SELECT id FROM jobs WHERE notify=:n"), {"n": notify}).scalar_one()
+    engine.dispose()
+    return job_id

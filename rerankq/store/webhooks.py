@@ -103,27 +103,43 @@ class Backoff:
 
 
 class WebhookOutbox(LedgerBase):
-    def claim_due(self, limit: int, hold: float) -> list[DueEvent]:
-        """Pending events whose time has come, each claimed for ``hold`` seconds (pushed out of the due
-        set by a conditional update): if this sender dies mid-post, the event is due again after ``hold``."""
+    def due_urls(self, limit: int, busy: frozenset[str] = frozenset()) -> list[str]:
+        """The receivers (URLs) with an event due, longest waiting first, leaving out ``busy`` ones: the
+        sender picks among them so that one slow receiver's backlog never stands before another's event."""
         t = now()
+        query = (
+            select(WebhookEvent.url)
+            .where(WebhookEvent.state == "pending", WebhookEvent.next_attempt_at <= t)
+            .group_by(WebhookEvent.url).order_by(func.min(WebhookEvent.next_attempt_at)).limit(limit)
+        )  # fmt: skip
+        if busy:
+            query = query.where(WebhookEvent.url.not_in(sorted(busy)))
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def claim_next(self, urls: list[str], hold: float) -> list[DueEvent]:
+        """For each of ``urls``, its longest-waiting due event, claimed for ``hold`` seconds (pushed out of
+        the due set by a conditional update): if this sender dies mid-post, the event is due again after
+        ``hold``, and no other sender takes it meanwhile."""
+        t = now()
+        claimed = []
         with self.session.begin() as s:
-            rows = s.execute(
-                select(WebhookEvent).where(WebhookEvent.state == "pending", WebhookEvent.next_attempt_at <= t)
-                .order_by(WebhookEvent.next_attempt_at).limit(limit)
-            ).scalars().all()  # fmt: skip
-            claimed = []
-            for ev in rows:
+            for url in urls:
+                ev = s.execute(
+                    select(WebhookEvent).where(
+                        WebhookEvent.url == url, WebhookEvent.state == "pending", WebhookEvent.next_attempt_at <= t
+                    ).order_by(WebhookEvent.next_attempt_at).limit(1)
+                ).scalar_one_or_none()  # fmt: skip
+                if ev is None:
+                    continue
                 taken = s.execute(
                     update(WebhookEvent)
                     .where(WebhookEvent.id == ev.id, WebhookEvent.state == "pending", WebhookEvent.attempts == ev.attempts)
                     .values(next_attempt_at=t + timedelta(seconds=hold))
                 ).rowcount
                 if taken:
-                    claimed.append(
-                        DueEvent(ev.id, ev.job_id, ev.type, ev.url, ev.payload, ev.attempts, aware(ev.created_at))
-                    )
-            return claimed
+                    claimed.append(DueEvent(ev.id, ev.job_id, ev.type, ev.url, ev.payload, ev.attempts, aware(ev.created_at)))
+        return claimed
 
     def delivered(self, event_id: str) -> None:
         with self.session.begin() as s:
@@ -132,11 +148,12 @@ class WebhookOutbox(LedgerBase):
                 .values(state="delivered", attempts=WebhookEvent.attempts + 1, delivered_at=now(), last_error=None)
             )  # fmt: skip
 
-    def attempt_failed(self, event: DueEvent, error: str, backoff: Backoff) -> str:
-        """The next attempt's time, or ``failed`` once the event is older than the backoff gives it. The new state."""
+    def attempt_failed(self, event: DueEvent, error: str, backoff: Backoff, final: bool = False) -> str:
+        """The next attempt's time, or ``failed`` once the event is older than the backoff gives it (or
+        at once when ``final``: a URL no attempt can deliver to). The new state."""
         attempts = event.attempts + 1
         t = now()
-        gave_up = (t - event.created_at).total_seconds() >= backoff.give_up_after
+        gave_up = final or (t - event.created_at).total_seconds() >= backoff.give_up_after
         with self.session.begin() as s:
             s.execute(
                 update(WebhookEvent).where(WebhookEvent.id == event.id, WebhookEvent.state == "pending")
