@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from celery import Celery
 
-from rerankq.routing import job_queue
+from rerankq.routing import job_queue, worker_queues
 from schemas import ChunkMessage
 
 SCORE_TASK = "rerankq.score_chunk"
@@ -74,6 +74,13 @@ def publish(app: Celery, messages: Sequence[ChunkMessage], queue: str, priority:
     return sent
 
 
+def message_queues(base: str, model: str | None, context: str | None) -> list[str]:
+    """Every queue a chunk's message may sit on (the sweeper looks on all of them): its job's queue now,
+    its model's queue, where it went before the job's context was pinned (the first chunk's worker pins
+    it after the others were published: issue 25), and ``base`` (jobs recorded before jobs named a model)."""
+    return [base, *(worker_queues(base, model, context) if model is not None else [])]
+
+
 def _ids(raw_messages: Iterable[bytes | str]) -> set[int]:
     found: set[int] = set()
     for raw in raw_messages:
@@ -91,16 +98,28 @@ def _ids(raw_messages: Iterable[bytes | str]) -> set[int]:
 
 def chunks_in_broker(app: Celery, queues: Iterable[str], delivered_within: float) -> set[int] | None:
     """Chunk ids queued on any of ``queues`` (every priority) or delivered less than ``delivered_within``
-    seconds ago and not yet acknowledged. None when the broker cannot be inspected (not Redis)."""
+    seconds ago and not yet acknowledged (reserved by a worker: kombu's ``unacked`` hash). None when
+    the broker cannot be inspected (not Redis).
+
+    The lists and the hash are read in one transaction, so a message moving between them is seen in
+    one place or the other (except between a consumer's pop and its ``unacked`` write: the sweeper
+    looks twice). A delivery older than ``delivered_within`` whose chunk nobody began has a dead
+    consumer: a live worker begins a chunk as soon as it is delivered (one prefetched message per
+    task thread), and a chunk it begins or retries is held in the ledger, not looked for here."""
     if not str(app.conf.broker_url).startswith(("redis://", "rediss://")):
         return None
     with app.connection_for_read() as conn, conn.default_channel.conn_or_acquire() as client:
         channel = conn.default_channel
+        names = sorted({name for queue in set(queues) for name in priority_lists(queue).values()})
+        pipe = client.pipeline(transaction=True)
+        for name in names:
+            pipe.lrange(name, 0, -1)
+        pipe.zrangebyscore(channel.unacked_index_key, time.time() - delivered_within, "+inf")
+        pipe.hgetall(channel.unacked_key)
+        *lists, recent, unacked = pipe.execute()
         found: set[int] = set()
-        for queue in set(queues):
-            for name in priority_lists(queue).values():
-                found |= _ids(client.lrange(name, 0, -1))
-        recent = client.zrangebyscore(channel.unacked_index_key, time.time() - delivered_within, "+inf")
-        if recent:
-            found |= _ids(v for v in client.hmget(channel.unacked_key, recent) if v is not None)
+        for raw in lists:
+            found |= _ids(raw)
+        recent_tags = {tag if isinstance(tag, bytes) else str(tag).encode() for tag in recent}
+        found |= _ids(v for k, v in unacked.items() if (k if isinstance(k, bytes) else str(k).encode()) in recent_tags)
         return found

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from rerankq.broker import chunks_in_broker, publish
+from rerankq.broker import chunks_in_broker, message_queues, publish
 from rerankq.logs import get_logger
-from rerankq.routing import job_queue
 from rerankq.settings import Settings
 from rerankq.store.ledger import Ledger
 from rerankq.store.registry import Registry
@@ -54,13 +53,14 @@ class Sweeper:
 
     def _resend_lost(self, recheck_delay: float) -> list[int]:
         """Pending chunks nobody holds that the broker has neither queued nor recently delivered.
-        Looked at twice, a moment apart, so a message caught between the queue and ``begin_chunk``
-        is not mistaken for a lost one."""
+        Looked for on every queue their message may sit on (a job's context is pinned after its
+        messages went to the model's queue: issue 25), and twice, a moment apart, so a message caught
+        between the queue and ``begin_chunk`` is not mistaken for a lost one."""
         settings = self.settings
         candidates = self.ledger.unheld_pending(older_than=settings.heartbeat_interval)
         if not candidates:
             return []
-        queues = {settings.queue} | {job_queue(settings.queue, m.model, m.context) for m in candidates}
+        queues = {q for m in candidates for q in message_queues(settings.queue, m.model, m.context)}
         present = chunks_in_broker(self.app, queues, delivered_within=settings.worker_dead_after)
         if present is None:
             return []
