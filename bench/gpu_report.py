@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bench.common import markdown_table
 from bench.gpu_clock import elapsed
 
-if TYPE_CHECKING:
-    from bench.gpu_runs import Bench
+
+class Results(Protocol):
+    """What the table is made of (bench/gpu_runs.py's Bench, which imports this module, not the reverse)."""
+
+    rows: list[dict]
+    skipped: list[str]
 
 
 def max_drift(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
-
-def render(bench: Bench, meta: dict, models: dict, out: Path) -> str:
+def render(bench: Results, meta: dict, models: dict, out: Path) -> str:
     """The summary table (also written to $OUT/gpu_table.md)."""
     for r in bench.rows:
         r["tok_per_pair"] = r["tokens"] / r["pairs"]

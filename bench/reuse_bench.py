@@ -67,7 +67,7 @@ def write_nights(root: Path, pairs: int, unchanged: float, docs_per_query: int =
 
 def fill_cache(url: str, model: str, manifest: Path, age_days: float = 1.0) -> dict:
     """Night 1 as scored by workers: their context recorded, every pair's key cached."""
-    from producer.manifest import plan_manifest
+    from producer.manifest import CheckedManifest
     from rerankq.score_key import DEFAULT_INSTRUCTION, context_for, pair_keys
     from rerankq.settings import Settings
     from rerankq.store.cache_gens import SPREAD_DAYS, day_of
@@ -105,7 +105,8 @@ def fill_cache(url: str, model: str, manifest: Path, age_days: float = 1.0) -> d
                 )
                 cur.execute("COMMIT")
 
-        plan_manifest(str(manifest), settings, on_batch=add)
+        for values in CheckedManifest(str(manifest), settings).batches():
+            add(values)
         raw.commit()
     return {"cache_fill_s": round(time.perf_counter() - t0, 1)}
 

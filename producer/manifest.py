@@ -9,12 +9,13 @@ memory bounded by the largest query plus the set of query ids.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from producer.chunk_plans import ChunkPacker, text_head
 from rerankq.manifest_source import (
     COLUMNS,
     OPTIONAL_COLUMNS,
@@ -73,15 +74,14 @@ class ManifestPlan:
 
 
 class ChunkPlanner:
-    """Groups contiguous query runs into chunks of about ``chunk_size`` pairs, never splitting a query."""
+    """Each query's rows (contiguous runs, never split) and their text heads, packed into chunks of
+    about ``chunk_size`` pairs, a repeated query text with its first chunk (producer/chunk_plans.py)."""
 
     def __init__(self, chunk_size: int):
-        self.chunk_size = chunk_size
-        self.chunks: list[tuple[list[list[int]], int]] = []
-        self._chunk: list[list[int]] = []
-        self._chunk_pairs = 0
+        self.packer: ChunkPacker[list[list[int]]] = ChunkPacker(chunk_size)
         self._group: list[list[int]] = []
         self._group_pairs = 0
+        self._heads: set[bytes] = set()
 
     @staticmethod
     def _extend(segments: list[list[int]], file_index: int, start: int, stop: int) -> None:
@@ -90,30 +90,27 @@ class ChunkPlanner:
         else:
             segments.append([file_index, start, stop])
 
-    def rows(self, file_index: int, start: int, stop: int) -> None:
-        """Rows [start, stop) of a file belong to the current query."""
+    def rows(self, file_index: int, start: int, stop: int, heads: Iterable[bytes] = ()) -> None:
+        """Rows [start, stop) of a file belong to the current query; ``heads``: their texts' heads."""
         self._extend(self._group, file_index, start, stop)
         self._group_pairs += stop - start
+        self._heads.update(heads)
 
     def end_query(self) -> None:
-        if not self._group_pairs:
-            return
-        if self._chunk_pairs and self._chunk_pairs + self._group_pairs > self.chunk_size:
-            self._close()
-        for seg in self._group:
-            self._extend(self._chunk, *seg)
-        self._chunk_pairs += self._group_pairs
-        self._group, self._group_pairs = [], 0
-
-    def _close(self) -> None:
-        self.chunks.append((self._chunk, self._chunk_pairs))
-        self._chunk, self._chunk_pairs = [], 0
+        if self._group_pairs:
+            self.packer.add(self._group, self._group_pairs, self._heads)
+        self._group, self._group_pairs, self._heads = [], 0, set()
 
     def finish(self) -> list[tuple[list[list[int]], int]]:
+        """Each chunk's segments ([file, start, stop], in file order) and its number of pairs."""
         self.end_query()
-        if self._chunk_pairs:
-            self._close()
-        return self.chunks
+        out = []
+        for runs, pairs in self.packer.chunks():
+            segments: list[list[int]] = []
+            for segment in sorted(s for run in runs for s in run):
+                self._extend(segments, *segment)
+            out.append((segments, pairs))
+        return out
 
 
 class _QueryTracker:
@@ -142,14 +139,14 @@ class _QueryTracker:
                 f"{builder.body_budget} for them and the document",
             )  # fmt: skip
 
-    def feed(self, path: str, file_index: int, first_row: int, qids: list, dids: list) -> None:
+    def feed(self, path: str, file_index: int, first_row: int, qids: list, dids: list, heads: list[bytes]) -> None:
         run_start = 0
         for i, (qid, did) in enumerate(zip(qids, dids)):
             if not qid:  # null or empty: reported as such, and no query of its own (nor a break in one)
                 continue
             if qid != self.current:
                 if i > run_start:
-                    self.planner.rows(file_index, first_row + run_start, first_row + i)
+                    self.planner.rows(file_index, first_row + run_start, first_row + i, heads[run_start:i])
                 run_start = i
                 self._new_query(path, first_row + i, qid)
             if did is not None and qid is not None:
@@ -157,7 +154,7 @@ class _QueryTracker:
                     self.problems.add(path, first_row + i, "doc_id", f"duplicate pair (query_id={qid!r}, doc_id={did!r})")
                 self.docs.add(did)
         if len(qids) > run_start:
-            self.planner.rows(file_index, first_row + run_start, first_row + len(qids))
+            self.planner.rows(file_index, first_row + run_start, first_row + len(qids), heads[run_start:])
 
     def _new_query(self, path: str, row: int, qid: str | None) -> None:
         if self.current is not None:
@@ -225,72 +222,108 @@ def _check_batch(path: str, first_row: int, batch: pa.RecordBatch, settings: Set
     return values
 
 
-def plan_manifest(
-    uri: str,
-    settings: Settings,
-    *,
-    chunk_size: int | None = None,
-    instruction: str | None = None,
-    builder: BuilderSource = None,
-    on_batch: Callable[[dict[str, list]], None] | None = None,
-) -> ManifestPlan:
-    """One streaming pass over the manifest; raises ManifestError listing every problem found.
+def _text_heads(instructions: list, queries: list) -> list[bytes]:
+    """Each row's (instruction, query) head (producer/chunk_plans.py), hashed once per run of equal texts."""
+    out: list[bytes] = []
+    last: tuple | None = None
+    head = b""
+    for pair in zip(instructions, queries):
+        if pair != last:
+            head, last = text_head(*pair), pair
+        out.append(head)
+    return out
 
-    ``on_batch`` sees each batch's decoded columns, in manifest order, while no problem has been
-    found (producer/reuse.py stages score-cache keys from it in the same pass)."""
-    uri = normalize_uri(uri)
-    check_allowed(uri, settings)
-    fs, files = list_files(uri, settings)
-    problems = Problems()
-    planner = ChunkPlanner(chunk_size or settings.chunk_size)
-    tracker = _QueryTracker(planner, problems, builder, settings.max_length)
-    total = 0
-    sizes: list[tuple[ManifestFile, int]] = []
-    for file_index, mf in enumerate(files):
-        try:
-            pf = open_parquet(fs, mf.path)
-        except ManifestError as exc:
-            problems.add(mf.path, None, None, str(exc).removeprefix(f"{mf.path}: "))
-            sizes.append((mf, 0))
-            continue
-        sizes.append((mf, pf.metadata.num_rows))
-        before = problems.count  # problems of earlier files must not stop this file's checks
-        columns = _check_schema(mf.path, pf.schema_arrow, problems)
-        if set(REQUIRED_COLUMNS) - set(columns) or problems.count > before:
-            continue
-        row = 0
-        batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
-        while True:
+
+class CheckedManifest:
+    """One streaming pass over a manifest: ``batches()`` yields each batch's decoded columns, checked,
+    in manifest order, while no problem has been found (the caller stages score-cache keys from them:
+    producer/submission.py), and goes on checking the rest without yielding once one has, so that
+    ``plan()`` lists every problem (ManifestError) or returns the plan."""
+
+    def __init__(
+        self,
+        uri: str,
+        settings: Settings,
+        *,
+        chunk_size: int | None = None,
+        instruction: str | None = None,
+        builder: BuilderSource = None,
+    ):
+        self.uri = normalize_uri(uri)
+        check_allowed(self.uri, settings)
+        self.settings, self.instruction, self.builder = settings, instruction, builder
+        self.problems = Problems()
+        self.planner = ChunkPlanner(chunk_size or settings.chunk_size)
+        self.tracker = _QueryTracker(self.planner, self.problems, builder, settings.max_length)
+        self.total = 0
+        self.sizes: list[tuple[ManifestFile, int]] = []
+        self._read = False
+
+    def batches(self) -> Iterator[dict[str, list]]:
+        fs, files = list_files(self.uri, self.settings)
+        problems, tracker = self.problems, self.tracker
+        for file_index, mf in enumerate(files):
             try:
-                batch = next(batches, None)
-            except (pa.ArrowException, OSError) as exc:  # a damaged page: corrupt or truncated data
-                problems.add(mf.path, row, None, f"unreadable Parquet data ({str(exc).strip().splitlines()[0][:200]})")
-                break
-            if batch is None:
-                break
-            values = _check_batch(mf.path, row, batch, settings, problems)
-            instr = values.get("instruction") or [None] * batch.num_rows
-            tracker.feed(mf.path, file_index, row, values["query_id"], values["doc_id"])
-            if builder is not None:
-                for i, q in enumerate(values["query"]):
-                    if q:
-                        tracker.check_query_fits(mf.path, row + i, instr[i] if instr[i] is not None else instruction, q)
-            if on_batch is not None and not problems.count:
-                on_batch(values)
-            row += batch.num_rows
-        total += row
-    if not problems.count and total == 0:
-        problems.add(uri, None, None, "the manifest has no rows")
-    problems.raise_if_any(uri)
-    chunks = []
-    for segments, pairs in planner.finish():
-        spec = ManifestSpec(
-            uri=uri,
-            instruction=instruction,
-            segments=[
-                ManifestSegment(path=sizes[f][0].path, start=a, stop=b, size=sizes[f][0].size, file_rows=sizes[f][1])
-                for f, a, b in segments
-            ],
-        )
-        chunks.append(NewChunk(spec=spec.model_dump(mode="json"), pairs=pairs))
-    return ManifestPlan(uri=uri, pairs=total, queries=tracker.queries, chunks=chunks, files=sizes)
+                pf = open_parquet(fs, mf.path)
+            except ManifestError as exc:
+                problems.add(mf.path, None, None, str(exc).removeprefix(f"{mf.path}: "))
+                self.sizes.append((mf, 0))
+                continue
+            self.sizes.append((mf, pf.metadata.num_rows))
+            before = problems.count  # problems of earlier files must not stop this file's checks
+            columns = _check_schema(mf.path, pf.schema_arrow, problems)
+            if set(REQUIRED_COLUMNS) - set(columns) or problems.count > before:
+                continue
+            row = 0
+            batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+            while True:
+                try:
+                    batch = next(batches, None)
+                except (pa.ArrowException, OSError) as exc:  # a damaged page: corrupt or truncated data
+                    problems.add(mf.path, row, None, f"unreadable Parquet data ({str(exc).strip().splitlines()[0][:200]})")
+                    break
+                if batch is None:
+                    break
+                values = _check_batch(mf.path, row, batch, self.settings, problems)
+                rows = values.get("instruction") or [None] * batch.num_rows
+                instr = [r if r is not None else self.instruction for r in rows]
+                heads = _text_heads(instr, values["query"])
+                tracker.feed(mf.path, file_index, row, values["query_id"], values["doc_id"], heads)
+                if self.builder is not None:
+                    for i, q in enumerate(values["query"]):
+                        if q:
+                            tracker.check_query_fits(mf.path, row + i, instr[i], q)
+                if not problems.count:
+                    yield values
+                row += batch.num_rows
+            self.total += row
+        self._read = True
+
+    def plan(self) -> ManifestPlan:
+        """The chunks over every row (after ``batches()``, which it runs if not yet run)."""
+        if not self._read:
+            for _ in self.batches():
+                pass
+        problems = self.problems
+        if not problems.count and self.total == 0:
+            problems.add(self.uri, None, None, "the manifest has no rows")
+        problems.raise_if_any(self.uri)
+        chunks = []
+        sizes = self.sizes
+        for segments, pairs in self.planner.finish():
+            spec = ManifestSpec(
+                uri=self.uri,
+                instruction=self.instruction,
+                segments=[
+                    ManifestSegment(path=sizes[f][0].path, start=a, stop=b, size=sizes[f][0].size, file_rows=sizes[f][1])
+                    for f, a, b in segments
+                ],
+            )
+            chunks.append(NewChunk(spec=spec.model_dump(mode="json"), pairs=pairs))
+        return ManifestPlan(uri=self.uri, pairs=self.total, queries=self.tracker.queries, chunks=chunks, files=sizes)
+
+
+def plan_manifest(uri: str, settings: Settings, **options: object) -> ManifestPlan:
+    """Check a whole manifest and plan its chunks (``CheckedManifest``'s options); ManifestError lists
+    every problem found."""
+    return CheckedManifest(uri, settings, **options).plan()  # type: ignore[arg-type]

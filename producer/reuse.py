@@ -1,5 +1,7 @@
 """Submission with reuse: pairs whose score is cached under the workers' scoring context are copied
-into the job's scores at once; only the others are chunked, enqueued and scored.
+into the job's scores at once; only the others are chunked, enqueued and scored. ``producer/submission.py``
+drives: it stages each checked batch's keys here (``stage_keys``), then records the job over the misses
+(``record_manifest``, ``record_pairs``) and enqueues it.
 
 Where the lookup happens: in the producer, against the SQL ledger, under a context **recorded by a
 worker** (``score_contexts``, written when its engine has loaded). The producer may run where the
@@ -20,11 +22,11 @@ live worker to tell) means no reuse: every pair is scored, and the reason is rep
 from __future__ import annotations
 
 import bisect
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from producer.chunk_plans import ChunkPacker, inline_chunks
 from rerankq.logs import get_logger
 from rerankq.model_files import local_model_path
 from rerankq.score_key import configured, model_fingerprint, pair_keys
@@ -33,12 +35,12 @@ from rerankq.store.contexts import recorded_contexts
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk
 from rerankq.store.reuse_stage import ReuseStage
-from schemas import InlinePair, InlineSpec, ManifestSegment, ManifestSpec
+from schemas import InlinePair, ManifestSegment, ManifestSpec
 
-if TYPE_CHECKING:  # producer.manifest imports pyarrow: loaded only when a manifest is planned
+if TYPE_CHECKING:  # pyarrow (under manifest_source) loads only where a manifest is read
     from sqlalchemy.orm import Session
 
-    from producer.manifest import BuilderSource
+    from rerankq.manifest_source import ManifestFile
 
 log = get_logger("rerankq.reuse")
 Report = Callable[[str], None]
@@ -78,16 +80,18 @@ def choose_context(store: Ledger, settings: Settings) -> ContextChoice:
 
 # --- manifests ------------------------------------------------------------------------------------
 class _MissPlanner:
-    """Chunks over the rows left to score (global row numbers, in order), cut only between queries."""
+    """Chunks over the rows left to score (global row numbers, in order): each query's run whole, a
+    repeated query text with its first chunk (producer/chunk_plans.py; a key's first 8 bytes stand
+    for its instruction and query)."""
 
     def __init__(self, files: list[tuple[str, int, int]], uri: str, instruction: str | None, chunk_size: int):
-        self.files, self.uri, self.instruction, self.size = files, uri, instruction, chunk_size
+        self.files, self.uri, self.instruction = files, uri, instruction
+        self.packer: ChunkPacker[list[int]] = ChunkPacker(chunk_size)
         self.starts = []
         at = 0
         for _, _, rows in files:
             self.starts.append(at)
             at += rows
-        self.chunks: list[NewChunk] = []
 
     def _spec(self, rows: list[int]) -> NewChunk:
         segments: list[ManifestSegment] = []
@@ -105,113 +109,80 @@ class _MissPlanner:
         spec = ManifestSpec(uri=self.uri, segments=segments, instruction=self.instruction)
         return NewChunk(spec=spec.model_dump(mode="json"), pairs=len(rows))
 
-    def plan(self, misses: Iterator[tuple[int, str]]) -> list[NewChunk]:
-        chunk: list[int] = []
-        group: list[int] = []
+    def plan(self, misses: Iterator[tuple[int, str, bytes]]) -> list[NewChunk]:
+        run: list[int] = []
+        heads: set[bytes] = set()
         current: str | None = None
-        for seq, qid in misses:
-            if qid != current and group:
-                if chunk and len(chunk) + len(group) > self.size:
-                    self.chunks.append(self._spec(chunk))
-                    chunk = []
-                chunk.extend(group)
-                group = []
+        for seq, qid, key in misses:
+            if qid != current and run:
+                self.packer.add(run, len(run), heads)
+                run, heads = [], set()
             current = qid
-            group.append(seq)
-        if chunk and len(chunk) + len(group) > self.size:
-            self.chunks.append(self._spec(chunk))
-            chunk = []
-        chunk.extend(group)
-        if chunk:
-            self.chunks.append(self._spec(chunk))
-        return self.chunks
+            run.append(seq)
+            heads.add(bytes(key[:8]))
+        if run:
+            self.packer.add(run, len(run), heads)
+        return [self._spec(sorted(g for r in runs for g in r)) for runs, _ in self.packer.chunks()]
 
 
-def submit_manifest_reusing(
-    store: Ledger,
-    settings: Settings,
+def stage_keys(stage: ReuseStage, context: str, values: dict[str, list], instruction: str | None) -> None:
+    """A checked manifest batch's score-cache keys, staged for the lookup (``values``: its columns)."""
+    n = len(values["query_id"])
+    rows = values.get("instruction") or [None] * n
+    instructions = [r if r is not None else instruction for r in rows]
+    keys = pair_keys(context, instructions, values["query"], values["document"], DEFAULT_INSTRUCTION)
+    stage.add(keys, values["query_id"], values["doc_id"])
+
+
+def record_manifest(
+    stage: ReuseStage,
     context: str,
-    manifest: str,
+    uri: str,
+    files: Sequence[tuple[ManifestFile, int]],
     *,
     instruction: str | None,
     name: str | None,
-    chunk_size: int | None,
-    builder: BuilderSource,
-    enqueue: Callable[[list], object],
+    chunk_size: int,
+    model: str,
     notify: str | None = None,
 ) -> tuple[str, list, int, int]:
-    """Validate and stage keys in one streaming pass, then record the job over the misses only,
-    enqueue its chunks, and only then mark the reused cache entries used."""
-    from producer.manifest import plan_manifest
-
-    with ReuseStage(store, settings.cache_touch_interval) as stage:
-
-        def stage_batch(values: dict[str, list]) -> None:
-            n = len(values["query_id"])
-            rows = values.get("instruction") or [None] * n
-            instructions = [r if r is not None else instruction for r in rows]
-            keys = pair_keys(context, instructions, values["query"], values["document"], DEFAULT_INSTRUCTION)
-            stage.add(keys, values["query_id"], values["doc_id"])
-
-        t0 = time.perf_counter()
-        plan = plan_manifest(
-            manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=builder, on_batch=stage_batch
-        )
-        log.info("reuse_staged", pairs=stage.count, validate_and_stage_s=round(time.perf_counter() - t0, 2))
-        files = [(mf.path, mf.size, rows) for mf, rows in plan.files]
-        planner = _MissPlanner(files, plan.uri, instruction, chunk_size or settings.chunk_size)
-        recorded = stage.record(
-            planner.plan, context, kind="manifest", name=name, manifest=plan.uri, instruction=instruction, model=settings.model,
-            notify=notify,
-        )
-        enqueue(recorded[1])
-        stage.touch()
-        return recorded
+    """The job, recorded with its staged pairs' hits copied and chunks over the misses only
+    (``files``: the manifest's files and their row counts)."""
+    planner = _MissPlanner([(mf.path, mf.size, rows) for mf, rows in files], uri, instruction, chunk_size)
+    return stage.record(
+        planner.plan, context, kind="manifest", name=name, manifest=uri, instruction=instruction, model=model, notify=notify
+    )
 
 
 # --- inline pairs ---------------------------------------------------------------------------------
-def submit_pairs_reusing(
-    store: Ledger,
-    settings: Settings,
+def record_pairs(
+    stage: ReuseStage,
     context: str,
     items: Sequence[InlinePair],
     *,
     instruction: str | None,
     name: str | None,
     chunk_size: int,
-    enqueue: Callable[[list], object],
+    model: str,
     notify: str | None = None,
     kind: str = "inline",
     also: Callable[[Session, str], None] | None = None,
 ) -> tuple[str, list, int, int]:
-    """``items`` are validated and grouped by query already (instruction filled from the job's); ``also``
-    as for ``Ledger.create_job``."""
+    """Stage ``items`` (validated and grouped by query already, instruction filled from the job's) and
+    record the job over the misses; ``also`` as for ``Ledger.create_job``."""
     keys = pair_keys(context, [p.instruction for p in items], [p.query for p in items], [p.document for p in items])
 
-    def plan(misses: Iterator[tuple[int, str]]) -> list[NewChunk]:
-        chunks: list[NewChunk] = []
-        current: list[InlinePair] = []
-        group: list[InlinePair] = []
+    def plan(misses: Iterator[tuple[int, str, bytes]]) -> list[NewChunk]:
+        runs: list[list[InlinePair]] = []
         last: str | None = None
-        for seq, qid in [*misses, (-1, None)]:
-            if qid != last and group:
-                if current and len(current) + len(group) > chunk_size:
-                    chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-                    current = []
-                current.extend(group)
-                group = []
+        for seq, qid, _ in misses:
+            if qid != last or not runs:
+                runs.append([])
             last = qid
-            if seq >= 0:
-                group.append(items[seq])
-        if current:
-            chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-        return chunks
+            runs[-1].append(items[seq])
+        return inline_chunks(runs, chunk_size)
 
-    with ReuseStage(store, settings.cache_touch_interval) as stage:
-        stage.add(keys, [p.query_id for p in items], [p.doc_id for p in items])
-        recorded = stage.record(
-            plan, context, kind=kind, name=name, instruction=instruction, model=settings.model, notify=notify, also=also
-        )
-        enqueue(recorded[1])
-        stage.touch()
-        return recorded
+    stage.add(keys, [p.query_id for p in items], [p.doc_id for p in items])
+    return stage.record(
+        plan, context, kind=kind, name=name, instruction=instruction, model=model, notify=notify, also=also
+    )

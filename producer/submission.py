@@ -1,32 +1,40 @@
 """Submitting work: a Parquet manifest or inline pairs become a recorded job and queued chunks.
 
-Everything is checked before anything is written: a rejected submission leaves no job behind. The
-job and its chunks are then recorded in SQL, and only then enqueued (``producer/queueing.py``)."""
+Everything is checked before anything is written: a rejected submission leaves no job behind. This
+module drives one forward path, each step calling only the ones after it: the manifest is read and
+every row checked (``producer/manifest.py`` over ``rerankq/manifest_source.py``), the checked rows'
+keys are looked up in the score cache (``producer/reuse.py``), the job and its chunks are recorded
+in SQL (``rerankq/store/``), and only then enqueued (``producer/queueing.py``)."""
 
 from __future__ import annotations
 
 import functools
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from producer.chunk_plans import inline_chunks
 from producer.errors import InputError
 from producer.job_control import ledger
 from producer.queueing import check_broker, enqueue
+from producer.reuse import choose_context, record_manifest, record_pairs, stage_keys
 from rerankq.egress import Allow, check_webhook_url
+from rerankq.logs import get_logger
 from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.ledger import Ledger
-from rerankq.store.records import NewChunk
-from schemas import InlinePair, InlineSpec
+from rerankq.store.reuse_stage import ReuseStage
+from schemas import InlinePair
 
 if TYPE_CHECKING:  # pyarrow and the tokenizer load only for the commands that use them
     from sqlalchemy.orm import Session
 
     from rerankq.prompt import PromptBuilder
 
+log = get_logger("rerankq.reuse")
 
 def submit_manifest(
     manifest: str,
@@ -51,32 +59,40 @@ def submit_manifest(
     job at once and never reach a GPU; only the rest is chunked and enqueued (producer/reuse.py). A
     cascade's workers look the cache up themselves (each chunk must keep all of a query's pairs).
     ``report`` receives a line on what was reused, or why nothing was."""
-    from producer.manifest import plan_manifest
+    from producer.manifest import CheckedManifest
 
     settings = for_model(settings or get_settings(), model)
     cascade = parse_then(then) if then else {}
     notify = notify_url(notify, settings)
     store = ledger(settings)
     context, why_not = _reuse_context(store, settings, reuse and not cascade)
-    if context is not None:
-        from producer.reuse import submit_manifest_reusing
-
-        check_broker(settings)
-        job_id, messages, reused, total = submit_manifest_reusing(
-            store, settings, context, manifest, instruction=instruction, name=name, chunk_size=chunk_size,
-            builder=_prompt_builder(settings), enqueue=lambda ms: ms and enqueue(ms, store, settings), notify=notify,
-        )  # fmt: skip
-        _reused(report, reused, total, messages, context)
-        return job_id
-    plan = plan_manifest(
+    checked = CheckedManifest(
         manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
     )
-    job_id = _record_and_enqueue(
-        store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction,
-        notify=notify, **cascade,
-    )  # fmt: skip
-    if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
-        report(why_not)
+    if context is None:
+        plan = checked.plan()
+        job_id = _record_and_enqueue(
+            store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction,
+            notify=notify, **cascade,
+        )  # fmt: skip
+        if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
+            report(why_not)
+        return job_id
+    check_broker(settings)
+    with ReuseStage(store, settings.cache_touch_interval) as stage:  # the manifest's keys, for one lookup
+        t0 = time.perf_counter()
+        for values in checked.batches():
+            stage_keys(stage, context, values, instruction)
+        plan = checked.plan()  # every row checked: raises before anything is recorded
+        log.info("reuse_staged", pairs=stage.count, validate_and_stage_s=round(time.perf_counter() - t0, 2))
+        job_id, messages, reused, total = record_manifest(
+            stage, context, plan.uri, plan.files, instruction=instruction, name=name,
+            chunk_size=chunk_size or settings.chunk_size, model=settings.model, notify=notify,
+        )  # fmt: skip
+        if messages:
+            enqueue(messages, store, settings)
+        stage.touch()  # after the job is queued: best effort
+    _reused(report, reused, total, messages, context)
     return job_id
 
 
@@ -107,19 +123,21 @@ def submit_pairs(
     store = ledger(settings)
     context, why_not = _reuse_context(store, settings, reuse)
     if context is not None:
-        from producer.reuse import submit_pairs_reusing
-
         check_broker(settings)
         grouped = [p for group in groups.values() for p in group]
-        job_id, messages, reused, _ = submit_pairs_reusing(
-            store, settings, context, grouped, instruction=instruction, name=name, chunk_size=size,
-            enqueue=lambda ms: ms and enqueue(ms, store, settings, priority=priority), notify=notify, kind=kind, also=also,
-        )  # fmt: skip
+        with ReuseStage(store, settings.cache_touch_interval) as stage:
+            job_id, messages, reused, _ = record_pairs(
+                stage, context, grouped, instruction=instruction, name=name, chunk_size=size, model=settings.model,
+                notify=notify, kind=kind, also=also,
+            )  # fmt: skip
+            if messages:
+                enqueue(messages, store, settings, priority=priority)
+            stage.touch()
         _reused(report, reused, len(grouped), messages, context)
         return job_id
     job_id = _record_and_enqueue(
-        store, settings, priority, kind=kind, chunks=_inline_chunks(groups, size), name=name, instruction=instruction,
-        notify=notify, also=also,
+        store, settings, priority, kind=kind, chunks=inline_chunks(groups.values(), size), name=name,
+        instruction=instruction, notify=notify, also=also,
     )  # fmt: skip
     if why_not and report is not None:
         report(why_not)
@@ -162,19 +180,6 @@ def checked_pairs(
             dup = next(d for d in ids if ids.count(d) > 1)
             raise InputError(f"duplicate pair (query_id={qid!r}, doc_id={dup!r})")
     return groups
-
-
-def _inline_chunks(groups: dict[str, list[InlinePair]], size: int) -> list[NewChunk]:
-    """Chunks of up to ``size`` pairs, cut only between queries."""
-    chunks: list[NewChunk] = []
-    current: list[InlinePair] = []
-    for group in groups.values():
-        if current and len(current) + len(group) > size:
-            chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-            current = []
-        current.extend(group)
-    chunks.append(NewChunk(InlineSpec(pairs=current).model_dump(mode="json"), len(current)))
-    return chunks
 
 
 def _record_and_enqueue(store: Ledger, settings: Settings, priority: int | None = None, **job: object) -> str:
@@ -227,8 +232,6 @@ def _reuse_context(store: Ledger, settings: Settings, reuse: bool) -> tuple[str 
     """The scoring context to reuse cached scores under (producer/reuse.py), or None and why: score everything."""
     if not reuse:
         return None, None
-    from producer.reuse import choose_context
-
     choice = choose_context(store, settings)
     return choice.digest, None if choice.digest else f"no reuse, every pair is scored: {choice.reason}"
 

@@ -8,6 +8,7 @@ the next chunk's rows are read and tokenized while the current one is scored."""
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import socket
@@ -139,11 +140,34 @@ def _consume_own_queues(controller, settings) -> None:  # noqa: ANN001
 def _score_missing(
     reranker: Reranker, keyed: list, keys: list, hits: dict[bytes, tuple[float, float | None]]
 ) -> list[PairScore]:
-    """Scores in chunk order; pairs whose key the cache holds (``hits``) never reach the engine."""
-    todo = [i for i, key in enumerate(keys) if key is None or key not in hits]
-    scored = iter(reranker.score([keyed[i].pair for i in todo]) if todo else [])
-    wanted = set(todo)
-    return [next(scored) if i in wanted else PairScore(hits[key][0], logit=hits[key][1]) for i, key in enumerate(keys)]
+    """Scores in chunk order. Pairs whose key the cache holds (``hits``) never reach the engine, and
+    identical pairs (one key; without a scoring context, the same texts) reach it once: every copy
+    gets that one result, so copies score bit for bit alike even where batch invariance is off (the
+    chunk plan puts all copies of a job's pair in one chunk: producer/chunk_plans.py)."""
+    first: dict[object, int] = {}  # identity of a pair -> its position among the pairs scored
+    todo: list[int] = []
+    source: list[int | None] = []  # per pair: position of its result among the scored, None for a hit
+    for i, key in enumerate(keys):
+        if key is not None and key in hits:
+            source.append(None)
+            continue
+        same = key if key is not None else keyed[i].pair
+        if same not in first:
+            first[same] = len(todo)
+            todo.append(i)
+        source.append(first[same])
+    scored = reranker.score([keyed[i].pair for i in todo]) if todo else []
+    out: list[PairScore] = []
+    seen: set[int] = set()
+    for i, at in enumerate(source):
+        if at is None:
+            out.append(PairScore(hits[keys[i]][0], logit=hits[keys[i]][1]))
+        elif at in seen:  # a copy: the same result, its tokens counted once (worker metrics)
+            out.append(dataclasses.replace(scored[at], tokens=0))
+        else:
+            seen.add(at)
+            out.append(scored[at])
+    return out
 
 
 def _send_unsent(job_id: str, ledger: Ledger, request) -> None:  # noqa: ANN001

@@ -73,7 +73,7 @@ def resume(job: JobArg) -> None:
 @friendly
 def rescore(job: JobArg) -> None:
     """Re-score a whole job under the workers' current context: submit it again, then cancel it."""
-    from producer.job_control import rescore as run
+    from producer.rescoring import rescore as run
 
     print(run(job, report=say))
 

@@ -118,17 +118,17 @@ class ReuseStage:
             cur.close()
 
     def record(
-        self, plan: Callable[[Iterator[tuple[int, str]]], list[NewChunk]], context: str, **job: object
+        self, plan: Callable[[Iterator[tuple[int, str, bytes]]], list[NewChunk]], context: str, **job: object
     ) -> tuple[str, list[ChunkMessage], int, int]:
-        """One transaction: plan chunks over the misses (``(seq, query_id)`` in order), record the job,
-        copy the hits into its scores. Returns the job id, its messages, the pairs reused and staged."""
+        """One transaction: plan chunks over the misses (``(seq, query_id, key)`` in order), record the
+        job, copy the hits into its scores. Returns the job id, its messages, the pairs reused and staged."""
         misses = 0
 
-        def counted(rows: Iterator) -> Iterator[tuple[int, str]]:
+        def counted(rows: Iterator) -> Iterator[tuple[int, str, bytes]]:
             nonlocal misses
-            for seq, qid in rows:
+            for seq, qid, key in rows:
                 misses += 1
-                yield seq, qid
+                yield seq, qid, key
 
         t0 = time.perf_counter()
         if self.pg:
@@ -140,9 +140,9 @@ class ReuseStage:
             with self.store.session.begin() as marks:
                 mark_used(marks, self.gens, now())
         misses_sql = (  # PostgreSQL: looked up batch by batch already, in this transaction's snapshot
-            "SELECT st.seq, st.query_id FROM reuse_stage st WHERE NOT st.hit ORDER BY st.seq"
+            "SELECT st.seq, st.query_id, st.key FROM reuse_stage st WHERE NOT st.hit ORDER BY st.seq"
             if self.pg
-            else "SELECT st.seq, st.query_id FROM reuse_stage st WHERE NOT EXISTS "
+            else "SELECT st.seq, st.query_id, st.key FROM reuse_stage st WHERE NOT EXISTS "
             "(SELECT 1 FROM score_cache c WHERE c.key = st.key) ORDER BY st.seq"
         )
         with Session(bind=self.conn, expire_on_commit=False) as s, s.begin():

@@ -1,0 +1,104 @@
+"""Which pairs share a chunk: query runs packed into chunks of about ``chunk_size`` pairs, never split,
+and every run whose (instruction, query) text an earlier chunk holds put into that chunk.
+
+Why: identical pairs (the same instruction, query and document, under any ids) must be scored once
+and fanned out, so that they get the same score bit for bit (without batch invariance, two copies
+scored in different batches differ in the last bits, and the score cache, which keeps one value per
+text, would then make the next night report unedited pairs as changed). A pair's score-cache key
+starts with its (instruction, query) text, so pairs that share a key share that text; with every run
+of one text in one chunk, the worker sees all copies of a key together and scores it once
+(``worker/tasks.py``). A run of one query id is contiguous and never split (as before); a query text
+repeated under other query ids joins its first chunk, which may then exceed ``chunk_size`` by those
+runs, as a chunk grows by one query larger than ``chunk_size``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from rerankq.settings import DEFAULT_INSTRUCTION
+from rerankq.store.records import NewChunk
+from schemas import InlinePair, InlineSpec
+
+Run = TypeVar("Run")
+
+
+def text_head(instruction: str | None, query: str | None) -> bytes:
+    """16 bytes standing for an (instruction, query) text (None: the default instruction): the part of
+    a score-cache key that a chunk plan groups by, without needing a scoring context."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (DEFAULT_INSTRUCTION if instruction is None else instruction, query or ""):
+        raw = part.encode("utf-8", "surrogatepass")
+        h.update(len(raw).to_bytes(8, "little") + raw)
+    return h.digest()
+
+
+@dataclass
+class _Chunk(Generic[Run]):
+    runs: list[Run] = field(default_factory=list)
+    pairs: int = 0
+
+
+class ChunkPacker(Generic[Run]):
+    """Runs (opaque to it: segments, row numbers or pairs) with their pair count and text heads, in
+    submission order, packed into chunks; see the module docstring."""
+
+    def __init__(self, chunk_size: int):
+        self.size = chunk_size
+        self._chunks: list[_Chunk[Run] | None] = []
+        self._parent: list[int] = []  # union-find over chunk indexes: a merged chunk points to its survivor
+        self._home: dict[Hashable, int] = {}  # text head -> (a chunk merged into) the chunk holding it
+        self._open: int | None = None
+
+    def _find(self, i: int) -> int:
+        while self._parent[i] != i:
+            self._parent[i] = self._parent[self._parent[i]]
+            i = self._parent[i]
+        return i
+
+    def _new(self) -> int:
+        self._chunks.append(_Chunk())
+        self._parent.append(len(self._parent))
+        return len(self._chunks) - 1
+
+    def add(self, run: Run, pairs: int, heads: Iterable[Hashable]) -> None:
+        heads = set(heads)
+        homes = sorted({self._find(self._home[h]) for h in heads if h in self._home})
+        if homes:  # its text is in an earlier chunk (two, for a run of several instructions: they merge)
+            target = homes[0]
+            for other in homes[1:]:
+                merged = self._chunks[other]
+                assert merged is not None
+                self._chunks[target].runs.extend(merged.runs)  # type: ignore[union-attr]
+                self._chunks[target].pairs += merged.pairs  # type: ignore[union-attr]
+                self._chunks[other], self._parent[other] = None, target
+                if self._open == other:
+                    self._open = target
+        else:
+            current = self._chunks[self._open] if self._open is not None else None
+            if current is None or (current.pairs and current.pairs + pairs > self.size):
+                self._open = self._new()
+            target = self._open  # type: ignore[assignment]
+        chunk = self._chunks[target]
+        assert chunk is not None
+        chunk.runs.append(run)
+        chunk.pairs += pairs
+        for h in heads:
+            self._home.setdefault(h, target)
+
+    def chunks(self) -> list[tuple[list[Run], int]]:
+        """Each chunk's runs (in the order added, merged chunks after) and its number of pairs."""
+        return [(c.runs, c.pairs) for c in self._chunks if c is not None and c.pairs]
+
+
+def inline_chunks(runs: Iterable[list[InlinePair]], chunk_size: int) -> list[NewChunk]:
+    """Inline pairs' chunks, from their query runs (each one query id's pairs, instructions resolved)."""
+    packer: ChunkPacker[list[InlinePair]] = ChunkPacker(chunk_size)
+    for run in runs:
+        packer.add(run, len(run), {text_head(p.instruction, p.query) for p in run})
+    return [
+        NewChunk(InlineSpec(pairs=[p for run in runs for p in run]).model_dump(mode="json"), pairs)
+        for runs, pairs in packer.chunks()
+    ]
