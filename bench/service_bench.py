@@ -83,6 +83,7 @@ def main() -> None:
         **os.environ, "PYTHONPATH": str(REPO), "RERANKQ_DATABASE_URL": db, "RERANKQ_BROKER_URL": args.broker,
         "RERANKQ_MODEL": args.model, "RERANKQ_MAX_LENGTH": str(args.max_length), "RERANKQ_ENFORCE_EAGER": "true",
         "RERANKQ_DTYPE": "float32", "VLLM_CPU_KVCACHE_SPACE": "1", "RERANKQ_LOG_LEVEL": "WARNING",
+        "RERANKQ_MANIFEST_ROOTS": json.dumps([str(tmp)]),  # where the service may read the manifest it is sent
     }  # fmt: skip
     subprocess.run([sys.executable, "-m", "producer.cli", "db", "upgrade"], env=env, check=True, cwd=REPO, capture_output=True)
     worker_log = open(tmp / "worker.log", "wb")  # noqa: SIM115

@@ -93,13 +93,23 @@ class Settings(BaseSettings):
     max_document_chars: int = 1_000_000
     max_query_chars: int = 100_000
     manifest_schemes: list[str] = ["file", "s3", "gs", "gcs"]
-    manifest_roots: list[str] = Field(default_factory=list, description="allowed URI/path prefixes; empty = any")
+    manifest_roots: list[str] = Field(
+        default_factory=list,
+        description="directories and object-store prefixes the service reads manifests under (none: it reads none); "
+        "the CLI and workers read only these when set",
+    )
     s3_endpoint_url: str | None = Field(
         None, description="an S3-compatible store for s3:// manifests, e.g. http://minio:9000 (credentials: AWS_* env)"
     )
 
     # --- HTTP service (`producer serve`) and metrics ------------------------------------
-    api_key: SecretStr | None = Field(None, description="if set, every endpoint but /healthz and /metrics needs it as a Bearer token")
+    api_key: SecretStr | None = Field(
+        None, description="one admin key of no tenant (compatibility; `producer keys create` makes per-tenant keys)"
+    )
+    open: bool = Field(
+        False, description="serve with no API key beyond loopback or behind a proxy: refused at start unless true"
+    )
+    session_seconds: float = Field(12 * 3600.0, gt=0, description="how long a console sign-in lasts")
     max_interactive_backlog: int = Field(
         64, ge=1, description="interactive chunks waiting in the broker before /v1/rerank answers 429"
     )

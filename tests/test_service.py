@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from rerankq.settings import Settings
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
-from tests.services import free_port, wait_port
+from tests.services import free_port
 
 KEY = "k3y-Sup3r-s3cret"
 
@@ -33,7 +33,7 @@ def settings(tmp_path: Path, redis_url: str, tiny_model: Path) -> Settings:
     redis.Redis.from_url(redis_url).flushdb()
     return Settings(
         database_url=db, broker_url=redis_url, model=str(tiny_model), max_length=512, rerank_timeout=1.0,
-        max_inline_pairs=50, max_request_bytes=64 * 1024, max_interactive_backlog=2,
+        max_inline_pairs=50, max_request_bytes=64 * 1024, max_interactive_backlog=2, manifest_roots=[str(tmp_path)],
     )  # fmt: skip
 
 
@@ -183,6 +183,7 @@ def test_openapi_documents_the_endpoints(settings):
 
 
 def test_api_key_guards_everything_but_healthz_and_metrics(settings):
+    """RERANKQ_API_KEY: one admin key, as before tenants (tests/test_tenants.py has the per-tenant keys)."""
     with client(settings, api_key=KEY) as c:
         assert c.get("/healthz").status_code == 200
         assert c.get("/metrics").status_code == 200
@@ -207,32 +208,7 @@ def test_api_key_guards_everything_but_healthz_and_metrics(settings):
         assert KEY not in c.get("/").text + c.get("/metrics").text + c.get("/openapi.json").text
 
 
-def test_serve_warns_loudly_on_a_public_address_without_a_key(settings, tmp_path):
-    """The real `producer serve` on 0.0.0.0: a warning, and the key never in its output."""
-    port = free_port()
-    env = {
-        **os.environ, "RERANKQ_DATABASE_URL": settings.database, "RERANKQ_BROKER_URL": settings.broker,
-        "RERANKQ_MODEL": settings.model,
-    }  # fmt: skip
-    env.pop("RERANKQ_API_KEY", None)
-    exe = str(Path(sys.executable).with_name("producer"))
-    for extra, warned in (({}, True), ({"RERANKQ_API_KEY": KEY}, False)):
-        log = tmp_path / f"serve-{warned}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([exe, "serve", "--host", "0.0.0.0", "--port", str(port)], env={**env, **extra},
-                                    stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-        try:
-            wait_port(port, 60)
-            import requests
-
-            headers = {"Authorization": f"Bearer {KEY}"} if extra else {}
-            assert requests.get(f"http://127.0.0.1:{port}/v1/jobs", headers=headers, timeout=10).status_code == 200
-        finally:
-            proc.terminate()
-            proc.wait(30)
-        text = log.read_text()
-        assert ("WARNING: serving on 0.0.0.0 with no RERANKQ_API_KEY" in text) is warned, text
-        assert KEY not in text
+# `producer serve` beyond loopback, keys and tenants, sessions, CSRF and manifest roots: tests/test_tenants.py
 
 
 # --- jobs API ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ round trips, the interactive path during a running job, the console in a real he
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -53,7 +54,8 @@ class Live:
         self.service_log = open(tmp / "service.log", "wb")  # noqa: SIM115
         exe = str(Path(sys.executable).with_name("producer"))
         self.service = subprocess.Popen(
-            [exe, "serve", "--port", str(self.port)], env={**os.environ, **self.env}, cwd=REPO,
+            [exe, "serve", "--port", str(self.port)], cwd=REPO,
+            env={**os.environ, **self.env, "RERANKQ_MANIFEST_ROOTS": json.dumps([str(tmp)])},  # the manifests it may read
             stdout=self.service_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_port(self.port, 60)

@@ -66,6 +66,7 @@ def list_keys(
         print(json.dumps([dataclasses.asdict(r) for r in rows], default=str, indent=2))
         return
     table = Table("id", "name", "tenant", "scopes", "created", "last used", "revoked")
+    table.columns[0].no_wrap = True  # ids are copied whole
     for r in rows:
         table.add_row(*(Text(v) for v in (r.id, r.name, r.tenant, ",".join(r.scopes), utc(r.created_at), utc(r.last_used_at), utc(r.revoked_at))))
     out.print(table)

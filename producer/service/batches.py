@@ -12,6 +12,7 @@ from producer.batch_files import batch_object, batch_store, submit_batch
 from producer.batch_output import refreshed
 from producer.job_control import cancel
 from producer.service.errors import ServiceError
+from producer.service.tenancy import audit, viewer
 from rerankq.logs import get_logger
 from rerankq.store.batches import BatchRow
 
@@ -53,13 +54,14 @@ async def create_batch(body: BatchBody, request: Request) -> dict:
     """Check every line of the file (a bad line fails only itself), then queue the good ones as one job."""
     settings = request.app.state.settings
     store = batch_store(settings)
-    input_file = await asyncio.to_thread(store.file, body.input_file_id)
+    input_file = await asyncio.to_thread(store.file, body.input_file_id, viewer(request))  # another tenant's: no file
     if input_file is None:
         raise ServiceError(404, f"field 'input_file_id': no file {body.input_file_id!r}")
     row: BatchRow = await asyncio.to_thread(
         submit_batch, input_file, endpoint=body.endpoint, completion_window=body.completion_window,
         metadata=body.metadata, notify=body.notify, settings=settings,
     )  # fmt: skip
+    await asyncio.to_thread(audit, request, "batch.create", row.id)
     try:  # the batch exists now (one transaction): the client gets it, whatever the look after it meets
         return await asyncio.to_thread(_look, request, row.id)
     except Exception as exc:  # noqa: BLE001
@@ -78,7 +80,7 @@ async def list_batches(request: Request, limit: int = Query(20, ge=1, le=100), a
     store = batch_store(settings)
 
     def page() -> list[dict]:
-        return [batch_object(refreshed(store, r, settings), store) for r in store.batches(limit + 1, after)]
+        return [batch_object(refreshed(store, r, settings), store) for r in store.batches(limit + 1, after, viewer(request))]
 
     data = await asyncio.to_thread(page)
     more, data = len(data) > limit, data[:limit]
@@ -96,4 +98,5 @@ async def cancel_batch(batch_id: str, request: Request) -> dict:
     if row is None:
         raise ServiceError(404, f"no batch {batch_id!r}")
     await asyncio.to_thread(cancel, row.job_id, settings)
+    await asyncio.to_thread(audit, request, "batch.cancel", batch_id)
     return await asyncio.to_thread(_look, request, batch_id)

@@ -3,10 +3,11 @@ and draws charts with the vendored uPlot (static/vendor; no network at run time)
 
 / jobs with live progress, /jobs/{id} one job (progress with reused pairs, pairs/s over time, chunks,
 errors, holders, query search), /workers the registry, /nights what changed between two jobs,
-/try the try-it page, /login when RERANKQ_API_KEY is set. Every time is shown one way (timefmt)."""
+/try the try-it page, /login when API keys are in force (producer/service/security.py). Every time is shown one way (timefmt)."""
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 
 from fastapi import APIRouter, Form, Query, Request
@@ -16,13 +17,19 @@ from markupsafe import Markup, escape
 
 from producer.service import nights, timefmt
 from producer.service.security import COOKIE, key_matches
+from producer.service.security import csrf_token as security_csrf
+from producer.service.tenancy import audit, viewer
 from producer.waiting import describe_workers, no_worker_runs, with_waiting
+from rerankq.logs import get_logger
+from rerankq.store.actor import Actor
 from rerankq.store.errors import UnknownJob
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
+from rerankq.store.keys import env_actor
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
+log = get_logger("rerankq.service")
 
 
 def eta_seconds(total: int, done: int, rate: float | None) -> float | None:
@@ -47,7 +54,7 @@ templates.env.filters["ticks"] = ticks
 
 
 def _jobs(request: Request, limit: int = 50) -> list:
-    return request.app.state.ledger.list_jobs(limit, exclude_name=INTERACTIVE_JOB_NAME)
+    return request.app.state.ledger.list_jobs(limit, exclude_name=INTERACTIVE_JOB_NAME, actor=viewer(request))
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -91,7 +98,8 @@ def nights_page(
         if pair is not None:
             old, new = old or pair[0].job_id, new or pair[1].job_id
     if old is not None and new is not None:
-        try:
+        try:  # a key that is not admin compares its own tenant's jobs only
+            old, new = store.resolve_job(old, actor=viewer(request)), store.resolve_job(new, actor=viewer(request))
             report = nights.night_report(store, old, new, top_k=top_k)
         except UnknownJob as exc:  # a mistyped or ambiguous prefix: say so on the page, keep the form
             error = exc.args[0] if exc.args else str(exc)
@@ -114,13 +122,45 @@ def login_page(request: Request) -> Response:
     return templates.TemplateResponse(request, "login.html", {"error": None})
 
 
-@router.post("/login", response_class=HTMLResponse)
-def login(request: Request, key: str = Form(...)) -> Response:
+def _key_actor(request: Request, key: str) -> Actor | None:
     expected = request.app.state.api_key
-    if expected is None:
-        return RedirectResponse("/", status_code=303)
-    if not key_matches(key, expected):
+    if expected and key_matches(key, expected):
+        return env_actor(expected)
+    return request.app.state.keys.authenticate(key)
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, key: str = Form(..., max_length=512)) -> Response:
+    """A key for a session: the cookie holds a random token, never the key. Attempts are throttled per
+    client address and overall (429 with Retry-After)."""
+    client = request.client.host if request.client else "?"
+    wait = request.app.state.login_throttle.take(client)
+    if wait:
+        context = {"error": f"too many sign-in attempts: try again in {wait:.0f} s"}
+        return templates.TemplateResponse(request, "login.html", context, status_code=429, headers={"Retry-After": f"{wait:.0f}"})
+    if request.app.state.api_key is None and not request.app.state.keys.any_key():
+        return RedirectResponse("/", status_code=303)  # no key in force: nothing to sign in to
+    actor = _key_actor(request, key)
+    if actor is None:
+        log.warning("login_refused", client=client)
         return templates.TemplateResponse(request, "login.html", {"error": "wrong key"}, status_code=401)
+    token = request.app.state.keys.open_session(actor.key_id, request.app.state.settings.session_seconds)
+    request.state.actor = actor
+    audit(request, "login", actor.key_id)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, key, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
+    response.set_cookie(
+        COOKIE, token, max_age=int(request.app.state.settings.session_seconds), httponly=True, samesite="strict", secure=secure
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token: str = Form("", max_length=128)) -> Response:
+    """Ends the session (its form carries the page's CSRF token, so another site cannot sign you out)."""
+    token = request.cookies.get(COOKIE)
+    if token and hmac.compare_digest(csrf_token.encode(), security_csrf(token).encode()):
+        request.app.state.keys.close_session(token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE, httponly=True, samesite="strict")
     return response

@@ -8,6 +8,7 @@ from fastapi.responses import FileResponse
 
 from producer.batch_files import batch_store, delete_file, file_path
 from producer.service.errors import ServiceError
+from producer.service.tenancy import audit, viewer
 from producer.service.uploads import receive_upload
 from rerankq.store.batches import FileInUse, FileRow
 
@@ -52,12 +53,13 @@ async def upload_file(request: Request) -> dict:
         row = await receive_upload(request.stream(), request.headers.get("content-type", ""), settings)
     except OSError as exc:  # the disk, not the client: nothing of the upload is left
         raise ServiceError(507, f"file: cannot be stored in RERANKQ_FILES_DIR: {exc.strerror or type(exc).__name__}") from None
+    audit(request, "file.upload", row.id)
     return file_object(row)
 
 
 @router.get("/files")
 def list_files(request: Request, purpose: str | None = None, limit: int = 100) -> dict:
-    rows = batch_store(request.app.state.settings).files(limit=min(max(limit, 1), 10_000), purpose=purpose)
+    rows = batch_store(request.app.state.settings).files(limit=min(max(limit, 1), 10_000), purpose=purpose, actor=viewer(request))
     return {"object": "list", "data": [file_object(r) for r in rows], "has_more": False}
 
 
@@ -85,4 +87,5 @@ def remove_file(file_id: str, request: Request) -> dict:
         raise ServiceError(409, str(exc)) from None
     if not deleted:
         raise ServiceError(404, f"no file {file_id!r}")
+    audit(request, "file.delete", file_id)
     return {"id": file_id, "object": "file", "deleted": True}

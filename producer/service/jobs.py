@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from producer.export import iter_parquet_bytes, iter_ranked
 from producer.job_control import cancel
+from producer.service.manifest_roots import allowed_manifest
+from producer.service.tenancy import audit, viewer
 from producer.submission import submit_manifest
 from producer.waiting import describe_workers, with_waiting
 from producer.workers import workers as registered_workers
@@ -25,7 +27,9 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    manifest: StrictStr = Field(description="Parquet file, directory of Parquet files, or s3:// gs:// file:// URI")
+    manifest: StrictStr = Field(
+        description="Parquet file, directory of Parquet files, or s3:// gs:// file:// URI, under RERANKQ_MANIFEST_ROOTS"
+    )
     name: StrictStr | None = None
     instruction: StrictStr | None = Field(None, description="for rows without one")
     chunk_size: StrictInt | None = Field(None, ge=1, description="pairs per chunk (default RERANKQ_CHUNK_SIZE)")
@@ -60,9 +64,10 @@ class RankedPair(BaseModel):
 async def submit_job(body: JobRequest, request: Request) -> JobStatus:
     """Validate the whole manifest (every problem listed), record the job, enqueue its chunks."""
     settings = request.app.state.settings
+    manifest = await asyncio.to_thread(allowed_manifest, body.manifest, settings)  # RERANKQ_MANIFEST_ROOTS only
     job_id = await asyncio.to_thread(
         submit_manifest,
-        body.manifest,
+        manifest,
         instruction=body.instruction,
         name=body.name,
         chunk_size=body.chunk_size,
@@ -71,6 +76,7 @@ async def submit_job(body: JobRequest, request: Request) -> JobStatus:
         then=body.then,
         notify=body.notify,
     )
+    await asyncio.to_thread(audit, request, "job.submit", job_id)
     return await asyncio.to_thread(request.app.state.ledger.status, job_id)
 
 
@@ -82,7 +88,7 @@ def list_jobs(
 ) -> list[JobStatus]:
     """Recent jobs, newest first."""
     exclude = None if interactive else INTERACTIVE_JOB_NAME
-    return request.app.state.ledger.list_jobs(limit, exclude_name=exclude)
+    return request.app.state.ledger.list_jobs(limit, exclude_name=exclude, actor=viewer(request))
 
 
 @router.get("/jobs/{job_id}", response_model=JobStatus, responses={404: {}})
@@ -96,7 +102,9 @@ def job_status(job_id: str, request: Request) -> JobStatus:
 @router.post("/jobs/{job_id}/cancel", response_model=CancelResponse, responses={404: {}})
 def cancel_job(job_id: str, request: Request) -> CancelResponse:
     """No further chunk is scored; scores already written stay."""
-    return CancelResponse(job_id=job_id, state=cancel(job_id, settings=request.app.state.settings))
+    state = cancel(job_id, settings=request.app.state.settings)
+    audit(request, "job.cancel", job_id)
+    return CancelResponse(job_id=job_id, state=state)
 
 
 @router.get("/jobs/{job_id}/throughput", response_model=Throughput, responses={404: {}})

@@ -137,7 +137,7 @@ class Guard:
             index = 2
         elif len(parts) >= 4 and parts[1] == "v1" and parts[2] in ("batches", "files") and parts[3]:
             found = self.batches.batch(parts[3], actor) if parts[2] == "batches" else self.batches.file(parts[3], actor)
-            return (path, None) if found is not None else (None, f"no {parts[2][:-1]} {parts[3]!r}")
+            return (path, None) if found is not None else (None, f"no {'batch' if parts[2] == 'batches' else 'file'} {parts[3]!r}")
         else:
             return path, None
         try:
@@ -179,7 +179,7 @@ class Guard:
             actor = await anyio.to_thread.run_sync(self.keys.session_actor, cookie, self.env_key)
             if actor is not None:
                 state["csrf"] = csrf_token(cookie)
-                if method not in SAFE_METHODS and path != "/logout":  # /logout checks its form's token itself
+                if method not in SAFE_METHODS and path not in ("/login", "/logout"):  # /logout checks its form's token itself
                     given = headers.get(CSRF_HEADER, "")
                     if not hmac.compare_digest(given.encode(), state["csrf"].encode()):
                         await _json(send, 403, "missing or wrong CSRF token (X-CSRF-Token): send it from this service's own pages")

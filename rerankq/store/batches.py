@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from rerankq.store.actor import Actor, owner_of_new, tenant_filter
 from rerankq.store.base import LIVE_CHUNK, LedgerBase
 from rerankq.store.clock import aware, now
 from rerankq.store.models import Batch, Chunk, Job, Score, StoredFile
@@ -80,20 +81,22 @@ class BatchStore(LedgerBase):
     # --- files -------------------------------------------------------------------------------
     def add_file(self, purpose: str, filename: str, size: int, path: str, file_id: str | None = None) -> FileRow:
         row = StoredFile(
-            id=file_id or new_file_id(), purpose=purpose, filename=filename, bytes=size, path=path, created_at=now()
+            id=file_id or new_file_id(), purpose=purpose, filename=filename, bytes=size, path=path, created_at=now(),
+            owner=owner_of_new(),
         )
         with self.session.begin() as s:
             s.add(row)
         return _file(row)
 
-    def file(self, file_id: str) -> FileRow | None:
+    def file(self, file_id: str, actor: Actor | None = None) -> FileRow | None:
+        """None also when ``actor`` does not see it (another tenant's file is no file)."""
         with self.session() as s:
             f = s.get(StoredFile, file_id)
-            return _file(f) if f is not None else None
+            return _file(f) if f is not None and (actor is None or actor.sees(f.owner)) else None
 
-    def files(self, limit: int = 100, purpose: str | None = None) -> list[FileRow]:
+    def files(self, limit: int = 100, purpose: str | None = None, actor: Actor | None = None) -> list[FileRow]:
         with self.session() as s:
-            stmt = select(StoredFile).order_by(StoredFile.created_at.desc()).limit(limit)
+            stmt = select(StoredFile).where(*tenant_filter(StoredFile.owner, actor)).order_by(StoredFile.created_at.desc()).limit(limit)
             if purpose:
                 stmt = stmt.where(StoredFile.purpose == purpose)
             return [_file(f) for f in s.scalars(stmt)]
@@ -149,7 +152,7 @@ class BatchStore(LedgerBase):
             job = Job(
                 id=job_id, name=name, kind=BATCH_KIND, state=JobState.failed, pairs_total=0, chunks_total=0,
                 error=errors[0]["message"] if errors else "no request to run", created_at=t, started_at=t, finished_at=t,
-                model=model, notify=notify,
+                model=model, notify=notify, owner=owner_of_new(),
             )  # fmt: skip
             s.add(job)
             s.flush()
@@ -161,13 +164,15 @@ class BatchStore(LedgerBase):
             record_job_end(s, job)
         return batch_id(job_id)
 
-    def batch(self, batch_or_job_id: str) -> BatchRow | None:
-        rows = self._batches(or_(Batch.id == batch_or_job_id, Batch.job_id == batch_or_job_id), limit=1)
+    def batch(self, batch_or_job_id: str, actor: Actor | None = None) -> BatchRow | None:
+        """None also when ``actor`` does not see its job."""
+        where = [or_(Batch.id == batch_or_job_id, Batch.job_id == batch_or_job_id), *tenant_filter(Job.owner, actor)]
+        rows = self._batches(*where, limit=1)
         return rows[0] if rows else None
 
-    def batches(self, limit: int = 20, after: str | None = None) -> list[BatchRow]:
-        """Newest first; ``after``: the last id of the previous page."""
-        where = []
+    def batches(self, limit: int = 20, after: str | None = None, actor: Actor | None = None) -> list[BatchRow]:
+        """Newest first; ``after``: the last id of the previous page; ``actor``: only the batches it sees."""
+        where = tenant_filter(Job.owner, actor)
         if after:
             with self.session() as s:
                 created = s.scalar(select(Batch.created_at).where(Batch.id == after))
@@ -245,9 +250,10 @@ class BatchStore(LedgerBase):
         """The output files recorded with the batch that they complete, in one transaction; ``note`` (how
         many failed lines the error file leaves out) is added to the batch's errors."""
         with self.session.begin() as s:
+            owner = s.scalar(select(Job.owner).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch_id_))  # the batch's tenant's
             for f in (output_file, error_file):
                 if f is not None:
-                    s.add(StoredFile(id=f.id, purpose=f.purpose, filename=f.filename, bytes=f.bytes, path=f.path, created_at=f.created_at))
+                    s.add(StoredFile(id=f.id, purpose=f.purpose, filename=f.filename, bytes=f.bytes, path=f.path, created_at=f.created_at, owner=owner))
             values: dict = dict(
                 output_file_id=output_file.id if output_file else None, error_file_id=error_file.id if error_file else None,
                 lines_completed=completed, lines_failed=failed, completed_at=now(),
