@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from producer.batch_lines import ENDPOINTS, MAX_ERRORS, BadLine, LineReader
+from producer.batch_lines import ENDPOINTS, MAX_ERRORS, BadLine, LineReader, known_url
 from producer.batch_reading import physical_lines, request_lines
 from producer.errors import InputError
 from producer.submission import notify_url, submit_pairs
@@ -138,7 +138,7 @@ def _first_endpoint(path: Path, settings: Settings) -> str:
                 url = json.loads(raw).get("url") if isinstance(raw, bytes) else None
             except (ValueError, AttributeError):
                 continue
-            if url in ENDPOINTS:
+            if isinstance(url, str) and known_url(url):
                 return url
     return ENDPOINTS[0]
 
@@ -165,8 +165,8 @@ def submit_batch(
     if not file_path(input_file, settings).is_file():
         raise InputError(f"field 'input_file_id': file {input_file.id}: its bytes are gone from RERANKQ_FILES_DIR")
     endpoint = endpoint or _first_endpoint(file_path(input_file, settings), settings)
-    if endpoint not in ENDPOINTS:
-        raise InputError(f"field 'endpoint': {endpoint!r}: expected one of {', '.join(ENDPOINTS)}")
+    if not known_url(endpoint):  # recorded for the batch object; each line is routed by its own url, as in vLLM
+        raise InputError(f"field 'endpoint': {endpoint!r}: expected a path ending in /rerank or /score, e.g. {', '.join(ENDPOINTS)}")
     window = window_seconds(completion_window)
     notify = notify_url(notify, settings)
     store = batch_store(settings)

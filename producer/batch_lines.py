@@ -1,6 +1,9 @@
-"""Batch file lines (``vllm run-batch``'s format): each line read and checked on its own, with
-/v1/rerank's and ``submit_pairs``' own checks, into a good line (one query's inline pairs, query id =
-the line's number) or a bad one (its line and field, for the error file). See producer/batch_files.py."""
+"""Batch file lines (``vllm run-batch``'s format): each line read and checked on its own, with vLLM's
+semantics, into a good line (one request's inline pairs, query id = the line's number) or a bad one
+(its line, field and HTTP status, for the error file). As in vLLM, each line is routed by its own
+url (any path ending in /rerank or /score: a file may mix them) and ``custom_id`` is any string, repeats
+allowed (output lines follow input lines, so a repeat is never ambiguous). The request itself is read
+by producer/scoring.py, as the service reads it. See producer/batch_files.py."""
 
 from __future__ import annotations
 
@@ -12,17 +15,20 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from producer.errors import InputError
-from producer.interactive import check_rerank
-from producer.submission import checked_pairs
-from rerankq.routing import normalize_model
+from producer.scoring import Scoring, prepare, route
+from rerankq.routing import normalize_model, resolve_model
 from rerankq.settings import Settings
 from schemas import InlinePair, RerankBody
-from schemas.rerank_body import Activation
+from schemas.rerank_body import ScoreBody
 
-ENDPOINTS = ("/v1/rerank", "/v1/score")
+ENDPOINTS = ("/v1/rerank", "/v1/score")  # the batch endpoints named in OpenAI's API; any */rerank or */score works
 MAX_ERRORS = 50  # in a batch's ``errors`` when no line could run
-_PAIR_ERROR = re.compile(r"^pair (\d+) field '(\w+)': (.*)$")
-_FIELD_ERROR = re.compile(r"^field '([\w.]+)': (.*)$")
+_FIELD_ERROR = re.compile(r"^field '([\w.\[\]]+)': (.*)$", re.S)
+
+
+def known_url(url: str) -> bool:
+    """A url vLLM's run-batch routes to scoring: any path ending in /rerank or /score."""
+    return route(url) is not None
 
 
 # --- the lines --------------------------------------------------------------------------------
@@ -35,24 +41,15 @@ class _Line(BaseModel):
     body: dict
 
 
-class ScoreLine(Activation):
-    """vLLM's /v1/score request: ``text_1`` (queries) against ``text_2`` (documents), one to many or pairwise."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    text_1: StrictStr | list[StrictStr]
-    text_2: StrictStr | list[StrictStr]
-    model: StrictStr | None = None
-    instruction: StrictStr | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class GoodLine:
     number: int  # 0-based physical line; the job's query id is ``query_id(number)``
     custom_id: str
     url: str
-    body: RerankBody | ScoreLine
+    body: RerankBody | ScoreBody
     pairs: list[InlinePair]
+    scoring: Scoring | None = None
+    model: str | None = None  # the model name the line gave (responses answer with it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +58,7 @@ class BadLine:
     custom_id: str | None
     param: str
     message: str
+    status: int = 400  # the HTTP status vLLM gives: 400 a bad request, 404 a model it does not serve
 
 
 def query_id(number: int) -> str:
@@ -68,39 +66,29 @@ def query_id(number: int) -> str:
     return f"{number:09d}"
 
 
-def _pairs(number: int, url: str, body: RerankBody | ScoreLine) -> list[InlinePair]:
-    qid = query_id(number)
-    if isinstance(body, RerankBody):
-        return [
-            InlinePair(query_id=qid, doc_id=str(i), query=body.query, document=d, instruction=body.instruction)
-            for i, d in enumerate(body.documents)
-        ]
-    queries = [body.text_1] if isinstance(body.text_1, str) else body.text_1
-    docs = [body.text_2] if isinstance(body.text_2, str) else body.text_2
-    if len(queries) == 1:
-        queries = queries * len(docs)
-    if len(queries) != len(docs):
-        raise InputError(f"body.text_1: {len(queries)} texts for {len(docs)} in text_2 (one, or as many)")
-    return [
-        InlinePair(query_id=qid, doc_id=str(i), query=q, document=d, instruction=body.instruction)
-        for i, (q, d) in enumerate(zip(queries, docs))
-    ]
-
-
 def _field_error(exc: ValidationError, prefix: str) -> tuple[str, str]:
     err = exc.errors()[0]
-    param = ".".join([prefix, *map(str, err["loc"])]) if prefix else ".".join(map(str, err["loc"]))
-    return param, str(err["msg"]).removeprefix("Value error, ")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    loc = [str(p) for p in err["loc"]]
+    if not loc and (m := re.match(r"^(text_1|text_2|queries|documents|items|data_1|data_2): (.*)$", msg, re.S)):
+        loc, msg = [m.group(1)], m.group(2)  # a score form's side, named by its validator
+    param = ".".join([prefix, *loc]) if prefix else ".".join(loc)
+    return param or prefix, msg
 
 
 class LineReader:
-    """Checks each line on its own; the first good line that names a model fixes the batch's model
-    (a batch is one job, pinned to one model): a line naming another model fails."""
+    """Checks each line on its own. A batch is one job, pinned to one model: the first good line that names
+    a model fixes it (``endpoint`` is the batch's declared endpoint; lines are routed by their own url)."""
 
-    def __init__(self, settings: Settings, endpoint: str | None = None):
+    def __init__(self, settings: Settings, endpoint: str | None = None, workers: Iterable | None = None):
         self.settings, self.endpoint = settings, endpoint
         self.model: str | None = None
-        self.seen: dict[str, int] = {}
+        self._workers = workers
+
+    def _resolve(self, name: str) -> str:
+        if self._workers is None:  # the registry, read once: workers serving a model under another name
+            self._workers = _live_workers(self.settings)
+        return resolve_model(name, self.settings.model, self.settings.served_model_name, self._workers)
 
     def read(self, lines: Iterable[bytes]) -> Iterator[GoodLine | BadLine]:
         for number, raw in enumerate(lines):
@@ -121,51 +109,42 @@ class LineReader:
             return BadLine(number, cid, param, f"{where} field {param!r}: {msg}")
         cid = line.custom_id
 
-        def bad(param: str, msg: str) -> BadLine:
-            return BadLine(number, cid, param, f"{where} (custom_id {cid!r}) field {param!r}: {msg}")
+        def bad(param: str, msg: str, status: int = 400) -> BadLine:
+            return BadLine(number, cid, param, f"{where} (custom_id {cid!r}) field {param!r}: {msg}", status)
 
-        if cid in self.seen:
-            return bad("custom_id", f"already used on line {self.seen[cid] + 1} (custom ids must be unique)")
-        self.seen[cid] = number
         if line.method.upper() != "POST":
             return bad("method", f"{line.method!r}: only POST")
-        if line.url not in ENDPOINTS:
-            return bad("url", f"{line.url!r}: expected one of {', '.join(ENDPOINTS)}")
-        if self.endpoint is not None and line.url != self.endpoint:
-            return bad("url", f"{line.url!r}: this batch's endpoint is {self.endpoint}")
+        kind = route(line.url)
+        if kind is None:
+            return bad("url", f"{line.url!r}: expected a path ending in /rerank or /score (e.g. /v1/rerank, /v1/score)")
         try:
-            body = (RerankBody if line.url == "/v1/rerank" else ScoreLine).model_validate(line.body)
+            body = (RerankBody if kind == "rerank" else ScoreBody).model_validate(line.body)
         except ValidationError as exc:
             return bad(*_field_error(exc, "body"))
-        if isinstance(body, RerankBody) and body.max_tokens_per_doc is not None:
-            return bad("body.max_tokens_per_doc", "not supported in batch files (cut the documents in the file)")
-        model = normalize_model(body.model) if body.model else None
+        model = self._resolve(body.model) if body.model else None
+        pinned = self.model or normalize_model(self.settings.model)
         if model is not None and self.model is not None and model != self.model:
-            return bad("body.model", f"{body.model!r}: this batch is scored by {self.model} (one model per batch)")
+            return bad(
+                "body.model", f"The model `{body.model}` does not exist: this batch is scored by {pinned} (one model per batch)", 404
+            )
+        settings = self.settings if model is None else self.settings.model_copy(update={"model": model})
         try:
-            if isinstance(body, RerankBody):  # /v1/rerank's own checks, then submit_pairs', line by line
-                check_rerank(body.query, body.documents, body.instruction, self.settings)
-            pairs = _pairs(number, line.url, body)
-            checked_pairs(pairs, None, self.settings)
+            scoring = prepare(body, query_id(number), settings)
         except InputError as exc:
-            param, msg = _pair_param(str(exc), body)
-            return bad(param, msg)
+            m = _FIELD_ERROR.match(str(exc))
+            if m is None:
+                return bad("body", str(exc))
+            return bad(f"body.{m.group(1)}", m.group(2))
         if model is not None:
             self.model = model
-        return GoodLine(number, cid, line.url, body, pairs)
+        return GoodLine(number, cid, line.url, body, scoring.pairs, scoring, body.model)
 
 
-def _pair_param(message: str, body: RerankBody | ScoreLine) -> tuple[str, str]:
-    """``pair 3 field 'document': …`` (submit_pairs' words) as the line's own field: ``body.documents[3]``."""
-    m = _PAIR_ERROR.match(message)
-    field = _FIELD_ERROR.match(message)
-    if m is None and field is not None:  # check_rerank's words: field 'documents': …
-        return f"body.{field.group(1)}", field.group(2)
-    if m is None:
-        return ("body.text_1" if message.startswith("body.text_1") else "body"), message.removeprefix("body.text_1: ")
-    i, name, msg = m.groups()
-    if isinstance(body, RerankBody):
-        return ("body.query", msg) if name == "query" else (f"body.documents[{i}]", msg)
-    if name == "query":
-        return ("body.text_1" if isinstance(body.text_1, str) else f"body.text_1[{i}]"), msg
-    return ("body.text_2" if isinstance(body.text_2, str) else f"body.text_2[{i}]"), msg
+def _live_workers(settings: Settings) -> list:
+    """The live workers (the registry), or none when the ledger cannot say (a line then names its model as it is)."""
+    try:
+        from producer.workers import seen_workers
+
+        return [w for w in seen_workers(settings) if w.alive]
+    except Exception:  # noqa: BLE001 - routing by name still works; the submission reports a missing database itself
+        return []

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from producer.api_errors import error_body
 from producer.batch_files import NOT_WRITTEN, batch_store, file_path, files_dir, more_errors, status
 from producer.batch_lines import BadLine, GoodLine, LineReader, query_id
 from producer.batch_reading import request_lines
 from producer.errors import InputError
+from producer.scoring import Scored, rerank_response, score_response
 from rerankq.logs import get_logger
 from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
@@ -33,37 +35,13 @@ class _Outcome:
     line: str
 
 
-def _tokens(settings: Settings):  # noqa: ANN202 - producer.service.tokens.Tokens | None
-    """The service's token counter (``usage``, as /v1/rerank reports it) when the service extra and the
-    model's files are here; else usage says 0."""
-    try:
-        from producer.service.tokens import tokens_for
-    except ImportError:
-        return None
-    return tokens_for(settings)
-
-
-def _response(good: GoodLine, ranked: list[dict], model: str, settings: Settings, request_id: str) -> dict:
-    tokens = _tokens(settings)
+def _response(good: GoodLine, ranked: list[dict], model: str, request_id: str) -> dict:
+    """The body the service's route for the line's url answers (producer/scoring.py builds both)."""
+    scored = [Scored(int(r["doc_id"]), r["score"], r["logit"]) for r in ranked]
+    assert good.scoring is not None
     if isinstance(good.body, RerankBody):
-        used = tokens.prompt_tokens(good.body.query, good.body.documents, good.body.instruction) if tokens else 0
-        top = ranked[: good.body.top_n] if good.body.top_n else ranked
-        results = []
-        for r in top:
-            item: dict = {"index": int(r["doc_id"]), "relevance_score": good.body.relevance(r["score"], r["logit"])}
-            if good.body.return_documents:
-                item["document"] = {"text": good.body.documents[int(r["doc_id"])]}
-            results.append(item)
-        return {"id": f"rerank-{request_id}", "model": model, "usage": {"prompt_tokens": used, "total_tokens": used}, "results": results}
-    used = sum(tokens.prompt_tokens(p.query, [p.document], p.instruction) for p in good.pairs) if tokens else 0
-    data = [
-        {"index": int(r["doc_id"]), "object": "score", "score": good.body.relevance(r["score"], r["logit"])}
-        for r in sorted(ranked, key=lambda r: int(r["doc_id"]))
-    ]
-    return {
-        "id": f"score-{request_id}", "object": "list", "created": int(time.time()), "model": model, "data": data,
-        "usage": {"prompt_tokens": used, "total_tokens": used},
-    }  # fmt: skip
+        return rerank_response(good.scoring, scored, model, f"rerank-{request_id}", good.url)
+    return score_response(good.scoring, scored, model, f"score-{request_id}")
 
 
 def _line(custom_id: str | None, status_code: int, request_id: str, body: dict | None, error: dict | None) -> str:
@@ -75,8 +53,8 @@ def _line(custom_id: str | None, status_code: int, request_id: str, body: dict |
 
 
 def _error(message: str, param: str | None, code: int = 400) -> dict:
-    kind = "BadRequestError" if code == 400 else "InternalServerError"
-    return {"object": "error", "message": message, "type": kind, "param": param, "code": code}
+    """vLLM's ErrorResponse, as ``vllm run-batch`` puts it in a failed line's ``error``."""
+    return error_body(code, message, param)
 
 
 def output_lines(row: BatchRow, settings: Settings) -> Iterator[_Outcome]:
@@ -97,7 +75,7 @@ def output_lines(row: BatchRow, settings: Settings) -> Iterator[_Outcome]:
         for item in request_lines(f, reader, settings):
             request_id = f"{row.id}-{item.number + 1}"
             if isinstance(item, BadLine):
-                yield _Outcome(False, _line(item.custom_id, 400, request_id, None, _error(item.message, item.param)))
+                yield _Outcome(False, _line(item.custom_id, item.status, request_id, None, _error(item.message, item.param, item.status)))
                 continue
             qid, rows = query_id(item.number), []
             while pending is not None and pending["query_id"] < qid:
@@ -107,7 +85,8 @@ def output_lines(row: BatchRow, settings: Settings) -> Iterator[_Outcome]:
                 pending = next(ranked, None)
             failed = next((r for r in rows if r["error"] is not None), None)
             if failed is not None:
-                param = f"body.documents[{failed['doc_id']}]" if item.url == "/v1/rerank" else f"body.text_2[{failed['doc_id']}]"
+                side = "documents" if isinstance(item.body, RerankBody) else item.body.form[1]
+                param = f"body.{side}[{failed['doc_id']}]"
                 message = f"line {item.number + 1} (custom_id {item.custom_id!r}) field {param!r}: {failed['error']}"
                 yield _Outcome(False, _line(item.custom_id, 400, request_id, None, _error(message, param)))
             elif len(rows) < len(item.pairs):
@@ -117,7 +96,7 @@ def output_lines(row: BatchRow, settings: Settings) -> Iterator[_Outcome]:
                 message = f"line {item.number + 1} (custom_id {item.custom_id!r}): not scored, {why}"
                 yield _Outcome(False, _line(item.custom_id, 500, request_id, None, _error(message, None, 500)))
             else:
-                body = _response(item, rows, model, settings, request_id)
+                body = _response(item, rows, item.model or model, request_id)
                 yield _Outcome(True, _line(item.custom_id, 200, request_id, body, None))
 
 
@@ -207,6 +186,26 @@ def refreshed(store: BatchStore, row: BatchRow, settings: Settings) -> BatchRow:
                 return _not_written(store, row, exc)
         row = store.batch(row.id)  # type: ignore[assignment]
     return row
+
+
+def finalize_ended(store: BatchStore, settings: Settings, waits: dict[str, tuple[float, float]]) -> int:
+    """The output files of every batch whose job has ended, looked at or not: its webhook event is sent
+    only once they exist (rerankq/store/webhooks.py). A batch whose files could not be written waits
+    before its next try (``waits``: batch id -> (monotonic time, pause), the pause doubling from 5 s to
+    10 min), so a full disk is not rewritten in a loop. The number of batches finalized."""
+    t, done = time.monotonic(), 0
+    for row in store.unwritten():
+        when, pause = waits.get(row.id, (0.0, 0.0))
+        if t < when:
+            continue
+        after = refreshed(store, row, settings)
+        if after.completed_at is None and any(e.get("code") == NOT_WRITTEN for e in after.errors or ()):
+            pause = min(max(pause * 2, 5.0), 600.0)
+            waits[row.id] = (t + pause, pause)
+        else:
+            waits.pop(row.id, None)
+            done += after.completed_at is not None
+    return done
 
 
 def _not_written(store: BatchStore, row: BatchRow, exc: Exception) -> BatchRow:

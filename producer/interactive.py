@@ -59,9 +59,13 @@ def _pairs(request: RerankRequest) -> list[InlinePair]:
 
 def submit_rerank(request: RerankRequest, *, settings: Settings | None = None) -> str:
     """One interactive chunk (highest priority: workers take it before the next batch chunk); the job id."""
+    return submit_interactive(_pairs(request), settings=settings)
+
+
+def submit_interactive(pairs: list[InlinePair], *, settings: Settings | None = None) -> str:
+    """Any checked pairs (a /score request's may hold several queries) as one interactive chunk; the job id."""
     from rerankq.broker import INTERACTIVE_PRIORITY
 
-    pairs = _pairs(request)
     return submit_pairs(
         pairs, settings=settings or get_settings(), chunk_size=len(pairs), name=INTERACTIVE_JOB_NAME,
         priority=INTERACTIVE_PRIORITY,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
+from typing import Any
 
 _SLUG = re.compile(r"[^a-z0-9._-]+")
 
@@ -41,3 +43,23 @@ def job_queue(base: str, model: str | None, context: str | None) -> str:
 def worker_queues(base: str, model: str, context: str | None) -> list[str]:
     """The queues a worker of ``model`` scoring in ``context`` consumes, besides ``base``."""
     return [model_queue(base, model), *([context_queue(base, model, context)] if context else [])]
+
+
+def served_names(names: str | None) -> list[str]:
+    """RERANKQ_SERVED_MODEL_NAME's names (comma-separated), normalized, in order."""
+    return [normalize_model(n) for n in (names or "").split(",") if n.strip()]
+
+
+def resolve_model(name: str, model: str, served: str | None, workers: Iterable[Any] = ()) -> str:
+    """The model a request naming ``name`` is scored by: this process's ``model`` when ``name`` is one
+    of its served names; else the model of a worker that runs it under that name (its registry
+    ``engine["served_model_names"]``); else ``name`` itself."""
+    wanted = normalize_model(name)
+    if wanted in served_names(served):
+        return normalize_model(model)
+    if any(w.model == wanted for w in workers):
+        return wanted
+    for w in workers:
+        if wanted in ((w.engine or {}).get("served_model_names") or ()):
+            return w.model
+    return wanted

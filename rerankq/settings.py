@@ -20,6 +20,11 @@ class Settings(BaseSettings):
 
     # --- model and engine -------------------------------------------------------------
     model: str = "Qwen/Qwen3-Reranker-0.6B"
+    served_model_name: str | None = Field(
+        None,
+        description="names RERANKQ_MODEL is served under, comma-separated, like vLLM's --served-model-name: "
+        "requests and batch lines naming one reach it (the first is the name responses give)",
+    )
     engine: str = Field("vllm", description="vllm | hf | module:factory (a custom engine)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     max_length: int = Field(8192, ge=64, description="tokens per pair, prefix and suffix included")

@@ -54,25 +54,24 @@ def detail(response) -> str:  # noqa: ANN001
     ("body", "status", "message"),
     [
         ({"query": "q", "documents": []}, 400, "field 'documents': List should have at least 1 item after validation, not 0"),
-        ({"documents": ["a"]}, 422, "field 'query': Field required"),
-        ({"query": "q"}, 422, "field 'documents': Field required"),
+        ({"documents": ["a"]}, 400, "field 'query': Field required"),
+        ({"query": "q"}, 400, "field 'documents': Field required"),
         ({"query": "", "documents": ["a"]}, 400, "field 'query': String should have at least 1 character"),
-        ({"query": 7, "documents": ["a"]}, 422, "field 'query': Input should be a valid string"),
-        ({"query": "q", "documents": "abc"}, 422, "field 'documents': Input should be a valid list"),
-        ({"query": "q", "documents": ["a", 3]}, 422, "field 'documents': item 1 is not a string or an object with a \"text\" string"),
-        ({"query": "q", "documents": [{"txt": "a"}]}, 422, "field 'documents': item 0 is not a string or an object"),
-        ({"query": "q", "documents": ["a"], "top_n": "2"}, 422, "field 'top_n': Input should be a valid integer"),
-        ({"query": "q", "documents": ["a"], "top_n": -1}, 422, "field 'top_n': Input should be greater than or equal to 0"),
-        ({"query": "q", "documents": ["a"], "return_documents": "yes"}, 422, "field 'return_documents': Input should be a valid boolean"),
-        ({"query": "q", "documents": ["a"], "max_tokens_per_doc": 0}, 422, "field 'max_tokens_per_doc': Input should be greater than or equal to 1"),
-        ({"query": "q", "documents": ["a", ""]}, 400, "pair 1 field 'document': is an empty string"),
+        ({"query": 7, "documents": ["a"]}, 400, "field 'query': expected a string or {\"content\""),
+        ({"query": "q", "documents": ["a", 3]}, 400, "field 'documents': item 1: expected a string, an object with a \"text\" string, or {\"content\": [text parts]}"),
+        ({"query": "q", "documents": [{"txt": "a"}]}, 400, "field 'documents': item 0: expected a string, an object with a \"text\" string"),
+        ({"query": "q", "documents": ["a"], "top_n": "2"}, 400, "field 'top_n': Input should be a valid integer"),
+        ({"query": "q", "documents": ["a"], "top_n": -1}, 400, "field 'top_n': Input should be greater than or equal to 0"),
+        ({"query": "q", "documents": ["a"], "return_documents": "yes"}, 400, "field 'return_documents': Input should be a valid boolean"),
+        ({"query": "q", "documents": ["a"], "max_tokens_per_doc": -1}, 400, "field 'max_tokens_per_doc': max_tokens_per_doc must be a non-negative integer"),
+        ({"query": "q", "documents": ["a", ""]}, 400, "field 'documents[1]': is an empty string"),
         ({"query": "q", "documents": ["d"] * 51}, 400, "field 'documents': 51 documents, over the limit of 50 (RERANKQ_MAX_INLINE_PAIRS)"),
-        ([1, 2], 422, "request body: Input should be a valid dictionary"),
+        ([1, 2], 400, "request body: Input should be a valid dictionary"),
     ],
     ids=[
         "empty-documents", "missing-query", "missing-documents", "empty-query", "query-not-string",
-        "documents-not-list", "document-not-string", "document-object-without-text", "top_n-string", "top_n-negative",
-        "return_documents-string", "max_tokens_per_doc-zero", "empty-document", "too-many-documents", "body-not-object",
+        "document-not-string", "document-object-without-text", "top_n-string", "top_n-negative",
+        "return_documents-string", "max_tokens_per_doc-negative", "empty-document", "too-many-documents", "body-not-object",
     ],
 )  # fmt: skip
 def test_bad_rerank_requests_name_the_field(settings, body, status, message):
@@ -81,13 +80,15 @@ def test_bad_rerank_requests_name_the_field(settings, body, status, message):
         r = c.post("/v1/rerank", json=body)
     assert r.status_code == status, r.text
     assert message in detail(r)
+    error = r.json()["error"]  # OpenAI's and vLLM's shape, which the openai SDK reads
+    assert (error["message"], error["code"], error["type"]) == (detail(r), 400, "BadRequestError")
     assert redis.Redis.from_url(settings.broker).dbsize() == 0, "nothing enqueued"
 
 
 def test_invalid_json_and_oversize_bodies(settings):
     with client(settings) as c:
         r = c.post("/v1/rerank", content=b'{"query": "q", "documents": [', headers={"content-type": "application/json"})
-        assert r.status_code == 422 and detail(r).startswith("invalid JSON in the request body"), r.text
+        assert r.status_code == 400 and detail(r).startswith("invalid JSON in the request body"), r.text
         big = {"query": "q", "documents": ["x" * 70_000]}
         r = c.post("/v1/rerank", json=big)
         assert r.status_code == 413, r.text
@@ -230,7 +231,7 @@ def test_jobs_api_mirrors_the_cli(settings, tmp_path):
         r = c.post("/v1/jobs", json={"manifest": str(tmp_path / "missing.parquet")})
         assert r.status_code == 400 and "missing.parquet" in detail(r)
         r = c.post("/v1/jobs", json={"manifest": str(manifest), "chunk_size": 0})
-        assert r.status_code == 422 and detail(r) == "field 'chunk_size': Input should be greater than or equal to 1"
+        assert r.status_code == 400 and detail(r) == "field 'chunk_size': Input should be greater than or equal to 1"
         assert c.get("/v1/jobs/nope").status_code == 404
         assert detail(c.get("/v1/jobs/nope")) == "no job 'nope' in the ledger (see `producer list`)"
         assert c.get("/v1/jobs/nope/export").status_code == 404

@@ -24,7 +24,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from rerankq.logs import configure_logging, get_logger
 from rerankq.prompt import Pair
-from rerankq.routing import normalize_model, worker_queues
+from rerankq.routing import normalize_model, served_names, worker_queues
 from rerankq.score_key import ScoringContext, worker_context
 from rerankq.settings import get_settings
 from rerankq.store.cache_lookup import cached_scores
@@ -76,6 +76,7 @@ def _engine_info(settings) -> dict:  # noqa: ANN001
         "quantization": settings.quantization,
         "max_num_batched_tokens": settings.max_num_batched_tokens,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "served_model_names": served_names(settings.served_model_name),  # requests naming these reach it
     }
 
 

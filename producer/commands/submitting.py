@@ -52,6 +52,13 @@ def submit(
         if batch.lines_rejected:
             say(f"{batch.lines_rejected:,} of {batch.lines_total:,} lines refused (see `producer export {batch.job_id[:8]} --format jsonl`)")
         print(batch.job_id, flush=True)
+        if not wait and batch.state is not None and not batch.state.terminal:  # a model no worker runs: said at once
+            from producer.job_control import status as job_status
+            from producer.waiting import waiting_note
+
+            note = waiting_note(job_status(batch.job_id))
+            if "no worker" in note:
+                say(note)
         raise typer.Exit(follow_with_progress(batch.job_id, None) if wait else 0)
     job_id = submit_manifest(
         manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say, model=model, then=then,

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from producer.job_control import ledger
-from producer.service import audit, batches, console, errors, files, jobs, metrics, rerank
+from producer.service import audit, batches, console, errors, files, jobs, metrics, rerank, score
 from producer.service.limits import BodyLimit
 from producer.service.security import Guard
 from producer.service.throttle import Throttle
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     app.include_router(rerank.router)
+    app.include_router(score.router)
     app.include_router(jobs.router)
     app.include_router(files.router)
     app.include_router(batches.router)

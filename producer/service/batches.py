@@ -4,21 +4,50 @@ A batch's status is derived from its job on each look (producer/batch_files.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from producer.batch_files import batch_object, batch_store, submit_batch
-from producer.batch_output import refreshed
+from producer.batch_output import finalize_ended, refreshed
 from producer.job_control import cancel
 from producer.service.errors import ServiceError
 from producer.service.tenancy import audit, viewer
+from producer.waiting import waiting_for
 from rerankq.logs import get_logger
 from rerankq.store.batches import BatchRow
 
 log = get_logger("rerankq.service")
 
-router = APIRouter(prefix="/v1", tags=["batches"])
+FINALIZE_EVERY = 5.0  # seconds between the service's looks for ended batches whose output is not written
+
+
+async def _finalize_loop(app: FastAPI) -> None:
+    """Ended batches get their output files (and so their webhook event) even if no client looks."""
+    settings = app.state.settings
+    store, waits = batch_store(settings), {}
+    while True:
+        await asyncio.sleep(FINALIZE_EVERY)
+        try:
+            await asyncio.to_thread(finalize_ended, store, settings, waits)
+        except Exception as exc:  # noqa: BLE001 - the database may be away: the next round tries again
+            log.warning("batch_finalizer_failed", error=type(exc).__name__)
+
+
+@contextlib.asynccontextmanager
+async def _finalizer(app: FastAPI) -> AsyncIterator[None]:
+    task = asyncio.create_task(_finalize_loop(app))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+router = APIRouter(prefix="/v1", tags=["batches"], lifespan=_finalizer)
 
 
 class BatchBody(BaseModel):
@@ -46,7 +75,11 @@ def _look(request: Request, batch_id: str) -> dict:
     row = store.batch(batch_id)
     if row is None:
         raise ServiceError(404, f"no batch {batch_id!r}")
-    return batch_object(refreshed(store, row, settings), store)
+    out = batch_object(refreshed(store, row, settings), store)
+    if out["status"] == "in_progress":  # rerankq's own field: what it waits for, e.g. that no worker runs its model
+        workers = request.app.state.registry.workers(settings.worker_dead_after)
+        out["waiting"] = waiting_for(request.app.state.ledger.status(row.job_id), workers)
+    return out
 
 
 @router.post("/batches", responses={400: {}, 404: {}, 503: {}})

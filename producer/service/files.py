@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
 from producer.batch_files import batch_store, delete_file, file_path
@@ -58,9 +60,23 @@ async def upload_file(request: Request) -> dict:
 
 
 @router.get("/files")
-def list_files(request: Request, purpose: str | None = None, limit: int = 100) -> dict:
-    rows = batch_store(request.app.state.settings).files(limit=min(max(limit, 1), 10_000), purpose=purpose, actor=viewer(request))
-    return {"object": "list", "data": [file_object(r) for r in rows], "has_more": False}
+def list_files(
+    request: Request,
+    purpose: str | None = None,
+    limit: int = Query(10_000, ge=1, le=10_000),
+    after: str | None = None,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict:
+    """OpenAI's file list, a page at a time: ``after`` the previous page's last id, ``has_more`` while more
+    remain (the openai SDK's auto-paging follows it); newest first unless ``order=asc``."""
+    rows = batch_store(request.app.state.settings).files(
+        limit=limit + 1, purpose=purpose, actor=viewer(request), after=after, order=order
+    )
+    data = [file_object(r) for r in rows[:limit]]
+    return {
+        "object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None, "has_more": len(rows) > limit,
+    }  # fmt: skip
 
 
 @router.get("/files/{file_id}", responses={404: {}})

@@ -35,7 +35,7 @@ class BodyLimit:
         limit = self.larger.get(scope.get("path", ""), self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await self._refuse(send, limit)
+            await self._refuse(send, limit, scope.get("path", ""))
             return
         seen = 0
         started = False
@@ -58,10 +58,12 @@ class BodyLimit:
             await self.app(scope, counted, tracked)
         except _TooLarge:
             if not started:
-                await self._refuse(send, limit)
+                await self._refuse(send, limit, scope.get("path", ""))
 
-    async def _refuse(self, send: Send, limit: int) -> None:
-        body = json.dumps({"detail": _message(limit, limit == self.max_bytes)}).encode()
+    async def _refuse(self, send: Send, limit: int, path: str) -> None:
+        from producer.service.errors import error_content  # OpenAI's shape on the API's routes
+
+        body = json.dumps(error_content(path, 413, _message(limit, limit == self.max_bytes))).encode()
         await send(
             {
                 "type": "http.response.start",

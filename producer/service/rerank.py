@@ -1,4 +1,6 @@
-"""POST /v1/rerank (and /rerank, /v2/rerank): the vLLM / Jina / Cohere rerank interface.
+"""The scoring routes, vLLM's: POST /rerank, /v1/rerank, /v2/rerank (vLLM / Jina / Cohere rerank) and,
+in producer/service/score.py, /score and /v1/score. Bodies and responses are vLLM's (producer/scoring.py
+reads them, as batch lines are read).
 
 The request becomes a one-chunk inline job sent at the interactive priority: it goes through the
 queue to the GPU workers like any job, and a worker takes it before its next batch chunk. The
@@ -9,20 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from producer.errors import InputError
-from producer.interactive import check_rerank, rerank_results, submit_rerank
+from producer.interactive import rerank_results, submit_interactive
 from producer.queueing import interactive_backlog
+from producer.scoring import Scored, Scoring, prepare, rerank_response
 from producer.service.errors import Overloaded, ServiceError
-from producer.service.tokens import tokens_for
 from producer.submission import for_model
 from producer.waiting import describe_workers, no_worker_runs
+from rerankq.routing import resolve_model, served_names
 from rerankq.settings import Settings
-from schemas import RerankBody
+from schemas import InlinePair, RerankBody
+from schemas.rerank_body import ScoreBody
 
 router = APIRouter(tags=["rerank"])
 
@@ -34,7 +37,7 @@ class RerankDocument(BaseModel):
 class RerankResult(BaseModel):
     index: int = Field(description="the document's position in the request")
     relevance_score: float = Field(description="P(yes); with use_activation false, the log-odds")
-    document: RerankDocument | None = None
+    document: RerankDocument | None = Field(None, description="always, except on /v2/rerank with return_documents false")
 
 
 class RerankUsage(BaseModel):
@@ -49,31 +52,14 @@ class RerankResponse(BaseModel):
     results: list[RerankResult] = Field(description="best first")
 
 
-def _prepare(body: RerankBody, settings: Settings) -> tuple[Any, list[str], int]:
-    """Validated request (the CLI's checks), the texts to score, and their prompt tokens."""
-    documents: list[str] = body.documents  # type: ignore[assignment]
-    request = check_rerank(body.query, documents, body.instruction, settings)
-    tokens = tokens_for(settings)
-    scored = documents
-    if body.max_tokens_per_doc is not None:
-        if tokens is None:
-            raise InputError(
-                "field 'max_tokens_per_doc': needs the model's tokenizer on the service's host (RERANKQ_MODEL)"
-            )
-        scored = [tokens.truncate(d, body.max_tokens_per_doc) for d in documents]
-        request = request.model_copy(update={"documents": scored})
-    used = tokens.prompt_tokens(request.query, scored, request.instruction) if tokens else 0
-    return request, documents, used
-
-
-def _submit(request: Any, settings: Settings) -> str:
+def _submit(pairs: list[InlinePair], settings: Settings) -> str:
     backlog = interactive_backlog(settings)
     if backlog >= settings.max_interactive_backlog:
         raise Overloaded(
             f"the interactive queue is full ({backlog} requests waiting for a worker, "
             f"RERANKQ_MAX_INTERACTIVE_BACKLOG={settings.max_interactive_backlog}); retry shortly"
         )
-    return submit_rerank(request, settings=settings)
+    return submit_interactive(pairs, settings=settings)
 
 
 WORKER_CHECK_SECONDS = 2.0  # while a request waits, how often the registry is read again
@@ -93,7 +79,8 @@ async def _require_a_worker(request: Request, settings: Settings, job_id: str | 
     if not alive:
         if job_id is not None:
             await asyncio.to_thread(request.app.state.ledger.cancel, job_id)
-        raise ServiceError(503, words)
+        others = words.startswith("no worker runs")  # workers run other models: vLLM's 404 for a model it does not serve
+        raise ServiceError(404 if others else 503, words)
     return words
 
 
@@ -120,34 +107,35 @@ async def _wait(request: Request, job_id: str, settings: Settings) -> None:
         pause = min(pause * 1.5, 0.1)
 
 
-async def rerank(body: RerankBody, request: Request) -> RerankResponse:
-    """Score ``documents`` against ``query``; results sorted by score, ``index`` = position in the request."""
-    settings: Settings = for_model(request.app.state.settings, body.model)
-    started = time.perf_counter()
-    prepared, documents, used = await asyncio.to_thread(_prepare, body, settings)
+async def score_request(body: RerankBody | ScoreBody, request: Request) -> tuple[Scoring, list[Scored], str, str]:
+    """Check, submit and wait for one scoring request: (the request as scored, its pairs' results in rank
+    order, the model name to answer with, the job id)."""
+    base: Settings = request.app.state.settings
+    settings = base
+    if body.model:
+        workers = await asyncio.to_thread(request.app.state.registry.workers, base.worker_dead_after)
+        settings = for_model(base, resolve_model(body.model, base.model, base.served_model_name, [w for w in workers if w.alive]))
+    prepared = await asyncio.to_thread(prepare, body, "q0", settings)
     await _require_a_worker(request, settings)
-    job_id = await asyncio.to_thread(_submit, prepared, settings)
+    job_id = await asyncio.to_thread(_submit, prepared.pairs, settings)
     await _wait(request, job_id, settings)
-    ranked = await asyncio.to_thread(rerank_results, job_id, documents, settings)
+    ranked = await asyncio.to_thread(rerank_results, job_id, [p.document for p in prepared.pairs], settings)
     failed = next((r for r in ranked if r.error is not None), None)
     if failed is not None:
-        raise InputError(f"field 'documents.{failed.doc_id}': {failed.error}")
-    top = ranked[: body.top_n] if body.top_n else ranked
-    results = [
-        RerankResult(
-            index=int(r.doc_id),
-            relevance_score=body.relevance(r.score, r.logit),  # type: ignore[arg-type]
-            document=RerankDocument(text=r.document) if body.return_documents else None,
-        )
-        for r in top
-    ]
+        side = "documents" if isinstance(body, RerankBody) else body.form[1]
+        raise InputError(f"field '{side}[{failed.doc_id}]': {failed.error}")
+    name = body.model or next(iter(served_names(base.served_model_name)), None) or settings.model
+    return prepared, [Scored(int(r.doc_id), r.score, r.logit) for r in ranked], name, job_id
+
+
+async def rerank(body: RerankBody, request: Request) -> dict:
+    """Score ``documents`` against ``query``: vLLM's RerankResponse, best first (by log-odds), ``index`` =
+    position in the request, each result with its ``document`` (Cohere's /v2/rerank leaves it out with
+    ``return_documents: false``)."""
+    started = time.perf_counter()
+    prepared, scored, model, job_id = await score_request(body, request)
     request.app.state.metrics.rerank_latency.observe(time.perf_counter() - started)
-    return RerankResponse(
-        id=f"rerank-{job_id}",
-        model=settings.model,
-        usage=RerankUsage(prompt_tokens=used, total_tokens=used),
-        results=results,
-    )
+    return rerank_response(prepared, scored, model, f"rerank-{job_id}", request.url.path)
 
 
 for _path, _hidden in (("/v1/rerank", False), ("/rerank", True), ("/v2/rerank", True)):
@@ -156,8 +144,11 @@ for _path, _hidden in (("/v1/rerank", False), ("/rerank", True), ("/v2/rerank", 
         rerank,
         methods=["POST"],
         response_model=RerankResponse,
-        response_model_exclude_none=True,
+        response_model_exclude_unset=True,
         include_in_schema=not _hidden,
-        responses={400: {}, 413: {}, 429: {}, 503: {"description": "no worker alive, or broker/database away"}, 504: {}},
+        responses={
+            400: {}, 404: {"description": "no live worker serves the model"}, 413: {}, 429: {},
+            503: {"description": "no worker alive, or broker/database away"}, 504: {},
+        },  # fmt: skip
         summary="Rerank documents for a query" + (" (alias of /v1/rerank)" if _hidden else ""),
     )

@@ -23,10 +23,40 @@ class Tokens:
         prompts = self.builder.build([Pair(query, d, instruction) for d in documents])
         return sum(len(p.token_ids or ()) for p in prompts)
 
-    def truncate(self, document: str, max_tokens: int) -> str:
-        """The document's first ``max_tokens`` tokens, cut at a token boundary of the original text."""
-        offsets = self._user.encode(document, add_special_tokens=False).offsets
-        return document if len(offsets) <= max_tokens else document[: offsets[max_tokens - 1][1]]
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """The text's first ``max_tokens`` tokens, as vLLM's ``truncate_text_to_tokens`` cuts them (at the
+        character where the next token starts, again until the cut text fits): max_tokens_per_doc/query."""
+        if max_tokens <= 0:
+            return ""
+        while text:
+            enc = self._user.encode(text, add_special_tokens=False)
+            if len(enc.ids) <= max_tokens:
+                break
+            end = min(enc.offsets[max_tokens - 1][1], enc.offsets[max_tokens][0])
+            text = text[: min(end, len(text) - 1)]
+        return text
+
+    def _length(self, query: str, document: str, instruction: str | None) -> int | None:
+        prompt = self.builder.build([Pair(query, document, instruction)])[0]
+        return None if prompt.token_ids is None or prompt.truncated else len(prompt.token_ids)
+
+    def fit(self, query: str, document: str, instruction: str | None, budget: int, side: str | None) -> str:
+        """``truncate_prompt_tokens``: the document cut (its end, or with ``side`` left its start) so that the
+        whole prompt takes at most ``budget`` tokens, the card's prompt around it intact (the recipe cuts
+        only the document, as it does for RERANKQ_MAX_LENGTH). ValueError when no document fits."""
+        length = self._length(query, document, instruction)
+        if length is not None and length <= budget:
+            return document
+        enc = self._user.encode(document, add_special_tokens=False)
+        n = len(enc.ids)
+        keep = min(n, budget - len(self.builder.prefix_ids) - len(self.builder.suffix_ids))
+        while keep > 0:
+            cut = self.truncate(document, keep) if side != "left" else document[enc.offsets[n - keep][0] :]
+            length = self._length(query, cut, instruction) if cut else None
+            if length is not None and length <= budget:
+                return cut
+            keep -= max(1, (length or budget + 1) - budget)
+        raise ValueError(f"{budget} tokens leave no room for the document next to the instruction and query")
 
 
 @functools.lru_cache(maxsize=2)

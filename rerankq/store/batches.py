@@ -94,11 +94,24 @@ class BatchStore(LedgerBase):
             f = s.get(StoredFile, file_id)
             return _file(f) if f is not None and (actor is None or actor.sees(f.owner)) else None
 
-    def files(self, limit: int = 100, purpose: str | None = None, actor: Actor | None = None) -> list[FileRow]:
+    def files(
+        self, limit: int = 100, purpose: str | None = None, actor: Actor | None = None, after: str | None = None,
+        order: str = "desc",
+    ) -> list[FileRow]:
+        """A page of files by creation (``order`` desc: newest first), then id; ``after``: the last id of the
+        previous page (OpenAI's cursor: a page never repeats nor skips a file, ties in time included)."""
+        desc = order != "asc"
+        keys = (StoredFile.created_at.desc(), StoredFile.id.desc()) if desc else (StoredFile.created_at, StoredFile.id)
         with self.session() as s:
-            stmt = select(StoredFile).where(*tenant_filter(StoredFile.owner, actor)).order_by(StoredFile.created_at.desc()).limit(limit)
+            stmt = select(StoredFile).where(*tenant_filter(StoredFile.owner, actor)).order_by(*keys).limit(limit)
             if purpose:
                 stmt = stmt.where(StoredFile.purpose == purpose)
+            if after and (mark := s.get(StoredFile, after)) is not None:
+                at, fid = mark.created_at, mark.id
+                if desc:
+                    stmt = stmt.where((StoredFile.created_at < at) | ((StoredFile.created_at == at) & (StoredFile.id < fid)))
+                else:
+                    stmt = stmt.where((StoredFile.created_at > at) | ((StoredFile.created_at == at) & (StoredFile.id > fid)))
             return [_file(f) for f in s.scalars(stmt)]
 
     def delete_file(self, file_id: str) -> FileRow | None:
@@ -180,14 +193,15 @@ class BatchStore(LedgerBase):
                 where.append(Batch.created_at < created)
         return self._batches(*where, limit=limit)
 
-    def _batches(self, *where: object, limit: int) -> list[BatchRow]:
+    def _batches(self, *where: object, limit: int, oldest_first: bool = False) -> list[BatchRow]:
         live = (
             select(func.count()).select_from(Chunk)
             .where(Chunk.job_id == Batch.job_id, Chunk.state.in_(LIVE_CHUNK)).scalar_subquery()
         )  # fmt: skip
         stmt = (
             select(Batch, Job.state, Job.error, Job.model, Job.started_at, Job.finished_at, live)
-            .join(Job, Job.id == Batch.job_id).where(*where).order_by(Batch.created_at.desc()).limit(limit)
+            .join(Job, Job.id == Batch.job_id).where(*where)
+            .order_by(Batch.created_at if oldest_first else Batch.created_at.desc()).limit(limit)
         )  # fmt: skip
         with self.session() as s:
             return [
@@ -260,7 +274,16 @@ class BatchStore(LedgerBase):
             )  # fmt: skip
             if note is not None:
                 values["errors"] = [*(s.scalar(select(Batch.errors).where(Batch.id == batch_id_)) or []), note]
-            s.execute(update(Batch).where(Batch.id == batch_id_).values(**values))
+            done = s.execute(update(Batch).where(Batch.id == batch_id_, Batch.completed_at.is_(None)).values(**values))
+            job = s.scalar(select(Job).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch_id_))
+            if done.rowcount and job is not None:
+                record_job_end(s, job, output_written=True)  # batch.completed etc.: only once its output exists
+
+    def unwritten(self, limit: int = 100) -> list[BatchRow]:
+        """Batches whose job has ended and whose output files are not written yet, oldest first."""
+        ended = Job.state.in_([state.value for state in JobState if state.terminal])
+        running = select(Chunk.job_id).where(Chunk.job_id == Batch.job_id, Chunk.state.in_(LIVE_CHUNK)).exists()
+        return self._batches(ended, Batch.completed_at.is_(None), ~running, limit=limit, oldest_first=True)
 
     def release_finalizing(self, batch_id_: str) -> None:
         """A writer that failed gives its claim back: the next look writes the output files."""
