@@ -79,7 +79,9 @@ def ledger_url(request, tmp_path, pg_url) -> str:
     return url
 
 
-def test_keys_are_created_listed_and_revoked_from_the_cli_and_kept_only_as_digests(ledger_url):
+def test_keys_are_created_listed_and_revoked_from_the_cli_and_kept_only_as_digests(tmp_path):
+    ledger_url = f"sqlite:///{tmp_path / 'keys.db'}"  # PostgreSQL: the store-level test below
+    migrate(ledger_url)
     env = {"RERANKQ_DATABASE_URL": ledger_url}
     made = producer("keys", "create", "search-team", "--scope", "read", "--scope", "submit", "--tenant", "search", env=env, check=True)
     key = made.stdout.strip()
@@ -159,6 +161,39 @@ def test_what_a_request_makes_is_its_tenants_and_a_batchs_output_files_are_its_b
         ledger.resolve_job(job_id[:4], actor=bob)
     with pytest.raises(Exception, match="no job"):
         ledger.resolve_job(operators, actor=alice)
+
+
+def test_keys_sessions_and_the_audit_trail_in_the_ledger(ledger_url):
+    """On both databases: digests only, revoked keys and their sessions end, expired sessions are nothing."""
+    from rerankq.store.audit import AuditLog
+    from rerankq.store.keys import KeyError_, env_actor
+
+    store, trail = KeyStore(ledger_url), AuditLog(ledger_url)
+    assert not store.any_key()
+    key, row = store.create_key("team-a", ["submit", "read"], tenant="a")
+    assert store.any_key() and row.scopes == ["read", "submit"] and key.startswith(f"rq_{row.id}_")
+    with pytest.raises(KeyError_, match="exists already"):
+        store.create_key("team-a", ["read"])
+    with pytest.raises(KeyError_, match="letters, digits"):
+        store.create_key("a b", ["read"])
+    actor = store.authenticate(key)
+    assert (actor.key_id, actor.name, actor.tenant, actor.scopes) == (row.id, "team-a", "a", frozenset({"read", "submit"}))
+    token = store.open_session(row.id, 3600)
+    short = store.open_session(row.id, 0.001)
+    assert store.session_actor(token, None) == actor and store.session_actor(key, None) is None
+    time.sleep(0.01)
+    assert store.session_actor(short, None) is None
+    legacy = store.open_session(env_actor(LEGACY).key_id, 3600)
+    assert store.session_actor(legacy, LEGACY) == env_actor(LEGACY) and store.session_actor(legacy, "another") is None
+    store.close_session(legacy)
+    assert store.session_actor(legacy, LEGACY) is None
+    trail.record(actor, "job.cancel", "j1", "127.0.0.1")
+    store.revoke(row.id)
+    assert store.authenticate(key) is None and store.session_actor(token, None) is None and not store.any_key()
+    assert [k.name for k in store.keys(revoked=True)] == ["team-a"] and store.keys() == []
+    events = trail.events()
+    assert [(e.action, e.object_id, e.key_id, e.tenant, e.client) for e in events] == [("job.cancel", "j1", row.id, "a", "127.0.0.1")]
+    assert trail.events(viewer=actor) == events and trail.events(tenant="b") == []
 
 
 
