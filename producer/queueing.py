@@ -26,14 +26,17 @@ def broker_app(settings: Settings) -> Celery:
 
 
 def safe_url(url: str) -> str:
-    """The broker URL with its password masked."""
-    from kombu.utils.url import maybe_sanitize_url
+    """The broker URL with its password masked (every form: rerankq/redact.py)."""
+    from rerankq.redact import mask_url
 
-    return maybe_sanitize_url(url)
+    return mask_url(url)
 
 
 def _unreachable(settings: Settings, exc: Exception) -> BrokerUnavailable:
-    return BrokerUnavailable(f"cannot reach the broker {safe_url(settings.broker)}: {str(exc).splitlines()[0][:200]}")
+    from rerankq.redact import mask_secrets
+
+    reason = mask_secrets(str(exc).splitlines()[0][:200]) if str(exc) else type(exc).__name__
+    return BrokerUnavailable(f"cannot reach the broker {safe_url(settings.broker)}: {reason}")
 
 
 def check_broker(settings: Settings) -> None:

@@ -15,6 +15,8 @@ from typing import TextIO
 
 import structlog
 
+from rerankq.redact import mask_secrets
+
 # vLLM warns this at start-up for every Qwen3-Reranker served without its --chat-template. It does not
 # apply here: rerankq builds the prompt's token ids itself, exactly as the model card does
 # (rerankq/prompt.py), and vLLM only ever receives token ids, never text to template.
@@ -24,6 +26,12 @@ _ONCE = ("CPU backend doesn't allow to use",)
 
 _handler: logging.Handler | None = None
 _stream: TextIO | None = None  # where the handler writes: the first stream given, else sys.stderr
+
+
+def _masked(_logger: object, _name: str, event_dict: dict) -> dict:
+    """Every text value of every record (rerankq's and the libraries') with its passwords masked:
+    a driver's error or a library's message may carry a connection URL (rerankq/redact.py)."""
+    return {k: mask_secrets(v) if isinstance(v, str) else v for k, v in event_dict.items()}
 
 
 class _Quiet(logging.Filter):
@@ -73,6 +81,7 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                _masked,
                 renderer,
             ],
         )

@@ -8,9 +8,9 @@ root logger or redirecting stdout/stderr with its own formats."""
 from __future__ import annotations
 
 from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
-from kombu.utils.url import maybe_sanitize_url
 
 from rerankq.logs import configure_logging, get_logger
+from rerankq.redact import mask_url
 from rerankq.settings import get_settings
 
 log = get_logger("rerankq.worker")
@@ -43,7 +43,7 @@ def _banner(sender=None, instance=None, conf=None, **_: object) -> None:  # noqa
     log.info(
         "celery_worker_starting",
         hostname=str(sender),
-        broker=maybe_sanitize_url(instance.app.conf.broker_url or ""),
+        broker=mask_url(instance.app.conf.broker_url or ""),
         pool=str(instance.app.conf.worker_pool),
         concurrency=instance.concurrency,
         queues=queues,

@@ -1,9 +1,15 @@
 """What every command shares: the two consoles (results on stdout, everything else on stderr),
-the JOB argument, and the one-line `error:` for failures we know (exit 3)."""
+the JOB argument, and the one-line `error:` for failures we know (exit 3).
+
+Both consoles print every string inertly (issue 25): job names, batch metadata, model names and errors
+come from users, so Rich markup in them stays text (``[link=...]`` makes no hyperlink) and control
+characters (ESC, BEL, C1, bidi overrides) are shown as escapes (``\x1b``) instead of clearing the
+screen or setting the window title. Passwords in what `say` prints are masked (rerankq/redact.py)."""
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -11,8 +17,30 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-out = Console()
-err = Console(stderr=True)
+# DEL, C1 and the bidi controls that reorder what is shown (Trojan Source); with C0 but tab and newline,
+# or (_ONE_LINE) all of C0
+_OTHER = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(rf"[\x00-\x08\x0b-\x1f{_OTHER}]")
+_ONE_LINE = re.compile(rf"[\x00-\x1f{_OTHER}]")
+
+
+def visible(value: str, lines: bool = True) -> str:
+    """``value`` with each control character written as its escape (``\x1b``); ``lines=False``
+    escapes tabs and newlines too (a name on one table line)."""
+    pattern = _CONTROL if lines else _ONE_LINE
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), value)
+
+
+class InertConsole(Console):
+    """A Rich console that shows every string as text: markup is never read, controls are escaped."""
+
+    def render_str(self, text: str, **options):  # noqa: ANN003, ANN201 - Rich's own signature
+        options["markup"] = False
+        return super().render_str(visible(text), **options)
+
+
+out = InertConsole()
+err = InertConsole(stderr=True)
 ERROR_EXIT = 3
 JobArg = Annotated[str, typer.Argument(metavar="JOB", help="a job id, or a unique prefix of one (as with git)")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print JSON instead of a table (for scripts)")]
@@ -21,8 +49,10 @@ F = TypeVar("F", bound=Callable)
 
 
 def say(line: str) -> None:
-    """A line for the person at the terminal (stderr: stdout holds only results)."""
-    err.print(line, markup=False, highlight=False, soft_wrap=True)
+    """A line for the person at the terminal (stderr: stdout holds only results), passwords masked."""
+    from rerankq.redact import mask_secrets
+
+    err.print(mask_secrets(line), markup=False, highlight=False, soft_wrap=True)  # err escapes controls
 
 
 def friendly(fn: F) -> F:

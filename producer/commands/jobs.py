@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from producer.commands.common import JobArg, JsonFlag, err, friendly, out, say
+from producer.commands.common import JobArg, JsonFlag, err, friendly, out, say, visible
 from producer.commands.tables import jobs_table, status_table
 from schemas import JobState
 
@@ -57,17 +57,25 @@ def list_jobs(
 @friendly
 def cancel(job: JobArg) -> None:
     """Stop a job: no further chunk is scored; scores already written stay."""
+    from producer.commands.keys import audit_cli
     from producer.job_control import cancel as run
+    from producer.job_control import resolve_job
 
+    job = resolve_job(job)
     print(run(job).value)
+    audit_cli("job.cancel", job)
 
 
 @friendly
 def resume(job: JobArg) -> None:
     """Re-enqueue the chunks the ledger does not hold as done (after the broker lost its queue)."""
+    from producer.commands.keys import audit_cli
+    from producer.job_control import resolve_job
     from producer.job_control import resume as run
 
+    job = resolve_job(job)
     print(f"{run(job)} chunk(s) enqueued")
+    audit_cli("job.resume", job)
 
 
 @friendly
@@ -81,9 +89,12 @@ def rescore(job: JobArg) -> None:
 @friendly
 def retry(job: JobArg) -> None:
     """Run the failed chunks of a job again, and only those."""
-    from producer.job_control import retry_failed
+    from producer.commands.keys import audit_cli
+    from producer.job_control import resolve_job, retry_failed
 
+    job = resolve_job(job)
     print(f"{retry_failed(job)} failed chunk(s) enqueued")
+    audit_cli("job.retry", job)
 
 
 def follow_with_progress(job: str, timeout: float | None) -> int:
@@ -100,7 +111,7 @@ def follow_with_progress(job: str, timeout: float | None) -> int:
         for st in itertools.chain([first], updates):
             note = st.state.value if st.state.terminal else waiting_note(st)
             done = st.pairs_scored + st.pairs_failed + st.pairs_reused
-            progress.update(task, total=st.pairs_total, completed=done, description=note)
+            progress.update(task, total=st.pairs_total, completed=done, description=visible(note))
             if st.state.terminal:
                 break
             if note != said and not err.is_terminal:  # no live bar (a log, a pipe): one line per change

@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
 
+from rerankq.redact import mask_secrets, mask_url
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 
@@ -18,18 +20,15 @@ class DatabaseError(RuntimeError):
 
 
 def safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL as errors and output show it: every password form masked (rerankq/redact.py)."""
+    return mask_url(url)
 
 
 def make_engine(url: str, connect_timeout: float = 5.0) -> Engine:
     try:
         return _make_engine(url, connect_timeout)
     except (ArgumentError, ValueError, ImportError) as exc:  # unparsable URL, unknown dialect, driver missing
-        try:
-            shown = safe_url(url)
-        except (ArgumentError, ValueError):
-            shown = "(unparsable)"
-        raise DatabaseError(f"cannot use the database URL {shown}: {exc}") from None
+        raise DatabaseError(f"cannot use the database URL {safe_url(url)}: {mask_secrets(str(exc))}") from None
 
 
 def _make_engine(url: str, connect_timeout: float) -> Engine:
@@ -111,7 +110,7 @@ def current_revision(engine: Engine) -> str | None:
 
 def _reason(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    return mask_secrets(text[0]) if text else type(exc).__name__
 
 
 def upgrade(url: str) -> str:
@@ -122,7 +121,7 @@ def upgrade(url: str) -> str:
         command.upgrade(alembic_config(url), "head")
     except CommandError as exc:  # e.g. a revision this code does not know: a newer rerankq migrated it
         raise DatabaseError(
-            f"cannot upgrade the database {safe_url(url)}: {exc} (migrated by another rerankq version?)"
+            f"cannot upgrade the database {safe_url(url)}: {mask_secrets(str(exc))} (migrated by another rerankq version?)"
         ) from None
     return head_revision()
 
