@@ -290,6 +290,11 @@ def test_rerankq_api_key_stays_one_admin_key_and_what_the_cli_makes_is_the_opera
 def test_with_no_key_a_proxied_request_is_refused_unless_the_service_is_meant_to_be_open(settings):
     with client(settings) as c:
         assert c.get("/v1/jobs").status_code == 200  # loopback, no proxy: open, as before
+        job_id = c.post("/v1/jobs", json={"manifest": manifest(settings, "open")}).json()["job_id"]
+        for header in ({"Sec-Fetch-Site": "same-site"}, {"Origin": "http://127.0.0.1:9"}):  # another port's page
+            r = c.post(f"/v1/jobs/{job_id}/cancel", headers=header)
+            assert r.status_code == 403 and "cross-site request refused" in r.json()["detail"], header
+        assert c.get(f"/v1/jobs/{job_id}").json()["state"] == "queued"
         for header in ({"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}, {"X-Real-IP": "203.0.113.9"}):
             r = c.get("/v1/jobs", headers=header)
             assert r.status_code == 403 and "RERANKQ_OPEN=true" in r.json()["detail"], header
@@ -521,3 +526,8 @@ def test_the_cli_keeps_reading_what_its_user_can_read(settings, tmp_path):
         assert c.post("/v1/jobs", json={"manifest": str(outside)}).status_code == 403
     result = producer("submit", str(outside), env=env_of(settings), timeout=120)
     assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    producer("cancel", job_id[:8], env=env_of(settings), check=True)
+    trail = json.loads(producer("audit", "--json", env=env_of(settings), check=True).stdout)  # the CLI's changes too
+    assert [(e["action"], e["object_id"], e["tenant"]) for e in trail] == [("job.cancel", job_id, None), ("job.submit", job_id, None)]
+    assert all(e["key_name"].startswith("cli:") and e["key_id"] is None for e in trail)

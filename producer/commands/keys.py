@@ -32,6 +32,12 @@ def _operator():  # noqa: ANN202 - an Actor (imported lazily)
     return Actor(None, f"cli:{getpass.getuser()}", None, frozenset(SCOPES))
 
 
+def audit_cli(action: str, object_id: str) -> None:
+    """The CLI's changes in the audit trail too: by ``cli:<user>``, of no tenant (the operator)."""
+    _, audit = _stores()
+    audit.record(_operator(), action, object_id)
+
+
 @friendly
 def create(
     name: Annotated[str, typer.Argument(help="who holds the key, e.g. search-team (unique)")],

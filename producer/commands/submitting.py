@@ -65,6 +65,9 @@ def submit(
         notify=notify,
     )
     print(job_id, flush=True)  # stdout holds only the id: `JOB=$(producer submit ...)` works with --wait too
+    from producer.commands.keys import audit_cli
+
+    audit_cli("job.submit", job_id)
     raise typer.Exit(follow_with_progress(job_id, None) if wait else 0)
 
 
