@@ -136,7 +136,7 @@ def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err
     from producer.export import export_parquet, iter_ranked
     from producer.job_control import ledger
     from producer.submission import submit_manifest
-    from producer.waiting import NO_WORKER, wait, waiting_note
+    from producer.waiting import wait, waiting_note
     from rerankq.store.db import safe_url, upgrade
 
     settings = get_settings()
@@ -157,7 +157,7 @@ def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err
                 say(err, f"the worker exited (code {worker.returncode}); see {workdir / 'worker.log'}")
                 return 1
             note = waiting_note(st)
-            note = f"{st.state.value}, the worker is starting" if NO_WORKER in note else note  # it is ours
+            note = f"{st.state.value}, the worker is starting" if "no worker alive" in note else note  # it is ours
             say(err, f"  {note}: {st.pairs_scored}/{st.pairs_total} pairs, {time.monotonic() - t0:.0f} s")
         rows = export_parquet(ledger(), job_id, workdir / "scores.parquet")
         say(err, f"job {job_id} {st.state.value}: {rows} rows exported to {workdir / 'scores.parquet'}")

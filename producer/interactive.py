@@ -14,7 +14,7 @@ from producer.errors import InputError
 from producer.job_control import ledger
 from producer.submission import checked_pairs, for_model, submit_pairs
 from producer.waiting import describe_workers, no_worker_runs, wait
-from producer.workers import alive_workers
+from producer.workers import seen_workers
 from rerankq.settings import Settings, get_settings
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 from schemas import InlinePair, JobState, JobStatus, RerankRequest
@@ -100,9 +100,9 @@ def rerank(
     job_id = submit_rerank(request, settings=settings)
     st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)
     if not st.state.terminal and ledger(settings).cancel(job_id) == JobState.cancelled:
-        workers = alive_workers(settings)
+        workers = seen_workers(settings)
         raise TimeoutError(
             f"job {job_id} still {st.state.value} after {timeout:g} s, so it was cancelled; "
-            f"{no_worker_runs(settings.model, workers) or describe_workers(workers)}"
+            f"{no_worker_runs(settings.model, workers) or describe_workers(workers, settings.model)}"
         )
     return rerank_results(job_id, request.documents, settings)

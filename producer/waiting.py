@@ -4,18 +4,38 @@ follows jobs, so a user is never left watching a silent prompt."""
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 from producer.job_control import ledger
-from producer.workers import alive_workers
+from producer.workers import seen_workers
 from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from schemas import JobState, JobStatus, WorkerStatus
 
-START_A_WORKER = "start one with `celery -A worker worker -Q gpu`"
-NO_WORKER = f"no worker alive: {START_A_WORKER}"
+DEFAULT_MODEL = normalize_model(Settings.model_fields["model"].default)
+
+
+def start_a_worker(model: str | None = None, name_it: bool = False) -> str:
+    """The command that starts a worker of ``model``: RERANKQ_MODEL named unless it is the default
+    (``name_it``: always, e.g. where workers of another model run)."""
+    env = f"RERANKQ_MODEL={shlex.quote(model)} " if model and (name_it or normalize_model(model) != DEFAULT_MODEL) else ""
+    return f"start one with `{env}celery -A worker worker -Q gpu`"
+
+
+def no_worker(model: str | None = None, workers: Sequence[WorkerStatus] = ()) -> str:
+    """``no worker alive: start one with …``; when the last worker of ``model`` to be seen failed to
+    load its engine, its error too (it says why, and what to do)."""
+    mine = [w for w in workers if model is None or w.model == normalize_model(model)]
+    last = max(mine, key=lambda w: w.last_seen, default=None)
+    why = f" (the last worker to start failed to load its engine: {last.error})" if last and last.state == "failed" else ""
+    return f"no worker alive{why}: {start_a_worker(model)}"
+
+
+START_A_WORKER = start_a_worker()
+NO_WORKER = no_worker()  # for the default model, no worker ever failed
 
 _WORDS = {  # state: (one worker, several)
     "loading": ("loading its engine", "loading their engines"),
@@ -24,15 +44,15 @@ _WORDS = {  # state: (one worker, several)
 }
 
 
-def describe_workers(workers: Sequence[WorkerStatus]) -> str:
-    """``1 worker loading its engine, 2 workers busy`` for the live workers; NO_WORKER when none is."""
+def describe_workers(workers: Sequence[WorkerStatus], model: str | None = None) -> str:
+    """``1 worker loading its engine, 2 workers busy`` for the live workers; ``no_worker`` when none is."""
     counts = Counter(w.state for w in workers if w.alive)
     parts = [
         f"{n} worker{'s' if n > 1 else ''} {_WORDS[state][n > 1]}"
         for state in _WORDS
         if (n := counts.get(state, 0))
     ]
-    return ", ".join(parts) if parts else NO_WORKER
+    return ", ".join(parts) if parts else no_worker(model, workers)
 
 
 def waiting_for(status: JobStatus, workers: Sequence[WorkerStatus]) -> str:
@@ -43,7 +63,7 @@ def waiting_for(status: JobStatus, workers: Sequence[WorkerStatus]) -> str:
         return state
     alive = [w for w in workers if w.alive]
     if not alive:
-        return f"{state}: {NO_WORKER}"
+        return f"{state}: {no_worker(status.model, workers)}"
     if (unserved := _unserved(status, alive)) is not None:
         return f"{state}: {unserved}"
     alive = [w for w in alive if _serves(w, status)]
@@ -73,14 +93,11 @@ def no_worker_runs(model: str | None, workers: Sequence[WorkerStatus]) -> str | 
     """None when a live worker runs ``model`` (None: any model); else why not and what to start."""
     alive = [w for w in workers if w.alive]
     if not alive:
-        return NO_WORKER
+        return no_worker(model, workers)
     models = sorted({w.model for w in alive})
     if model is None or normalize_model(model) in models:
         return None
-    return (
-        f"no worker runs {model} (workers alive run {', '.join(models)}): start one with "
-        f"`RERANKQ_MODEL={model} celery -A worker worker -Q gpu`"
-    )
+    return f"no worker runs {model} (workers alive run {', '.join(models)}): {start_a_worker(model, name_it=True)}"
 
 
 def _unserved(status: JobStatus, alive: Sequence[WorkerStatus]) -> str | None:
@@ -107,7 +124,7 @@ def with_waiting(st: JobStatus, workers: Sequence[WorkerStatus]) -> JobStatus:
 
 def waiting_note(st: JobStatus, settings: Settings | None = None) -> str:
     """What the job waits for now, asking the registry (``waiting_for``)."""
-    return waiting_for(st, alive_workers(settings or get_settings()))
+    return waiting_for(st, seen_workers(settings or get_settings()))
 
 
 def follow(

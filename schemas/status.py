@@ -19,7 +19,8 @@ class ChunkCounts(BaseModel):
 
 class WorkerStatus(BaseModel):
     """A worker as the registry holds it. ``state`` is ``dead`` when its heartbeat is older than
-    RERANKQ_WORKER_DEAD_AFTER (presumed dead: its chunks are re-enqueued), whatever it last reported."""
+    RERANKQ_WORKER_DEAD_AFTER (presumed dead: its chunks are re-enqueued), whatever it last reported;
+    ``failed`` at once when its engine did not load (``error`` says why)."""
 
     worker_id: str
     host: str
@@ -27,7 +28,7 @@ class WorkerStatus(BaseModel):
     model: str
     engine: dict
     fingerprint: str | None
-    state: str  # loading | ready | busy | stopped | dead
+    state: str  # loading | ready | busy | stopped | failed | dead
     alive: bool
     holding: list[int]
     pairs_scored: int
@@ -35,6 +36,7 @@ class WorkerStatus(BaseModel):
     started_at: datetime
     last_seen: datetime
     seconds_since_seen: float
+    error: str | None = None  # why a ``failed`` worker could not load its engine
 
 
 class ChunkHolder(BaseModel):

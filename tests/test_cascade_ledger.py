@@ -74,3 +74,33 @@ def test_workers_find_cached_scores_by_key(store: Ledger):
     assert store.finish_chunk(job, msg.chunk_id, rows)
     found = cached_scores(store, [*keys, None, b"\x09" * 32])
     assert found == {keys[0]: (0.0, -40.0), keys[1]: (0.1, -39.0)}, "errors are never cached; log-odds are kept"
+
+
+def test_pairs_a_worker_took_from_the_cache_count_as_reused(store: Ledger):
+    """Issue 27: a cascade served from the worker's cache said "7 scored, 0 reused": its stage-1 cache hits
+    count as reused (as reuse at submission does), not as scored, and stage 2's hits change no count."""
+    from rich.console import Console
+
+    from producer.commands.tables import status_table
+
+    spec = InlineSpec.model_validate({"pairs": _pairs("q1", 5) + _pairs("q2", 2)})
+    job, (msg,) = store.create_job(
+        kind="inline", chunks=[NewChunk(spec.model_dump(mode="json"), 7)], model=SMALL, then_model=LARGE, then_top=1
+    )
+    store.begin_chunk(job, msg.chunk_id, "w-small", SMALL, "a" * 64)
+    keyed = load_pairs(msg.spec)
+    results = [PairScore(i / 10) for i in range(7)]
+    rows = [ScoreRow(k.query_id, k.doc_id, r.score, None) for k, r in zip(keyed, results)]
+    assert store.finish_chunk(job, msg.chunk_id, rows, stage2_chunk(msg.spec, keyed, top_pairs(keyed, results, 1)), reused=6)
+    (second,) = store.unsent(job)
+    store.begin_chunk(job, second.chunk_id, "w-large", LARGE, "b" * 64)
+    keyed2 = load_pairs(second.spec)
+    assert store.finish_chunk(job, second.chunk_id, [ScoreRow(k.query_id, k.doc_id, 0.5, None) for k in keyed2], reused=2)
+    st = store.status(job)
+    assert st.state.value == "completed"
+    assert (st.pairs_scored, st.pairs_reused, st.pairs_failed, st.pairs_total) == (1, 6, 0, 7)
+    console = Console(width=200, record=True)
+    console.print(status_table(st))
+    assert "1 scored, 6 reused, 0 failed, 7 total" in console.export_text()
+    assert not store.finish_chunk(job, msg.chunk_id, rows, reused=6), "a second delivery counts nothing twice"
+    assert store.status(job).pairs_reused == 6

@@ -114,6 +114,22 @@ def test_waiting_wording():
     assert waiting_for(job(JobState.completed), []) == "completed"
 
 
+def test_status_of_a_job_every_pair_of_which_was_reused_says_so():
+    """Issue 27: `producer status` said `chunks (of 0)` for a job whose every pair came from the cache."""
+    from rich.console import Console
+
+    from producer.commands.tables import status_table
+
+    reused = job(JobState.completed).model_copy(update={"chunks_total": 0, "chunks": ChunkCounts(), "pairs_reused": 10})
+    console = Console(width=120, record=True)
+    console.print(status_table(reused))
+    text = console.export_text()
+    assert re.search(r"^ chunks +none: every pair came from the score cache *$", text, re.M), text
+    assert "(of 0)" not in text
+    console.print(status_table(job(JobState.running, done=1)))
+    assert re.search(r"^ chunks +done 1 \(of 3\) *$", console.export_text(), re.M)
+
+
 # --- the CLI, on a real ledger and broker, with no worker --------------------------------------------------
 @pytest.fixture()
 def env(tmp_path: Path) -> dict[str, str]:
@@ -174,6 +190,58 @@ def test_wait_says_what_it_waits_for(env):
     assert result.returncode == 2
     assert f"queued: {START_HINT}" in result.stderr
     assert f"timeout: job {job_id} is still queued: {START_HINT}" in result.stderr
+
+
+def test_hints_name_the_model_when_it_is_not_the_default():
+    """Issue 27: a worker of a model directory needs RERANKQ_MODEL set: the hint says so."""
+    from producer.waiting import no_worker, start_a_worker, waiting_for
+
+    assert start_a_worker("Qwen/Qwen3-Reranker-0.6B") == "start one with `celery -A worker worker -Q gpu`"
+    assert start_a_worker("/data/my model") == "start one with `RERANKQ_MODEL='/data/my model' celery -A worker worker -Q gpu`"
+    tiny = job(JobState.queued).model_copy(update={"model": "/home/me/tiny"})
+    assert waiting_for(tiny, []) == "queued: no worker alive: start one with `RERANKQ_MODEL=/home/me/tiny celery -A worker worker -Q gpu`"
+    assert no_worker("/home/me/tiny", [worker("dead", alive=False)]).endswith("`RERANKQ_MODEL=/home/me/tiny celery -A worker worker -Q gpu`")
+
+
+def test_a_worker_whose_engine_cannot_load_reads_failed_at_once_and_says_what_to_do(env, tmp_path: Path):
+    """Issue 27: offline, without the model's files, `celery -A worker worker -Q gpu` exits at once; the
+    registry says `failed` (not `loading` for a minute, then `dead`), with the error and what to do, and
+    every command that waits says it instead of waiting."""
+    from producer.submission import submit_pairs
+    from rerankq.settings import Settings
+
+    home = tmp_path / "home"  # no Hugging Face cache: the default model's files are not here
+    home.mkdir()
+    worker_env = {**os.environ, **env, "HOME": str(home), "HF_HUB_OFFLINE": "1", "RERANKQ_WORKER_DEAD_AFTER": "600",
+                  "PYTHONPATH": str(REPO)}  # fmt: skip
+    worker_env.pop("RERANKQ_MODEL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu"], env=worker_env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    tiny_dir = home / ".cache" / "rerankq" / "tiny-qwen3-reranker"
+    hint = (
+        "the files of Qwen/Qwen3-Reranker-0.6B are not on this machine and could not be downloaded: download them "
+        "once with network access (`hf download Qwen/Qwen3-Reranker-0.6B`), or point RERANKQ_MODEL at a model "
+        f"directory, e.g. the tiny random-weight model that `producer dev tiny-model DIR` writes (the demo's is {tiny_dir}): "
+        "`RERANKQ_MODEL=DIR celery -A worker worker -Q gpu`"
+    )
+    assert hint in done.stderr
+    listed = json.loads(producer("workers", "--json", env={**env, "RERANKQ_WORKER_DEAD_AFTER": "600"}, check=True).stdout)
+    assert [(w["state"], w["alive"]) for w in listed] == [("failed", False)], "failed at once, though its last beat is fresh"
+    assert listed[0]["error"].startswith("Cannot find an appropriate cached snapshot folder") and listed[0]["error"].endswith(hint)
+    table = producer("workers", env={**env, "RERANKQ_WORKER_DEAD_AFTER": "600", "COLUMNS": "200"})
+    assert re.search(r"^│ failed │", table.stdout, re.M), table.stdout
+    said = f"no worker alive (the last worker to start failed to load its engine: {listed[0]['error']}): " \
+        "start one with `celery -A worker worker -Q gpu`"  # fmt: skip
+    assert " ".join(table.stderr.split()) == " ".join(said.split())
+    job_id = submit_pairs(
+        [{"query_id": "q", "doc_id": "d", "query": "q", "document": "d"}],
+        settings=Settings(database_url=env["RERANKQ_DATABASE_URL"], broker_url=env["RERANKQ_BROKER_URL"]),
+    )
+    status = json.loads(producer("status", job_id, "--json", env=env, check=True).stdout)
+    assert status["waiting"] == f"queued: {said}"
 
 
 def test_job_id_prefixes_like_git(env, tmp_path: Path):

@@ -25,6 +25,7 @@ from sqlalchemy import update
 from producer import submit_manifest
 from producer.changes import iter_changes
 from producer.waiting import NO_WORKER
+from producer.waiting import no_worker as no_worker_words
 from rerankq.score_key import context_for
 from rerankq.settings import Settings
 from rerankq.store.contexts import record_worker_context
@@ -33,6 +34,7 @@ from rerankq.store.models import Chunk, Job, Worker
 from rerankq.store.progress import throughput
 from rerankq.store.records import ScoreRow
 from rerankq.store.registry import Registry, WorkerInfo
+from schemas import ChunkCounts, JobState, JobStatus
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
 from tests.nightly import night2
@@ -251,6 +253,22 @@ def test_throughput_and_score_changes_read_the_ledger(ledger_url, tmp_path, redi
     assert score_changes(store, job, job).total == 0, "a job against itself: nothing moved"
 
 
+def test_throughput_ends_at_the_jobs_last_chunk(tmp_path, redis_url, tiny_model):
+    """Issue 27: the chart ran past the job's end. 21 chunks 0.1 s apart: 7 buckets of 0.3 s, where
+    2.1 / 0.3 rounds to 7.000000000000001 and a ceil drew an 8th bucket, 0.3 s after the job had ended."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    migrate(url)
+    settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), dtype="float32", max_length=512)
+    store = Ledger(url)
+    job = submit_manifest(str(write_manifest(tmp_path / "m.parquet", rows(n_queries=21, docs_per_query=2, seed=2))), chunk_size=2, settings=settings)
+    score_pending(store, settings, job, "w")
+    start = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
+    replay_times(store, job, start, [0.1])
+    points = throughput(store.session, job)
+    assert len(points) == 7 and points[-1].at == pytest.approx(start.timestamp() + 2.1)
+    assert sum(p.pairs_per_second * p.width for p in points) == pytest.approx(42)
+
+
 # --- pages in the browser --------------------------------------------------------------------------------
 
 
@@ -312,6 +330,26 @@ def test_jobs_page_counts_reused_pairs_as_done(console, browser):
     screenshot(browser, "console-jobs.png")
 
 
+def test_jobs_page_names_each_jobs_model_and_its_legend_wraps_between_items(console, browser):
+    """Issue 27: the Jobs page had no model column, and its legend wrapped in the middle of an item."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(console.url + "/")
+    heads = cells(browser, "#jobs thead th")
+    assert heads[:4] == ["job", "name", "model", "state"]
+    row = f'tr[data-job="{console.night2}"]'
+    assert cells(browser, f"{row} td.model") == [console.settings.model]
+    time.sleep(1.5)  # after the page's own refresh
+    assert cells(browser, f"{row} td.model") == [console.settings.model]
+    legend = browser.find_elements(By.CSS_SELECTOR, ".legend .item")
+    assert [i.text for i in legend] == ["reused", "scored", "failed"]
+    for width in (1280, 700, 420):  # narrow windows wrap the legend: between its items only
+        browser.set_window_size(width, 900)
+        lines = browser.execute_script("return [...document.querySelectorAll('.legend .item')].map((i) => i.getClientRects().length)")
+        assert lines == [1, 1, 1], (width, lines)
+    browser.set_window_size(1280, 900)
+
+
 def test_job_page_shows_the_reused_share_and_pairs_per_second_over_time(console, browser):
     from selenium.webdriver.common.by import By
 
@@ -333,6 +371,11 @@ def test_job_page_shows_the_reused_share_and_pairs_per_second_over_time(console,
     origin = points[0].at - points[0].width  # x: seconds since the job started
     assert drawn[0] == pytest.approx([0] + [p.at - origin for p in points])
     assert sum(p.pairs_per_second * p.width for p in points) == pytest.approx(job.pairs_scored)
+    # issue 27: a 78 s job was drawn to ~105 s; the x axis ends at the job's end
+    span = (job.finished_at - job.started_at).total_seconds()
+    assert drawn[0][-1] == pytest.approx(span, abs=0.01)
+    x_scale = browser.execute_script("const s = arguments[0]._chart.scales.x; return [s.min, s.max]", chart)
+    assert x_scale == pytest.approx([0, span], abs=0.01)
     assert browser.find_element(By.ID, "no-holders").text == "No chunk is running."
     assert not browser.find_element(By.ID, "holders").is_displayed(), "item 13: no table of headers only"
     screenshot(browser, "console-job.png")
@@ -391,7 +434,7 @@ def test_night_to_night_page_is_producer_diff(console, browser):
     from producer.changes import diff
 
     expected = diff(console.store, console.night1, console.night2, top_k=10, examples=100)
-    browser.get(console.url + "/nights")  # by default the two newest finished jobs: last night, tonight
+    browser.get(console.url + "/nights")  # by default tonight's job and last night's of the same name
     counts = {c.get_attribute("data-count"): c.find_element(By.TAG_NAME, "b").text for c in browser.find_elements(By.CSS_SELECTOR, "#summary .card")}
     assert counts == {
         "unchanged": f"{expected.unchanged:,}", "changed": f"{expected.changed:,}", "moved": f"{expected.moved:,}",
@@ -425,6 +468,32 @@ def test_night_to_night_page_is_producer_diff(console, browser):
     assert browser.find_elements(By.CSS_SELECTOR, "#nights-form select")
 
 
+def test_night_to_night_compares_last_night_of_the_same_name_by_default():
+    """Issue 27: the newest two finished jobs were compared whatever they were (a batch against a webhook
+    test): by default tonight's job is compared with the last finished job of its series (its name without
+    the date, its kind and model); a job with no earlier one of its series is passed over."""
+    from producer.service.nights import last_two_nights, series
+
+    def job(name: str | None, state: str = "completed", kind: str = "manifest", model: str = "m") -> JobStatus:
+        at = datetime.now(UTC)
+        return JobStatus(
+            job_id=f"{name}-{state}-{kind}-{model}", name=name, kind=kind, state=JobState(state), manifest=None, pairs_total=1,
+            pairs_scored=1, pairs_failed=0, chunks_total=1, chunks=ChunkCounts(), created_at=at, started_at=at,
+            finished_at=at, elapsed_seconds=1.0, pairs_per_second=1.0, model=model,
+        )  # fmt: skip
+
+    assert series(job("nightly-2026-11-30")) == series(job("nightly-2026-12-01")) == ("nightly", "manifest", "m")
+    assert series(job("nightly-2026-11-30")) != series(job("nightly-2026-11-30", model="8b"))
+    tonight, webhook, batch, running, last_night = (
+        job("kb-2026-12-01"), job("webhook-test", kind="inline"), job(None, kind="batch"), job("kb-2026-12-02", "running"),
+        job("kb-2026-11-30"),
+    )  # fmt: skip
+    newest_first = [running, webhook, batch, tonight, job("legal"), last_night, job("kb-2026-11-29")]
+    assert last_two_nights(newest_first) == (last_night, tonight)
+    assert last_two_nights([webhook, batch, tonight]) is None, "nothing of the same series: no default comparison"
+    assert last_two_nights([webhook, job("webhook-test", kind="inline")])[1] is webhook
+
+
 def test_server_and_page_write_times_alike(console, browser):
     """timefmt (server) and console.js (after a refresh) give the same strings, UTC whatever the zone."""
     from producer.service import timefmt
@@ -441,6 +510,39 @@ def test_server_and_page_write_times_alike(console, browser):
     assert timefmt.relative(now + timedelta(seconds=30), now) == "just now", "a clock a little ahead"
     assert timefmt.relative(now - timedelta(hours=47), now) == "47 h ago"
     assert str(timefmt.when(None)) == '<span class="muted">–</span>'
+
+
+def test_times_of_one_second_read_alike(console, browser):
+    """Issue 27: created "45 s ago" next to started "47 s ago" for the same second. Both the server and the
+    page count from the second shown, and every time on a page from one `now`."""
+    from selenium.webdriver.common.by import By
+
+    from producer.service import timefmt
+    from rerankq.store.records import NewChunk
+
+    second = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=45)
+    created, started, at = second + timedelta(seconds=0.1), second + timedelta(seconds=0.9), second + timedelta(seconds=45.5)
+    assert timefmt.relative(created, at) == timefmt.relative(started, at) == "45 s ago"
+    browser.get(console.url + "/workers")
+    js = browser.execute_script(
+        "return [rerankq.relative(arguments[0], arguments[2]), rerankq.relative(arguments[1], arguments[2])]",
+        created.isoformat(), started.isoformat(), at.timestamp() * 1000,
+    )  # fmt: skip
+    assert js == ["45 s ago", "45 s ago"]
+    spec = {"kind": "inline", "pairs": [{"query_id": "q", "doc_id": "d", "query": "q", "document": "d"}]}
+    job, _ = console.store.create_job(kind="inline", chunks=[NewChunk(spec, 1)], name="one-second", model=console.settings.model)
+    with console.store.session.begin() as s:
+        s.execute(update(Job).where(Job.id == job).values(state="running", created_at=created, started_at=started))
+    try:
+        browser.get(f"{console.url}/jobs/{job}")
+        shown = lambda d: [d.find_element(By.CSS_SELECTOR, f"#{row} .ago").text for row in ("created", "started")]  # noqa: E731
+        first = shown(browser)
+        assert first[0] == first[1], first  # rendered by the server
+        time.sleep(2.5)  # the page's own refresh redrew `started`
+        again = shown(browser)
+        assert again[0] == again[1] and re.fullmatch(r"\(4\d s ago\)", again[0]), again
+    finally:
+        console.store.cancel(job)
 
 
 def test_one_timestamp_format_on_every_page(console, browser):
@@ -484,21 +586,53 @@ def test_rerank_with_no_worker_alive_is_503_at_once(no_worker):
     r = requests.post(base + "/v1/rerank", json={"query": "capital of China?", "documents": ["Beijing", "Paris"]}, timeout=30)
     assert r.status_code == 503, r.text
     assert time.monotonic() - started < 5, "not after RERANKQ_RERANK_TIMEOUT (120 s)"
-    assert r.json()["detail"] == NO_WORKER == "no worker alive: start one with `celery -A worker worker -Q gpu`"
+    # the model is not the default (a directory): the hint names it, or the worker would load the default
+    said = f"no worker alive: start one with `RERANKQ_MODEL={settings.model} celery -A worker worker -Q gpu`"
+    assert r.json()["detail"] == said == no_worker_words(settings.model)
+    assert NO_WORKER == "no worker alive: start one with `celery -A worker worker -Q gpu`", "the default model's"
     assert redis.Redis.from_url(settings.broker).dbsize() == 0, "nothing enqueued"
     assert requests.get(base + "/v1/jobs?interactive=true", timeout=10).json() == [], "no job recorded"
     summary = requests.get(base + "/v1/workers/summary", timeout=10).json()
-    assert summary == {"alive": False, "summary": NO_WORKER}
+    assert summary == {"alive": False, "summary": said}
+
+
+def test_a_worker_that_failed_to_load_is_not_waited_for(tmp_path, tiny_model, redis_url):
+    """Issue 27: a worker whose engine did not load says `failed` at once (worker/liveness.py): not
+    `1 worker loading its engine` until RERANKQ_WORKER_DEAD_AFTER; /v1/rerank answers 503 with its error."""
+    import requests
+
+    from worker.liveness import Liveness
+
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    migrate(url)
+    settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), max_length=512, rerank_timeout=120, worker_dead_after=600)
+    registry = Registry(url)
+    liveness = Liveness(registry, WorkerInfo("gpu-node-1:1:x", "gpu-node-1", 1, str(tiny_model), {}), 30, 600).start()
+    server, base = serve(settings)
+    try:
+        assert requests.get(base + "/v1/workers/summary", timeout=10).json() == {"alive": True, "summary": "1 worker loading its engine"}
+        liveness.fail("CUDA out of memory")
+        said = f"no worker alive (the last worker to start failed to load its engine: CUDA out of memory): start one with `RERANKQ_MODEL={tiny_model} celery -A worker worker -Q gpu`"
+        assert requests.get(base + "/v1/workers/summary", timeout=10).json() == {"alive": False, "summary": said}
+        [w] = requests.get(base + "/v1/workers", timeout=10).json()
+        assert (w["state"], w["alive"], w["error"]) == ("failed", False, "CUDA out of memory")
+        started = time.monotonic()
+        r = requests.post(base + "/v1/rerank", json={"query": "capital of China?", "documents": ["Beijing"]}, timeout=30)
+        assert (r.status_code, r.json()["detail"]) == (503, said)
+        assert time.monotonic() - started < 5
+    finally:
+        server.should_exit = True
 
 
 def test_try_page_says_no_worker_is_alive_instead_of_ranking(no_worker, browser):
     from selenium.webdriver.common.by import By
 
-    _, base = no_worker
+    settings, base = no_worker
     browser.get(base + "/try")
-    shown = NO_WORKER.replace("`", "")  # the command is set as code
+    command = f"RERANKQ_MODEL={settings.model} celery -A worker worker -Q gpu"
+    shown = f"no worker alive: start one with {command}"  # the command is set as code
     assert browser.find_element(By.ID, "workers-note").text == f"Workers: {shown}"
-    assert browser.find_element(By.CSS_SELECTOR, "#workers-note code").text == "celery -A worker worker -Q gpu"
+    assert browser.find_element(By.CSS_SELECTOR, "#workers-note code").text == command
     browser.find_element(By.ID, "query").send_keys("capital of China?")
     browser.find_element(By.ID, "documents").send_keys("Beijing is the capital.\nParis is in France.")
     started = time.monotonic()
@@ -507,7 +641,7 @@ def test_try_page_says_no_worker_is_alive_instead_of_ranking(no_worker, browser)
     assert time.monotonic() - started < 5
     message = browser.find_element(By.ID, "try-message")
     assert message.text == shown and "error" in message.get_attribute("class")
-    assert message.find_element(By.TAG_NAME, "code").text == "celery -A worker worker -Q gpu"
+    assert message.find_element(By.TAG_NAME, "code").text == command
     assert not browser.find_element(By.ID, "try-results").is_displayed()
     assert browser.find_element(By.ID, "rank").is_enabled()
     screenshot(browser, "console-try-no-worker.png")
@@ -568,7 +702,7 @@ def test_a_request_whose_last_worker_dies_while_it_waits_is_503(tmp_path, tiny_m
     finally:
         stop.set()
     assert r.status_code == 503, r.text
-    assert r.json()["detail"] == NO_WORKER
+    assert r.json()["detail"] == no_worker_words(settings.model)
     assert took < 10, "not after RERANKQ_RERANK_TIMEOUT (60 s)"
     assert [j["state"] for j in jobs] == ["cancelled"]
 

@@ -98,6 +98,12 @@ class Liveness:
                 except Exception as exc:
                     log.warning("sweep_failed", error=str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
 
+    def fail(self, error: str) -> None:
+        """The engine did not load and the worker exits: no more beats, and ``failed`` (with why) at once."""
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        self.registry.failed(self.worker_id, error)
+
     def stop(self, state: str = "stopped") -> None:
         """Last beat on a clean exit: the registry shows the worker stopped, not dead."""
         self._stop.set()

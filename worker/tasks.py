@@ -58,12 +58,24 @@ class _State:
 state = _State()
 
 
-def _fatal(event: str, exc: BaseException) -> None:
+def _fatal(event: str, exc: BaseException, limit: int = 500) -> None:
     """Celery logs and swallows exceptions from signal handlers: a worker that cannot work must exit."""
-    log.critical(event, error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__)
+    log.critical(event, error=str(exc).splitlines()[0][:limit] if str(exc) else type(exc).__name__)
     sys.stderr.write(f"rerankq worker: {exc}\n")
     sys.stderr.flush()
     os._exit(2)
+
+
+def _engine_failed(liveness, exc: BaseException, settings) -> None:  # noqa: ANN001
+    """The registry says ``failed`` (with why) at once, so no one waits for a worker that is gone; then exit."""
+    from worker.engine_errors import engine_failure
+
+    error = engine_failure(exc, settings)
+    try:
+        liveness.fail(error)
+    except Exception as failed:  # the ledger is away too: the worker turns dead after RERANKQ_WORKER_DEAD_AFTER
+        log.warning("deregister_failed", error=str(failed)[:200])
+    _fatal("engine_failed", RuntimeError(error), limit=2000)
 
 
 def _engine_info(settings) -> dict:  # noqa: ANN001
@@ -107,7 +119,7 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
         log.info("engine_loading", worker=WORKER_ID, model=settings.model, engine=settings.engine, max_length=settings.max_length)
         state.reranker = load_reranker(settings)
     except Exception as exc:
-        _fatal("engine_failed", exc)
+        _engine_failed(liveness, exc, settings)
     try:  # without a context the worker scores as before, it just fills no cache
         state.context = worker_context(settings)
     except Exception as exc:
@@ -318,7 +330,8 @@ def score_chunk(self, message: dict) -> dict:  # noqa: ANN001
                 raise self.retry(exc=exc, countdown=settings.retry_backoff * 2**self.request.retries) from exc
             rows = [ScoreRow(k.query_id, k.doc_id, r.score, r.error, key, r.logit) for k, r, key in zip(keyed, results, keys)]
             then = stage2_chunk(msg.spec, keyed, top_pairs(keyed, results, msg.top)) if msg.top else None
-            written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows, then)
+            reused = sum(1 for key in keys if key is not None and key in hits)  # served by the cache, not the engine
+            written = with_db_retry(ledger.finish_chunk, msg.job_id, msg.chunk_id, rows, then, reused)
             if written and then is not None:
                 _send_unsent(msg.job_id, ledger, self.request)
             scored = len(rows)

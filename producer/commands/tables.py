@@ -8,7 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from producer.commands.common import ago, utc
+from producer.commands.common import ago, utc, visible
 from schemas import JobStatus
 
 GAP = 2  # between columns: one padding space and the box's separator
@@ -23,7 +23,8 @@ def pairs_done(j: JobStatus) -> str:
 def jobs_table(jobs: list[JobStatus], width: int) -> Table:
     """One row per job. Where the five columns do not fit in ``width``, each job's name and creation
     time go on a second line under its id (a long name wraps at its spaces), and its pairs wrap at theirs."""
-    rows = [(j.job_id, j.state.value, pairs_done(j), utc(j.created_at)[:16], j.name or "") for j in jobs]
+    names = [visible(j.name or "", lines=False) for j in jobs]  # a user's: shown inert, on one line
+    rows = [(j.job_id, j.state.value, pairs_done(j), utc(j.created_at)[:16], name) for j, name in zip(jobs, names)]
     heads = ("job", "state", "pairs", "created (UTC)", "name")
     natural = [max(len(cell) for cell in column) for column in zip(heads, *rows)]
     options = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 1, 0, 0)}
@@ -50,10 +51,10 @@ def status_table(st: JobStatus, waiting: str | None = None) -> Table:
     table = Table(show_header=False, box=None)
     rows: list[tuple[str, RenderableType]] = [
         ("job", st.job_id),
-        ("name", st.name or ""),
+        ("name", visible(st.name or "", lines=False)),  # a user's: shown inert, on one line
         ("state", st.state.value),
         ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_reused:,} reused, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
-        ("chunks", ", ".join(f"{k} {v}" for k, v in st.chunks.model_dump().items() if v) + f" (of {st.chunks_total})"),
+        ("chunks", _chunks(st)),
         ("created", utc(st.created_at)),
         ("started", utc(st.started_at)),
         ("finished", utc(st.finished_at)),
@@ -73,6 +74,13 @@ def status_table(st: JobStatus, waiting: str | None = None) -> Table:
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def _chunks(st: JobStatus) -> str:
+    """``done 3, running 1 (of 5)``; a job with no chunk (every pair reused at submission) says so."""
+    if not st.chunks_total:
+        return "none: every pair came from the score cache" if st.pairs_reused == st.pairs_total else "none"
+    return ", ".join(f"{k} {v}" for k, v in st.chunks.model_dump().items() if v) + f" (of {st.chunks_total})"
 
 
 def _context(digest: str | None) -> str:

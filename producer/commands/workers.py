@@ -13,8 +13,10 @@ from schemas import WorkerStatus
 
 @friendly
 def list_workers(as_json: JsonFlag = False) -> None:
-    """Workers by model: state (loading, ready, busy, stopped, dead), context, chunks held, pairs/s, last seen."""
+    """Workers by model: state (loading, ready, busy, stopped, failed, dead), context, chunks held, pairs/s, last seen."""
+    from producer.waiting import no_worker
     from producer.workers import workers
+    from rerankq.settings import get_settings
 
     found = workers()
     if as_json:
@@ -23,7 +25,7 @@ def list_workers(as_json: JsonFlag = False) -> None:
     for model, group in itertools.groupby(sorted(found, key=lambda w: w.model), key=lambda w: w.model):
         out.print(_table(model, list(group)))
     if not any(w.alive for w in found):
-        err.print("no worker alive: start one with `celery -A worker worker -Q gpu`")
+        err.print(no_worker(get_settings().model, found), markup=False, highlight=False)
 
 
 def _table(model: str, group: list[WorkerStatus]) -> Table:

@@ -47,7 +47,7 @@ def gib(value: float | None) -> str:
 
 
 templates.env.globals["eta_seconds"] = eta_seconds
-templates.env.filters["when"] = timefmt.when
+templates.env.filters["when"] = timefmt.when_on_page  # one `now` per page
 templates.env.filters["absolute"] = timefmt.absolute
 templates.env.filters["gib"] = gib
 templates.env.filters["ticks"] = ticks
@@ -77,7 +77,7 @@ def workers_page(request: Request) -> Response:
     return templates.TemplateResponse(
         request,
         "workers.html",
-        {"workers": workers, "summary": describe_workers(workers), "dead_after": settings.worker_dead_after},
+        {"workers": workers, "summary": describe_workers(workers, settings.model), "dead_after": settings.worker_dead_after},
     )
 
 
@@ -88,7 +88,8 @@ def nights_page(
     new: str | None = Query(None, description="tonight's job"),
     top_k: int = Query(10, ge=1, le=1000),
 ) -> Response:
-    """Two finished jobs compared as `producer diff` does; by default the two newest finished jobs."""
+    """Two finished jobs compared as `producer diff` does; by default the newest finished job and the last
+    one of its series before it (`nights.last_two_nights`: last night's job of the same name)."""
     store = request.app.state.ledger
     jobs = _jobs(request, 200)
     finished = [j for j in jobs if j.state in nights.FINISHED]
@@ -113,7 +114,7 @@ def try_page(request: Request) -> Response:
     workers = request.app.state.registry.workers(settings.worker_dead_after)
     missing = no_worker_runs(settings.model, workers)  # what /v1/rerank answers 503 with
     return templates.TemplateResponse(
-        request, "try.html", {"model": settings.model, "alive": missing is None, "workers": missing or describe_workers(workers)}
+        request, "try.html", {"model": settings.model, "alive": missing is None, "workers": missing or describe_workers(workers, settings.model)}
     )
 
 

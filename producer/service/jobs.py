@@ -147,7 +147,7 @@ class WorkersSummary(BaseModel):
 def workers_summary(request: Request) -> WorkersSummary:
     """``2 workers busy, 1 worker loading its engine``, or that none is alive and how to start one."""
     workers = request.app.state.registry.workers(request.app.state.settings.worker_dead_after)
-    return WorkersSummary(alive=any(w.alive for w in workers), summary=describe_workers(workers))
+    return WorkersSummary(alive=any(w.alive for w in workers), summary=describe_workers(workers, request.app.state.settings.model))
 
 
 @router.get("/workers", response_model=list[WorkerStatus], tags=["workers"])

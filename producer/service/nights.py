@@ -3,6 +3,7 @@ code) and a histogram of how far the changed scores moved."""
 
 from __future__ import annotations
 
+import re
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,10 +41,26 @@ class NightReport:
     histogram: Histogram
 
 
+_DATED = re.compile(r"[-_.: ]*\d[\d\-_.:T ]*$")  # a trailing date or number: nightly-2026-11-30, kb-17
+
+
+def series(job: JobStatus) -> tuple[str | None, str, str | None]:
+    """What makes two jobs nights of one series: the name without its trailing date or number (`nightly`
+    for ``nightly-2026-11-30``), the kind and the model. Jobs without a name pair with each other."""
+    return (_DATED.sub("", job.name) if job.name else None), job.kind, job.model
+
+
 def last_two_nights(jobs: list[JobStatus]) -> tuple[JobStatus, JobStatus] | None:
-    """The two newest finished jobs (older, newer) of a newest-first list, or None when fewer finished."""
+    """(last night, tonight) of a newest-first list: the newest finished job that has an earlier finished
+    job of its series (``series``), and that job; None when no finished job has one. Never a batch
+    against a webhook test just because they finished last."""
     done = [j for j in jobs if j.state in FINISHED]
-    return (done[1], done[0]) if len(done) >= 2 else None
+    for i, tonight in enumerate(done):
+        key = series(tonight)
+        last = next((j for j in done[i + 1 :] if series(j) == key), None)
+        if last is not None:
+            return last, tonight
+    return None
 
 
 def score_deltas(store: Ledger, old_job: str, job: str) -> Iterator[float]:

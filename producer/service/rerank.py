@@ -70,7 +70,7 @@ async def _workers_now(request: Request, settings: Settings) -> tuple[bool, str]
     (`producer.waiting`, as the CLI says it)."""
     workers = await asyncio.to_thread(request.app.state.registry.workers, settings.worker_dead_after)
     missing = no_worker_runs(settings.model, workers)
-    return missing is None, missing or describe_workers(workers)
+    return missing is None, missing or describe_workers(workers, settings.model)
 
 
 async def _require_a_worker(request: Request, settings: Settings, job_id: str | None = None) -> str:

@@ -77,9 +77,12 @@ class ChunkWrites(LedgerBase):
             return None
 
     def finish_chunk(
-        self, job_id: str, chunk_id: int, rows: Sequence[ScoreRow], then: NewChunk | None = None
+        self, job_id: str, chunk_id: int, rows: Sequence[ScoreRow], then: NewChunk | None = None, reused: int = 0
     ) -> bool:
         """Scores, chunk state and job state in one transaction. False if another delivery got there first.
+
+        ``reused``: of ``rows``, how many the worker took from the score cache (a cascade's stage 1): they
+        count as the job's reused pairs, not as scored ones, as reuse at submission does.
 
         ``then``: a cascade's stage-1 chunk hands on its queries' top pairs as a stage-2 chunk, recorded
         in the same transaction (so the job cannot end before it is scored); ``unsent`` finds it to send."""
@@ -108,7 +111,9 @@ class ChunkWrites(LedgerBase):
                 job.chunks_total += 1
             errors = sum(1 for r in rows if r.error is not None)
             chunk.state, chunk.error, chunk.finished_at = "done", None, now()
-            chunk.scored, chunk.pair_errors = len(rows) - errors, errors
+            reused = reused if (chunk.stage or 1) == 1 else 0  # stage 2 re-scores pairs stage 1 counted
+            chunk.scored, chunk.pair_errors = len(rows) - errors - reused, errors
+            job.pairs_reused = (job.pairs_reused or 0) + reused
             _finalize(s, job)
             return True
 

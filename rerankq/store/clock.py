@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+GONE = ("stopped", "failed")  # states a worker reports as it exits: not alive, whatever its last beat
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -16,6 +18,7 @@ def aware(value: datetime | None) -> datetime | None:
 
 
 def presumed_alive(reported_state: str | None, last_seen: datetime | None, dead_after: float, at: datetime) -> bool:
-    """A worker is alive unless it said it stopped or has been silent for more than ``dead_after`` s."""
+    """A worker is alive unless it said it stopped (or failed to load its engine) or has been silent for
+    more than ``dead_after`` s."""
     seen = aware(last_seen)
-    return seen is not None and reported_state != "stopped" and (at - seen).total_seconds() <= dead_after
+    return seen is not None and reported_state not in GONE and (at - seen).total_seconds() <= dead_after

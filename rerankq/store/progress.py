@@ -5,6 +5,7 @@ holds no time series of its own (a chunk's pairs count when its transaction comm
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -57,7 +58,9 @@ def throughput(session: sessionmaker[Session], job_id: str, buckets: int = 60, m
     span = (finishes[-1][0] - origin).total_seconds()
     buckets = max(1, min(buckets, len(finishes) // CHUNKS_PER_BUCKET))
     width = max(min_width, span / buckets)
-    n = max(1, int(-(-span // width)))  # ceil, at least one bucket
+    # ceil, at least one bucket, never more than asked: span / (span / buckets) can round up past
+    # ``buckets``, and one bucket too many drew the chart a bucket past the job's end
+    n = max(1, min(buckets, math.ceil(span / width)))
     sums = [0] * n
     for at, pairs in finishes:
         i = min(n - 1, int((at - origin).total_seconds() // width))

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from rerankq.store.clock import aware, now, presumed_alive
+from rerankq.store.clock import GONE, aware, now, presumed_alive
 from rerankq.store.db import session_factory
 from rerankq.store.models import Lease, Worker
 from schemas import WorkerStatus
@@ -31,8 +31,9 @@ def worker_status(w: Worker, dead_after: float, at: datetime | None = None) -> W
     seen = aware(w.last_seen)
     silent = (at - seen).total_seconds()  # type: ignore[operator]
     alive = presumed_alive(w.state, w.last_seen, dead_after, at)
-    if w.state == "stopped":
-        state = "stopped"
+    engine = dict(w.engine or {})
+    if w.state in GONE:
+        state = w.state
     elif not alive:
         state = "dead"
     elif w.state == "ready" and w.holding:
@@ -44,7 +45,7 @@ def worker_status(w: Worker, dead_after: float, at: datetime | None = None) -> W
         host=w.host,
         pid=w.pid,
         model=w.model,
-        engine=w.engine or {},
+        engine=engine,
         fingerprint=w.fingerprint,
         state=state,
         alive=alive,
@@ -54,6 +55,7 @@ def worker_status(w: Worker, dead_after: float, at: datetime | None = None) -> W
         started_at=aware(w.started_at),  # type: ignore[arg-type]
         last_seen=seen,  # type: ignore[arg-type]
         seconds_since_seen=max(0.0, silent),
+        error=engine.get("error") if state == "failed" else None,
     )
 
 
@@ -107,6 +109,15 @@ class Registry:
         with self.session.begin() as s:
             return s.execute(update(Worker).where(Worker.id == worker_id).values(**values)).rowcount == 1
 
+    def failed(self, worker_id: str, error: str) -> None:
+        """The worker could not load its engine and exits: ``failed`` at once, with why, so nobody waits
+        RERANKQ_WORKER_DEAD_AFTER for it (the error is kept with the engine's settings: no schema change)."""
+        with self.session.begin() as s:
+            w = s.get(Worker, worker_id)
+            if w is not None:
+                w.state, w.holding, w.last_seen = "failed", [], now()
+                w.engine = {**(w.engine or {}), "error": error}
+
     def workers(self, dead_after: float, forget_after: float = 86400.0) -> list[WorkerStatus]:
         """Every worker seen in the last ``forget_after`` seconds, the live ones first."""
         at = now()
@@ -152,7 +163,7 @@ class Registry:
         with self.session.begin() as s:
             return s.execute(
                 update(Worker)
-                .where((Worker.last_seen < cutoff) | (Worker.state == "stopped"))
+                .where((Worker.last_seen < cutoff) | Worker.state.in_(GONE))
                 .values(holding=[])
             ).rowcount
 

@@ -85,6 +85,7 @@ const rerankq = (() => {
     tr.append(
       cell(link),
       text("td", j.name || "", "name"),
+      text("td", j.model || "–", "model"),
       text("td", j.state, `state state-${j.state}`),
       cell(bar(j)),
       text("td", `${fmt(done(j))} / ${fmt(j.pairs_total)}`, "num done"),
@@ -105,11 +106,12 @@ const rerankq = (() => {
         const jobs = await getJSON("/v1/jobs?limit=50");
         body.replaceChildren(...jobs.map(jobRow));
         refreshAgo();
+        refreshAgo();
         if (!jobs.length) {
           const tr = document.createElement("tr");
           tr.className = "empty";
           const td = text("td", "No jobs yet.");
-          td.colSpan = 11;
+          td.colSpan = 12;
           tr.append(td);
           body.append(tr);
         }
@@ -197,6 +199,7 @@ const rerankq = (() => {
         setWhen($("#started"), j.started_at);
         setWhen($("#finished"), j.finished_at);
         refreshAgo();  // created (server-rendered) and started from the same `now`
+        refreshAgo();  // created (server-rendered) and started from the same `now`
         for (const [k, v] of Object.entries(j.chunks)) {
           const c = document.querySelector(`[data-chunk-state="${k}"]`);
           if (c) c.textContent = v;
@@ -259,6 +262,7 @@ const rerankq = (() => {
       text("td", "", "seen"),
     );
     tr.lastChild.append(when(w.last_seen));
+    if (w.error) tr.querySelector(".state").title = w.error;  // why its engine did not load
     return tr;
   }
 
@@ -283,6 +287,7 @@ const rerankq = (() => {
       try {
         const [workers, words] = await Promise.all([getJSON("/v1/workers"), getJSON("/v1/workers/summary")]);
         body.replaceChildren(...groupedRows(workers));
+        refreshAgo();
         refreshAgo();
         if (!workers.length) {
           const tr = document.createElement("tr");
