@@ -106,7 +106,6 @@ const rerankq = (() => {
         const jobs = await getJSON("/v1/jobs?limit=50");
         body.replaceChildren(...jobs.map(jobRow));
         refreshAgo();
-        refreshAgo();
         if (!jobs.length) {
           const tr = document.createElement("tr");
           tr.className = "empty";
@@ -199,7 +198,6 @@ const rerankq = (() => {
         setWhen($("#started"), j.started_at);
         setWhen($("#finished"), j.finished_at);
         refreshAgo();  // created (server-rendered) and started from the same `now`
-        refreshAgo();  // created (server-rendered) and started from the same `now`
         for (const [k, v] of Object.entries(j.chunks)) {
           const c = document.querySelector(`[data-chunk-state="${k}"]`);
           if (c) c.textContent = v;
@@ -287,7 +285,6 @@ const rerankq = (() => {
       try {
         const [workers, words] = await Promise.all([getJSON("/v1/workers"), getJSON("/v1/workers/summary")]);
         body.replaceChildren(...groupedRows(workers));
-        refreshAgo();
         refreshAgo();
         if (!workers.length) {
           const tr = document.createElement("tr");
