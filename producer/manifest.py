@@ -9,6 +9,7 @@ memory bounded by the largest query plus the set of query ids.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -43,16 +44,25 @@ _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
 
 @dataclass
 class Problems:
-    """Every bad row is counted; the first MAX_REPORTED are described."""
+    """Every bad row is counted; the first MAX_REPORTED in manifest order (file, then row) are described,
+    whichever check found them first: a batch's column checks run before its query checks."""
 
-    messages: list[str] = field(default_factory=list)
     count: int = 0
+    _kept: list = field(default_factory=list)  # a max-heap of the earliest: ((-file, -row, -n), message)
+    _files: dict[str, int] = field(default_factory=dict)
 
     def add(self, path: str, row: int | None, column: str | None, text: str) -> None:
         self.count += 1
-        if len(self.messages) < MAX_REPORTED:
-            where = path + (f" row {row}" if row is not None else "") + (f" field {column!r}" if column else "")
-            self.messages.append(f"{where}: {text}")
+        where = path + (f" row {row}" if row is not None else "") + (f" field {column!r}" if column else "")
+        item = ((-self._files.setdefault(path, len(self._files)), 1 if row is None else -row, -self.count), f"{where}: {text}")
+        if len(self._kept) < MAX_REPORTED:
+            heapq.heappush(self._kept, item)
+        elif item[0] > self._kept[0][0]:
+            heapq.heapreplace(self._kept, item)
+
+    @property
+    def messages(self) -> list[str]:
+        return [message for _, message in sorted(self._kept, reverse=True)]
 
     def raise_if_any(self, uri: str) -> None:
         if self.count:

@@ -244,6 +244,26 @@ def test_a_worker_whose_engine_cannot_load_reads_failed_at_once_and_says_what_to
     assert status["waiting"] == f"queued: {said}"
 
 
+def test_manifest_problems_are_listed_in_row_order(env, tmp_path: Path):
+    """Issue 27: a batch's column checks ran before its query checks, so the problems came out of row order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {
+        "query_id": ["q1", "q1", "q1", "q2", "q1", None, "q3"],
+        "query": ["a", "a", "a", "b", "a", "c", ""],
+        "doc_id": ["d1", "d1", "d2", "d1", "d3", "d1", "d1"],
+        "document": ["x", "x", "", "y", "z", "w", "v"],
+    }
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table(columns), path)
+    result = producer("submit", str(path), env=env)
+    assert result.returncode == 3, result.stderr
+    rows = [int(m.group(1)) for m in re.finditer(r" row (\d+) field", result.stderr)]
+    assert rows == [1, 2, 4, 5, 6], result.stderr  # duplicate, empty document, q1 again, null query_id, empty query
+    assert "duplicate pair (query_id='q1', doc_id='d1')" in result.stderr.splitlines()[1]
+
+
 def test_job_id_prefixes_like_git(env, tmp_path: Path):
     from producer.job_control import ledger
     from rerankq.settings import Settings
