@@ -152,6 +152,7 @@ def export_jsonl(job: str, out: Path | None, settings: Settings | None = None) -
         raise InputError(f"job {job} is not a batch: --format jsonl writes a batch file's output (submit a .jsonl)")
     if not row.state.terminal:
         raise InputError(f"batch {row.id} is {status(row)}: its output is written once it ends (producer wait {row.job_id})")
+    refreshed(store, row, settings)  # its output files, once, and so its webhook event (waiting for them), as a look would
     lines = 0
     target = None if out is None or str(out) == "-" else Path(out)
     part = target.with_name(target.name + ".part") if target else None

@@ -22,6 +22,9 @@ from producer.batch_reading import LongLine, physical_lines, request_lines
 from producer.errors import InputError
 from rerankq.settings import Settings
 from tests.conftest import migrate
+from tests.polling import wait_for
+
+HOOK = "http://127.0.0.1:9/hook"  # never delivered here: the tests read the ledger's outbox
 
 
 def rerank_line(cid: str, query: str = "q", docs: list | None = None) -> bytes:
@@ -45,7 +48,7 @@ def settings(db: str, redis_url: str, tiny_model: Path, tmp_path: Path) -> Setti
     redis.Redis.from_url(redis_url).flushdb()
     return Settings(
         database_url=db, broker_url=redis_url, model=str(tiny_model), max_length=512, files_dir=tmp_path / "files",
-        batch_max_lines=50, batch_max_line_bytes=4096, batch_max_error_lines=5,
+        batch_max_lines=50, batch_max_line_bytes=4096, batch_max_error_lines=5, webhook_allow=["127.0.0.1"],
     )  # fmt: skip
 
 
@@ -71,6 +74,15 @@ def raw_upload(c: TestClient, disposition: bytes, data: bytes = b"x\n"):  # noqa
 
 def on_disk(settings: Settings) -> list[str]:
     return sorted(p.name for p in Path(settings.files_dir).iterdir()) if Path(settings.files_dir).exists() else []
+
+
+def events(settings: Settings, job_id: str) -> list[str]:
+    """The job's webhook events in the ledger's outbox (what the sender will deliver)."""
+    engine = create_engine(settings.database)
+    with engine.connect() as conn:
+        types = list(conn.execute(text("SELECT type FROM webhook_events WHERE job_id = :j"), {"j": job_id}).scalars())
+    engine.dispose()
+    return types
 
 
 def file_rows(settings: Settings) -> int:
@@ -137,7 +149,9 @@ def test_error_output_is_capped_and_the_rest_counted(settings):
     batch = c.get(f"/v1/batches/{r.json()['id']}").json()
     assert batch["status"] == "failed" and batch["request_counts"] == {"total": 13, "completed": 0, "failed": 13}
     errors = c.get(f"/v1/files/{batch['error_file_id']}/content").text.splitlines()
-    assert len(errors) == 5 and json.loads(errors[0])["error"]["message"].startswith("line 1: not a JSON object")
+    first = json.loads(errors[0])["error"]
+    first = first.get("error", first)  # vLLM's ErrorResponse may nest it
+    assert len(errors) == 5 and first["message"].startswith("line 1: not a JSON object")
     notes = [e for e in batch["errors"]["data"] if e["code"] == "more_errors"]
     assert [n["message"] for n in notes] == ["8 more failed lines are not in the error file (RERANKQ_BATCH_MAX_ERROR_LINES)"]
     assert any(e["line"] == 13 and e["param"] == "line" and "RERANKQ_BATCH_MAX_LINE_BYTES" in e["message"] for e in batch["errors"]["data"])
@@ -227,9 +241,10 @@ def test_a_full_files_dir_creates_the_batch_once_and_finalizes_when_space_return
     assert r.status_code == 507 and "No space left on device" in message(r)
     assert sorted(p.name for p in small_disk.iterdir()) == [f"{f['id']}.jsonl", "filler"]  # no part file
 
-    r = c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/rerank"})
+    r = c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/rerank", "notify": HOOK})
     assert r.status_code == 200, r.text  # created: said so, not a 500 the client would retry into a duplicate
     batch = r.json()
+    assert events(settings, batch["job_id"]) == []  # no batch.failed before its error file exists
     assert batch["status"] == "finalizing" and batch["output_file_id"] is None and batch["error_file_id"] is None
     assert any(e["code"] == "output_not_written" and "No space left on device" in e["message"] for e in batch["errors"]["data"])
     engine = create_engine(db)
@@ -246,6 +261,31 @@ def test_a_full_files_dir_creates_the_batch_once_and_finalizes_when_space_return
     assert done["status"] == "failed" and done["error_file_id"] and done["request_counts"]["failed"] == 40
     assert not any(e["code"] == "output_not_written" for e in done["errors"]["data"])
     assert len(c.get(f"/v1/files/{done['error_file_id']}/content").text.splitlines()) == 5
+    assert events(settings, batch["job_id"]) == ["batch.failed"]
+
+
+def test_a_batch_event_waits_for_its_output_and_the_service_writes_it_unasked(settings, db):
+    from producer.job_control import cancel
+    from producer.service import create_app
+
+    c = client(settings)
+    f = upload(c, rerank_line("w") + b"\n").json()
+    batch = c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/rerank", "notify": HOOK}).json()
+    cancel(batch["job_id"], settings)  # the job ends; no client looks at the batch
+    assert events(settings, batch["job_id"]) == []
+
+    def written() -> bool:
+        engine = create_engine(db)
+        with engine.connect() as conn:
+            at = conn.execute(text("SELECT completed_at FROM batches WHERE id = :b"), {"b": batch["id"]}).scalar_one()
+        engine.dispose()
+        return at is not None
+
+    with TestClient(create_app(settings)):  # the service's lifespan runs its finalizer
+        wait_for(written, 30, "the service writing the cancelled batch's output")
+    assert events(settings, batch["job_id"]) == ["batch.cancelled"]
+    done = c.get(f"/v1/batches/{batch['id']}").json()
+    assert done["status"] == "cancelled" and done["error_file_id"]
 
 
 def test_the_listing_survives_a_batch_whose_input_bytes_are_gone(settings):

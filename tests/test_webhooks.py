@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from rerankq.settings import Settings
+from rerankq.store.batches import BatchStore
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.registry import Registry
@@ -155,7 +156,9 @@ def test_cancelled_and_all_reused_jobs_notify(ledger, db_url):
         )
         batch_job, batch_chunks = record_job(ledger, receiver.url, kind="batch")
         finish(ledger, batch_job, batch_chunks)
-        sender(db_url).run_once()
+        assert sender(db_url).run_once() == 0  # a batch's event waits for its output files
+        BatchStore(db_url).finalized(f"batch_{batch_job}", None, None, 2, 0)
+        assert sender(db_url).run_once() == 1
         assert receiver.received[-1][1]["type"] == "batch.completed"
         assert receiver.received[-1][1]["data"]["id"] == f"batch_{batch_job}"
     finally:
@@ -166,8 +169,10 @@ def test_the_sender_expires_batches_past_their_window(ledger, db_url):
     receiver = Receiver(SECRET).start()
     try:
         job_id, _ = record_job(ledger, receiver.url, kind="batch", window_seconds=-1)
-        assert sender(db_url).run_once() == 1
+        assert sender(db_url).run_once() == 0  # expired; its event waits for the output files
         assert ledger.status(job_id).state == "cancelled"
+        BatchStore(db_url).finalized(f"batch_{job_id}", None, None, 0, 2)
+        assert sender(db_url).run_once() == 1
         [(_, payload)] = receiver.received
         assert (payload["type"], payload["data"]["id"]) == ("batch.expired", f"batch_{job_id}")
     finally:

@@ -42,9 +42,10 @@ def event_type(job: Job) -> str:
     return f"job.{state.value}"
 
 
-def record_job_end(s: Session, job: Job) -> str | None:
-    """Within the transaction that ended ``job``: its event, if it has a URL to notify. The event id."""
-    if not job.notify or not JobState(job.state).terminal:
+def record_job_end(s: Session, job: Job, output_written: bool = False) -> str | None:
+    """Within the transaction that ended ``job``: its event, if it has a URL to notify. The event id.
+    A batch's event waits for its output files (``output_written``: the transaction that records them)."""
+    if not job.notify or not JobState(job.state).terminal or (job.kind == BATCH_KIND and not output_written):
         return None
     t = now()
     scored, failed = s.execute(
