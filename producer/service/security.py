@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from producer.api_errors import error_body
 from rerankq.store.actor import OPEN, Actor, acting
 from rerankq.store.batches import BatchStore
 from rerankq.store.errors import UnknownJob
@@ -146,6 +147,30 @@ class Guard:
             return None, exc.args[0]
         return "/".join(parts), None
 
+    async def identify(self, method: str, path: str, headers: dict[str, str], state: dict) -> tuple[Actor | None, tuple[int, str] | None]:
+        """(the actor, None), (None, None) for no credential, or (None, (status, why)) to refuse at once."""
+        auth = headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        cookie = _cookie(headers)
+        if not await anyio.to_thread.run_sync(self.keys_in_force):
+            if not self.open and any(h in headers for h in PROXY_HEADERS):
+                return None, (403, "this service has no API key and came through a proxy: create a key "
+                              "(`producer keys create NAME`) or, if it is meant to be open, set RERANKQ_OPEN=true")  # fmt: skip
+            return OPEN, None
+        if bearer:
+            actor = await anyio.to_thread.run_sync(self.bearer_actor, bearer)
+            return (actor, None) if actor is not None else (None, (401, "a wrong API key"))
+        if not cookie:
+            return None, None
+        actor = await anyio.to_thread.run_sync(self.keys.session_actor, cookie, self.env_key)
+        if actor is None:
+            return None, None
+        state["csrf"] = csrf_token(cookie)
+        if method not in SAFE_METHODS and path not in ("/login", "/logout"):  # /logout checks its form's token itself
+            if not hmac.compare_digest(headers.get(CSRF_HEADER, "").encode(), state["csrf"].encode()):
+                return None, (403, "missing or wrong CSRF token (X-CSRF-Token): send it from this service's own pages")
+        return actor, None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or path in ("/healthz", "/metrics") or path.startswith("/static/"):
@@ -159,40 +184,19 @@ class Guard:
         if reason is not None:
             await _json(send, 403, f"cross-site request refused ({reason}): send it from this service's own pages or with an API key")
             return
-        auth = headers.get("authorization", "")
-        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        cookie = _cookie(headers)
-        in_force = await anyio.to_thread.run_sync(self.keys_in_force)
-        actor: Actor | None = None
-        if not in_force:
-            if not self.open and any(h in headers for h in PROXY_HEADERS):
-                await _json(send, 403, "this service has no API key and came through a proxy: create a key "
-                            "(`producer keys create NAME`) or, if it is meant to be open, set RERANKQ_OPEN=true")  # fmt: skip
-                return
-            actor = OPEN
-        elif bearer:
-            actor = await anyio.to_thread.run_sync(self.bearer_actor, bearer)
-            if actor is None:
-                await _unauthorized(send, "a wrong API key")
-                return
-        elif cookie:
-            actor = await anyio.to_thread.run_sync(self.keys.session_actor, cookie, self.env_key)
-            if actor is not None:
-                state["csrf"] = csrf_token(cookie)
-                if method not in SAFE_METHODS and path not in ("/login", "/logout"):  # /logout checks its form's token itself
-                    given = headers.get(CSRF_HEADER, "")
-                    if not hmac.compare_digest(given.encode(), state["csrf"].encode()):
-                        await _json(send, 403, "missing or wrong CSRF token (X-CSRF-Token): send it from this service's own pages")
-                        return
+        actor, refusal = await self.identify(method, path, headers, state)
+        if refusal is not None:
+            status, why = refusal
+            await (_unauthorized(send, why) if status == 401 else _json(send, status, why))
+            return
         if actor is None:
             if path in OPEN_PATHS or path == "/logout":
                 await self.app(scope, receive, send)
-                return
-            if method == "GET" and (path in HTML_PAGES or path.startswith("/jobs/")):
+            elif method == "GET" and (path in HTML_PAGES or path.startswith("/jobs/")):
                 await send({"type": "http.response.start", "status": 303, "headers": [(b"location", b"/login")]})
                 await send({"type": "http.response.body", "body": b""})
-                return
-            await _unauthorized(send, "no API key")
+            else:
+                await _unauthorized(send, "no API key")
             return
         needed = "admin" if path in ADMIN_PATHS else "read" if method in SAFE_METHODS else "submit"
         if path not in OPEN_PATHS and path != "/logout" and not actor.may(needed):
@@ -214,7 +218,7 @@ class Guard:
 
 
 async def _json(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"detail": message}).encode()
+    body = json.dumps({**error_body(status, message), "detail": message}).encode()  # OpenAI's shape, as errors.py
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
