@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Security
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from producer.job_control import ledger
@@ -24,6 +25,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="rerankq",
         summary="Qwen3-Reranker on GPU workers: the vLLM/Jina/Cohere rerank interface, batch jobs, console, metrics.",
         version="0.1.0",
+        # documents the key (the Guard checks it: producer/service/security.py), so /docs has an Authorize button
+        dependencies=[Security(HTTPBearer(auto_error=False, description="an API key: `producer keys create NAME`"))],
     )
     app.state.settings = settings
     app.state.api_key = (settings.api_key.get_secret_value() if settings.api_key else None) or None  # "" = no key
