@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from kombu.utils.url import maybe_sanitize_url
 from rich.console import Console
 from rich.table import Table
+
+from rerankq.redact import mask_broker_url
 
 TOPICS = {
     "How do solar panels generate electricity?": ("photovoltaic cells convert sunlight into electric current", "solar"),
@@ -94,7 +95,7 @@ def choose_environment(workdir: Path, console: Console) -> dict[str, str]:
     env: dict[str, str] = {}
     if not _broker_answers(settings.broker, 2):
         env["RERANKQ_BROKER_URL"] = f"sqla+sqlite:///{(workdir / 'broker.db').resolve()}"
-        say(console, f"no broker answers at {maybe_sanitize_url(settings.broker)}: using the embedded SQLite broker")
+        say(console, f"no broker answers at {mask_broker_url(settings.broker)}: using the embedded SQLite broker")
     if local_model_path(settings.model) is None:
         tiny = ensure_tiny_model(settings.tiny_model_dir)
         env["RERANKQ_MODEL"] = str(tiny)

@@ -27,9 +27,9 @@ def broker_app(settings: Settings) -> Celery:
 
 def safe_url(url: str) -> str:
     """The broker URL with its password masked (every form: rerankq/redact.py)."""
-    from rerankq.redact import mask_url
+    from rerankq.redact import mask_broker_url
 
-    return mask_url(url)
+    return mask_broker_url(url)
 
 
 def _unreachable(settings: Settings, exc: Exception) -> BrokerUnavailable:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-# scheme://user:secret@ : the user part stops at the URL's delimiters, the secret at whitespace or '@'
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):[^@\s]*@")
+# scheme://user:secret@host : the user stops at the URL's delimiters; the secret runs to the last '@' before
+# the host (an unencoded '@' or '/' in a password, as SQLAlchemy reads it); one already masked (**) stays
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*):(?!\*+@)\S*@(?=[^@\s/]*(?:[/?#\s]|$))")
 # password=secret as a query parameter (&, #, whitespace or a sentence's ': ' ends it) or a libpq entry ('quoted')
 _KEY_VALUE = re.compile(
     r"(?P<head>(?<![A-Za-z0-9_])(?:password|passwd|pwd|sslpassword)\s*=\s*)"
@@ -31,5 +32,13 @@ def mask_secrets(text: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A database or broker URL (or libpq DSN) as it may be shown: its password masked, the rest kept."""
+    """A database URL (or libpq DSN) as it may be shown: its password masked, the rest kept."""
     return mask_secrets(str(url))
+
+
+def mask_broker_url(url: str) -> str:
+    """A broker URL as it may be shown: as Kombu itself masks it (``redis://:**@host``, what Celery's own
+    messages show), and any password Kombu leaves (``?password=``) masked too."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return mask_secrets(maybe_sanitize_url(str(url)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery.signals import celeryd_after_setup, celeryd_init, setup_logging
 
 from rerankq.logs import configure_logging, get_logger
-from rerankq.redact import mask_url
+from rerankq.redact import mask_broker_url
 from rerankq.settings import get_settings
 
 log = get_logger("rerankq.worker")
@@ -43,7 +43,7 @@ def _banner(sender=None, instance=None, conf=None, **_: object) -> None:  # noqa
     log.info(
         "celery_worker_starting",
         hostname=str(sender),
-        broker=mask_url(instance.app.conf.broker_url or ""),
+        broker=mask_broker_url(instance.app.conf.broker_url or ""),
         pool=str(instance.app.conf.worker_pool),
         concurrency=instance.concurrency,
         queues=queues,

@@ -28,7 +28,12 @@ def make_engine(url: str, connect_timeout: float = 5.0) -> Engine:
     try:
         return _make_engine(url, connect_timeout)
     except (ArgumentError, ValueError, ImportError) as exc:  # unparsable URL, unknown dialect, driver missing
-        raise DatabaseError(f"cannot use the database URL {safe_url(url)}: {mask_secrets(str(exc))}") from None
+        try:
+            make_url(url)
+            shown = safe_url(url)
+        except (ArgumentError, ValueError):
+            shown = "(unparsable)"  # a libpq key=value DSN too: SQLAlchemy takes URLs only
+        raise DatabaseError(f"cannot use the database URL {shown}: {mask_secrets(str(exc))}") from None
 
 
 def _make_engine(url: str, connect_timeout: float) -> Engine:
