@@ -153,3 +153,23 @@ def test_user_given_names_reach_the_terminal_inert(ledger):
     assert "a\\x1b]0;pwned\\x07b" in outputs["list"] and "a\\x1b]0;pwned\\x07b" in outputs["status-title"]
     assert LINK in outputs["list"] and LINK in outputs["status-link"], "markup in a name stays text"
     assert "\\x9b2J\\u202eevil" in outputs["status-link"]
+
+
+def test_audit_clients_reach_the_terminal_inert(ledger):
+    """`producer audit` shows the client (a User-Agent, anyone's) as text; a key name with an escape is
+    refused, and the refusal shows it inert."""
+    from rerankq.store.actor import SCOPES, Actor
+    from rerankq.store.audit import AuditLog
+
+    _, env = ledger
+    env = {**env, "FORCE_COLOR": "1", "COLUMNS": "250"}
+    refused = producer("keys", "create", f"team{TITLE}", env=env)
+    assert refused.returncode == 3 and "\x1b]" not in refused.stderr and "\x07" not in refused.stderr, refused.stderr
+    producer("keys", "create", "team", "--tenant", "t1", env=env, check=True)
+    AuditLog(env["RERANKQ_DATABASE_URL"]).record(
+        Actor(None, "k", "t1", frozenset(SCOPES)), "job.cancel", "job-1", client=f"curl {LINK}\x1b[2J{TITLE}"
+    )
+    for args in (("keys", "list"), ("audit",)):
+        text = producer(*args, env=env, check=True).stdout
+        assert "\x1b]" not in text and "\x07" not in text and "\x1b[2J" not in text, (args, text)
+    assert f"{LINK}\\x1b[2J\\x1b]0;pwned\\x07" in producer("audit", env=env, check=True).stdout

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from producer.commands.common import JsonFlag, friendly, out, say, utc
+from producer.commands.common import JsonFlag, friendly, out, say, utc, visible
 
 
 def _stores() -> tuple:
@@ -74,7 +74,7 @@ def list_keys(
     table = Table("id", "name", "tenant", "scopes", "created", "last used", "revoked")
     table.columns[0].no_wrap = True  # ids are copied whole
     for r in rows:
-        table.add_row(*(Text(v) for v in (r.id, r.name, r.tenant, ",".join(r.scopes), utc(r.created_at), utc(r.last_used_at), utc(r.revoked_at))))
+        table.add_row(*(Text(visible(v, lines=False)) for v in (r.id, r.name, r.tenant, ",".join(r.scopes), utc(r.created_at), utc(r.last_used_at), utc(r.revoked_at))))
     out.print(table)
 
 
@@ -109,5 +109,5 @@ def audit_trail(
     table = Table("when", "action", "object", "key", "tenant", "client")
     for r in rows:
         key = f"{r.key_id or '-'} ({r.key_name})"
-        table.add_row(*(Text(v) for v in (utc(r.at), r.action, r.object_id or "", key, r.tenant or "-", r.client or "")))
+        table.add_row(*(Text(visible(v, lines=False)) for v in (utc(r.at), r.action, r.object_id or "", key, r.tenant or "-", r.client or "")))
     out.print(table)
