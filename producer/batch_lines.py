@@ -87,7 +87,7 @@ class LineReader:
 
     def _resolve(self, name: str) -> str:
         if self._workers is None:  # the registry, read once: workers serving a model under another name
-            self._workers = _live_workers(self.settings)
+            self._workers = _seen_workers(self.settings)
         return resolve_model(name, self.settings.model, self.settings.served_model_name, self._workers)
 
     def read(self, lines: Iterable[bytes]) -> Iterator[GoodLine | BadLine]:
@@ -140,11 +140,12 @@ class LineReader:
         return GoodLine(number, cid, line.url, body, scoring.pairs, scoring, body.model)
 
 
-def _live_workers(settings: Settings) -> list:
-    """The live workers (the registry), or none when the ledger cannot say (a line then names its model as it is)."""
+def _seen_workers(settings: Settings) -> list:
+    """The workers seen lately, live ones first (the registry's order): a name a worker served resolves the
+    same way when the output is written after the workers stopped. None when the ledger cannot say."""
     try:
         from producer.workers import seen_workers
 
-        return [w for w in seen_workers(settings) if w.alive]
+        return seen_workers(settings)
     except Exception:  # noqa: BLE001 - routing by name still works; the submission reports a missing database itself
         return []

@@ -15,6 +15,7 @@ from producer.job_control import ledger
 from producer.submission import checked_pairs, for_model, submit_pairs
 from producer.waiting import describe_workers, no_worker_runs, wait
 from producer.workers import seen_workers
+from rerankq.routing import resolve_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
 from schemas import InlinePair, JobState, JobStatus, RerankRequest
@@ -95,7 +96,10 @@ def rerank(
     """Score one query against a few documents through the workers of ``model`` (default: RERANKQ_MODEL);
     best first. While it waits, ``on_wait`` hears what for (e.g. that no worker runs the model); a job still
     unfinished after ``timeout`` seconds is cancelled (TimeoutError says why it did not finish)."""
-    settings = for_model(settings or get_settings(), model)
+    settings = settings or get_settings()
+    if model:  # a name a worker (or this process) serves the model under reaches it (RERANKQ_SERVED_MODEL_NAME)
+        model = resolve_model(model, settings.model, settings.served_model_name, [w for w in seen_workers(settings) if w.alive])
+    settings = for_model(settings, model)
     request = check_rerank(query, documents, instruction, settings)
     job_id = submit_rerank(request, settings=settings)
     st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)

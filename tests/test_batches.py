@@ -144,17 +144,17 @@ def test_openai_sdk_batch_equals_v1_rerank(stack):
         assert got["results"] == answer["results"], source["custom_id"]
         assert (got["model"], got["usage"]) == (answer["model"], answer["usage"])
     assert len(output[1]["response"]["body"]["results"]) == 2  # top_n
-    assert "document" not in output[2]["response"]["body"]["results"][0]  # return_documents false
+    assert output[2]["response"]["body"]["results"][0]["document"]["text"]  # /v1/rerank keeps it (vLLM's RerankResult requires it)
     raw, probs = output[4]["response"]["body"]["results"], output[0]["response"]["body"]["results"]
     assert [r["index"] for r in raw] == [r["index"] for r in probs], "the same order: ranks follow the log-odds"
     for x, y in zip(raw, probs):
         assert y["relevance_score"] == pytest.approx(1 / (1 + math.exp(-x["relevance_score"])), abs=1e-12) != x["relevance_score"]
 
     bad = errors["bad-empty-doc"]
-    assert bad["response"]["status_code"] == 400 and bad["error"]["param"] == "body.documents[1]"
-    assert bad["error"]["message"].startswith("line 3 (custom_id 'bad-empty-doc') field 'body.documents[1]': ")
-    assert errors[None]["error"]["message"].startswith("line 4: not a JSON object")
-    assert errors["bad-url"]["error"]["param"] == "url"
+    assert bad["response"]["status_code"] == 400 and bad["error"]["error"]["param"] == "body.documents[1]"
+    assert bad["error"]["error"]["message"].startswith("line 3 (custom_id 'bad-empty-doc') field 'body.documents[1]': ")
+    assert errors[None]["error"]["error"]["message"].startswith("line 4: not a JSON object")
+    assert errors["bad-url"]["error"]["error"]["param"] == "url"
 
     event = wait_for(lambda: [p for _, p in stack.receiver.received if p["data"]["id"] == batch.id], 60, "the batch's webhook")
     assert [e["type"] for e in event] == ["batch.completed"] and stack.receiver.rejected == []
@@ -172,7 +172,7 @@ def test_score_endpoint_lines(stack):
     done = stack.finished(stack.client.batches.create(input_file_id=f.id, endpoint="/v1/score", completion_window="24h").id)
     out, raw = jsonl(stack.client.files.content(done.output_file_id).text)
     [err] = jsonl(stack.client.files.content(done.error_file_id).text)
-    assert err["custom_id"] == "s-1" and err["error"]["param"] == "body.text_1"
+    assert err["custom_id"] == "s-1" and err["error"]["error"]["param"] == "body.text_1"
     answer = stack.rerank({"query": "capital of France?", "documents": docs})
     by_index = {r["index"]: r["relevance_score"] for r in answer["results"]}
     assert [d["index"] for d in out["response"]["body"]["data"]] == [0, 1, 2]
@@ -202,7 +202,7 @@ def test_cli_submit_and_export_jsonl_reuse_the_cache(stack):
     for g, line in zip(got, lines):
         if g["custom_id"] != "cli-bad":
             assert g["response"]["body"]["results"] == stack.rerank(line["body"])["results"]
-    assert got[1]["error"]["param"] == "body.query" and got[1]["response"]["status_code"] == 400
+    assert got[1]["error"]["error"]["param"] == "body.query" and got[1]["response"]["status_code"] == 400
     to_stdout = producer("export", job[:8], "--format", "jsonl", "--out", "-", env=stack.env, check=True)
     assert [json.loads(x)["custom_id"] for x in to_stdout.stdout.splitlines()] == order
 
@@ -240,7 +240,7 @@ def test_cancel_and_expiry_of_batches_no_worker_runs(stack, pg_url):
     assert done.status == "cancelled" and done.cancelled_at and done.output_file_id is None
     errors = jsonl(stack.client.files.content(done.error_file_id).text)
     assert [e["custom_id"] for e in errors] == ["w-0", "w-1", "w-2"]
-    assert all("not scored, the batch cancelled" in e["error"]["message"] for e in errors)
+    assert all("not scored, the batch cancelled" in e["error"]["error"]["message"] for e in errors)
 
     engine = create_engine(pg_url)
     with engine.begin() as conn:
@@ -248,7 +248,7 @@ def test_cancel_and_expiry_of_batches_no_worker_runs(stack, pg_url):
     engine.dispose()
     expired = stack.finished(second.id, 30)
     assert expired.status == "expired" and expired.expired_at
-    assert "its completion window ended" in jsonl(stack.client.files.content(expired.error_file_id).text)[0]["error"]["message"]
+    assert "its completion window ended" in jsonl(stack.client.files.content(expired.error_file_id).text)[0]["error"]["error"]["message"]
     for batch, kind in ((first, "batch.cancelled"), (second, "batch.expired")):
         got = wait_for(lambda: [p["type"] for _, p in stack.receiver.received if p["data"]["id"] == batch.id], 60, kind)
         assert got == [kind]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from openai import BadRequestError, NotFoundError, OpenAI
+from openai.types import Batch, FileObject
 from pydantic import TypeAdapter
 
 from producer.batch_lines import BadLine, GoodLine, LineReader
@@ -242,6 +243,7 @@ def test_vllm_run_batch_inputs_verbatim_through_the_batches_api_in_one_file(stac
     batch = stack.client.batches.create(input_file_id=f.id, endpoint="/v1/rerank", completion_window="24h")
     done = wait_for(lambda: (b := stack.client.batches.retrieve(batch.id)).status in ("completed", "failed") and b, 240, "batch")
     assert done.status == "completed" and done.error_file_id is None and done.request_counts.completed == 5
+    Batch.model_validate(requests.get(f"{stack.url}/v1/batches/{batch.id}", timeout=30).json())  # the openai SDK's type
     got = judged(stack.client.files.content(done.output_file_id).text.splitlines(), inputs)
     rerank = [g["response"]["body"] for g in got[:3]]
     assert rerank[0]["results"] == rerank[1]["results"] == rerank[2]["results"]  # /rerank, /v1/rerank, /v2/rerank alike
@@ -307,8 +309,11 @@ def test_errors_in_openai_and_vllm_shape(stack):
         assert r.status_code == status, (path, r.text)
         err = ErrorResponse.model_validate(r.json()).error
         assert err.code == status and err.message and (param is None or param in (err.param or "")), r.json()
+    path = stack.tmp / "chat.jsonl"
+    path.write_text((DATA / "vllm_run_batch_score.jsonl").read_text())
+    f = stack.client.files.create(file=open(path, "rb"), purpose="batch")
     with pytest.raises(BadRequestError) as bad:  # the openai SDK reads the same shape
-        stack.client.batches.create(input_file_id="file-x", endpoint="/v1/chat/completions", completion_window="24h")
+        stack.client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
     assert "ending in /rerank or /score" in bad.value.message
     with pytest.raises(NotFoundError):
         stack.client.files.retrieve("file-nope")
@@ -323,7 +328,41 @@ def test_files_list_pages_as_openai_does(stack):
         ids.add(stack.client.files.create(file=open(path, "rb"), purpose="batch").id)
     listed = [f.id for f in stack.client.files.list(limit=5, purpose="batch")]  # auto-paging: 8 pages
     assert ids <= set(listed) and len(listed) == len(set(listed))
-    first = stack.client.files.list(limit=5)
+    first = stack.client.files.list(limit=5, purpose="batch")
     assert first.has_more and len(first.data) == 5
+    raw = requests.get(f"{stack.url}/v1/files", params={"limit": 5, "after": first.data[-1].id, "purpose": "batch"}, timeout=30).json()
+    assert raw["has_more"] and [FileObject.model_validate(f).id for f in raw["data"]] == listed[5:10]
     oldest = stack.client.files.list(limit=100, order="asc").data
     assert [f.created_at for f in oldest] == sorted(f.created_at for f in oldest)
+
+
+def test_served_names_resolve_to_the_model_that_serves_them():
+    from types import SimpleNamespace
+
+    from rerankq.routing import resolve_model
+
+    worker = SimpleNamespace(model="/models/qwen3-0.6b", engine={"served_model_names": ["Qwen/Qwen3-Reranker-0.6B", VLLM_MODEL]})
+    assert resolve_model("served/here/", "/local/dir/", "served/here, other", []) == "/local/dir"  # this process's names
+    assert resolve_model(VLLM_MODEL, "/local/dir", None, [worker]) == "/models/qwen3-0.6b"  # a worker's names
+    assert resolve_model("/models/qwen3-0.6b", "/local/dir", None, [worker]) == "/models/qwen3-0.6b"
+    assert resolve_model("Qwen/Qwen3-Reranker-8B", "/local/dir", "x", [worker]) == "Qwen/Qwen3-Reranker-8B"  # nobody's: as named
+
+
+@pytest.mark.slow
+def test_a_batch_of_a_model_no_worker_runs_says_so_at_once(stack):
+    """It waits for a worker (the batch is asynchronous) and says so at once: the CLI on submission, the
+    batch object's `waiting`, `producer status`."""
+    path = stack.tmp / "nobody.jsonl"
+    path.write_text(json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/score", "body": {"model": "nobody/serves-this", "text_1": Q, "text_2": DOCS}}))
+    cli = producer("submit", str(path), env=stack.env, check=True)
+    assert "no worker runs nobody/serves-this" in cli.stderr and "RERANKQ_MODEL=nobody/serves-this" in cli.stderr, cli.stderr
+    job = cli.stdout.strip().splitlines()[-1]
+    status = json.loads(producer("status", job, "--json", env=stack.env, check=True).stdout)
+    assert "no worker runs nobody/serves-this" in status["waiting"]
+    f = stack.client.files.create(file=open(path, "rb"), purpose="batch")
+    batch = stack.client.batches.create(input_file_id=f.id, endpoint="/v1/score", completion_window="24h")
+    raw = requests.get(f"{stack.url}/v1/batches/{batch.id}", timeout=30).json()
+    assert raw["status"] == "in_progress" and "no worker runs nobody/serves-this" in raw["waiting"]
+    Batch.model_validate(raw)
+    for b in (batch.id, job):
+        producer("cancel", b.removeprefix("batch_"), env=stack.env, check=True)
