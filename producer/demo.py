@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 import signal
 import subprocess
 import sys
@@ -96,6 +97,8 @@ def choose_environment(workdir: Path, console: Console) -> dict[str, str]:
     if not _broker_answers(settings.broker, 2):
         env["RERANKQ_BROKER_URL"] = f"sqla+sqlite:///{(workdir / 'broker.db').resolve()}"
         say(console, f"no broker answers at {mask_broker_url(settings.broker)}: using the embedded SQLite broker")
+    if "RERANKQ_DATABASE_URL" not in os.environ:  # with the demo's other files, not in the current directory
+        env["RERANKQ_DATABASE_URL"] = f"sqlite:///{(workdir / 'rerankq.db').resolve()}"
     if local_model_path(settings.model) is None:
         tiny = ensure_tiny_model(settings.tiny_model_dir)
         env["RERANKQ_MODEL"] = str(tiny)
@@ -169,6 +172,8 @@ def run_demo(workdir: Path, queries: int, docs_per_query: int, out: Console, err
             if row["rank"] is not None and row["rank"] <= 3:
                 table.add_row(queries_text[row["query_id"]], str(row["rank"]), f"{row['score']:.4f}", documents[row["doc_id"]])
         out.print(table)
+        said = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        say(err, f"to go on by hand with the demo's ledger, broker and model: export {said}; then `celery -A worker worker -Q gpu` and `producer submit …`")
         return 0 if st.state.value == "completed" else 1
     finally:
         stop_worker(worker)

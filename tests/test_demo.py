@@ -30,8 +30,12 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path, tiny_model):
     assert "top documents" in result.stdout and "How do solar panels" in result.stdout
     scores = pq.read_table(tmp_path / ".cache" / "rerankq" / "demo" / "scores.parquet").to_pylist()
     assert len(scores) == 3 * 10 and {r["rank"] for r in scores} == set(range(1, 11))
-    assert (tmp_path / "rerankq.db").exists(), "the default ledger is SQLite in the working directory"
-    assert not (tmp_path / "rerankq-demo").exists(), "scratch files go to the cache, not the checkout"
+    demo = tmp_path / ".cache" / "rerankq" / "demo"
+    assert (demo / "rerankq.db").exists(), "issue 27: the ledger goes with the demo's other files"
+    assert not [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")], "nothing in the working directory (a checkout)"
+    by_hand = result.stderr.strip().splitlines()[-1]
+    assert by_hand.startswith("to go on by hand with the demo's ledger, broker and model: export "), by_hand
+    assert f"RERANKQ_DATABASE_URL=sqlite:///{demo / 'rerankq.db'}" in by_hand and f"RERANKQ_MODEL={TINY_DIR}" in by_hand
     tiny_line = next(line for line in result.stderr.splitlines() if "tiny offline model" in line)
     assert str(TINY_DIR) in tiny_line, "the model path is printed whole, never wrapped mid-word"
 

@@ -425,6 +425,18 @@ def test_retention_refuses_an_age_without_a_unit(env, args: tuple[str, ...], opt
     assert producer(*args, "30d", "--dry-run", env=env).returncode == 0
 
 
+def test_cache_prune_says_its_granularity_under_a_day(env):
+    """Issue 27: `cache prune --unused-for 1s` deleted nothing and said nothing of why (use is kept by day)."""
+    short = producer("cache", "prune", "--unused-for", "1s", "--dry-run", env={**env, "COLUMNS": "400"})
+    assert short.returncode == 0, short.stderr
+    assert short.stderr.startswith("note: --unused-for 1s is under a day, the cache's granularity: use is recorded by the UTC day"), short.stderr
+    assert "nothing written today is deleted; give days, e.g. --unused-for 30d" in short.stderr
+    assert short.stdout.startswith("would delete 0 cache entries unused since ")
+    day = producer("cache", "prune", "--unused-for", "1d", "--dry-run", env=env)
+    assert day.returncode == 0 and day.stderr == "", day.stderr
+    assert "so an age under 1d deletes nothing written today" in producer("cache", "prune", "--help", env={**env, "COLUMNS": "400"}).stdout
+
+
 def test_list_hides_interactive_jobs_and_counts_reused_pairs_as_done(env):
     """Items 7 and 1: rerank requests' jobs are listed only with --interactive, and a nightly job whose
     pairs were mostly reused reads as done: 2,001 / 2,001 (1,794 reused)."""

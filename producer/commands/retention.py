@@ -57,12 +57,21 @@ def cache_prune(
 ) -> None:
     """Delete score-cache entries unused for the age given (safe while workers run).
 
-    A reuse records its use once the last record is RERANKQ_CACHE_TOUCH_INTERVAL old (7 days), so entries are kept up to that much longer."""
+    Use is recorded by the UTC day (a generation of entries), not per entry: an entry is kept at least to the end of its generation's day, up to 7 days after it was written or re-homed, so an age under 1d deletes nothing written today, and entries live up to that much longer than the age given."""
+    from producer.commands.common import err
     from producer.job_control import ledger
     from rerankq.settings import get_settings
+    from rerankq.store.cache_gens import DAY, SPREAD_DAYS
     from rerankq.store.score_cache import prune_cache
 
     unused = _age(unused_for, "--unused-for")
+    if unused < DAY:
+        err.print(
+            f"note: --unused-for {unused_for.strip()} is under a day, the cache's granularity: use is recorded by the UTC "
+            f"day, and an entry is kept at least to the end of its generation's day (up to {SPREAD_DAYS} days after it "
+            "was written or re-homed), so nothing written today is deleted; give days, e.g. --unused-for 30d",
+            markup=False, highlight=False,
+        )  # fmt: skip
     r = prune_cache(ledger(), unused, get_settings().cache_touch_interval, dry_run)
     verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {r.removed:,} cache entr{'y' if r.removed == 1 else 'ies'} unused since {r.cutoff:%Y-%m-%d %H:%M:%S} UTC; {r.kept:,} kept")
