@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -285,11 +286,17 @@ def batch_object(row: BatchRow, store: BatchStore) -> dict:
 
 def prune_files(settings: Settings, older_than: float, dry_run: bool = False) -> tuple[int, int]:
     """Files (uploads and outputs) older than ``older_than`` seconds that no unfinished batch reads:
-    removed from the ledger and the disk. Returns (files, bytes)."""
+    removed from the ledger and the disk, with the part files of writers that died (a service killed
+    mid-upload) untouched that long, an hour at least. Returns (files, bytes)."""
     store = batch_store(settings)
     rows = store.prunable_files(now() - timedelta(seconds=older_than))
-    if not dry_run and rows:
-        store.forget_files([r.id for r in rows])
-        for r in rows:
-            file_path(r, settings).unlink(missing_ok=True)
-    return len(rows), sum(r.bytes for r in rows)
+    directory = Path(settings.files_dir).expanduser()
+    stale = time.time() - max(older_than, 3600.0)
+    parts = [p for p in directory.glob("*.part") if p.stat().st_mtime < stale] if directory.is_dir() else []
+    part_bytes = sum(p.stat().st_size for p in parts)
+    if not dry_run:
+        if rows:
+            store.forget_files([r.id for r in rows])
+        for path in [file_path(r, settings) for r in rows] + parts:
+            path.unlink(missing_ok=True)
+    return len(rows) + len(parts), sum(r.bytes for r in rows) + part_bytes

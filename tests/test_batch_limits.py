@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from producer.batch_lines import BadLine, GoodLine, LineReader
@@ -309,3 +310,23 @@ def test_the_listing_survives_a_batch_whose_input_bytes_are_gone(settings):
     assert "No such file or directory" in gone["errors"]["data"][0]["message"]
     again = c.post("/v1/batches", json={"input_file_id": waiting["id"], "endpoint": "/v1/rerank"})
     assert again.status_code == 400 and "its bytes are gone" in message(again)
+
+
+def test_prune_removes_part_files_of_writers_that_died(settings, sqlite_url):
+    import os
+    import time
+
+    from producer.batch_files import prune_files
+
+    migrate(sqlite_url)
+    settings = settings.model_copy(update={"database_url": SecretStr(sqlite_url)})  # a ledger of its own: nothing else to prune
+    c = client(settings)
+    kept = upload(c, b"x\n").json()
+    files = Path(settings.files_dir)
+    dead, live = files / "file-dead.jsonl.part", files / "file-live.jsonl.part"
+    dead.write_bytes(b"half an upload")
+    live.write_bytes(b"an upload in flight")
+    os.utime(dead, (time.time() - 7200, time.time() - 7200))
+    assert prune_files(settings, older_than=60, dry_run=True) == (1, 14) and dead.exists()
+    assert prune_files(settings, older_than=60) == (1, 14)
+    assert on_disk(settings) == sorted([f"{kept['id']}.jsonl", "file-live.jsonl.part"])
