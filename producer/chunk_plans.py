@@ -9,7 +9,9 @@ starts with its (instruction, query) text, so pairs that share a key share that 
 of one text in one chunk, the worker sees all copies of a key together and scores it once
 (``worker/tasks.py``). A run of one query id is contiguous and never split (as before); a query text
 repeated under other query ids joins its first chunk, which may then exceed ``chunk_size`` by those
-runs, as a chunk grows by one query larger than ``chunk_size``."""
+runs, up to ``GROWTH`` times: a text repeated beyond that (say, one query under thousands of ids)
+goes on in a chunk of its own, and its copies in two chunks are scored once per chunk (bit for bit
+alike under batch invariance, the GPU default; within the last bits otherwise)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ from rerankq.store.records import NewChunk
 from schemas import InlinePair, InlineSpec
 
 Run = TypeVar("Run")
+# A chunk takes runs of texts it holds up to GROWTH x chunk_size pairs: past that (one query text under
+# very many query ids) a run starts its text's next chunk, so chunks stay bounded.
+GROWTH = 4
 
 
 def text_head(instruction: str | None, query: str | None) -> bytes:
@@ -45,8 +50,9 @@ class ChunkPacker(Generic[Run]):
     """Runs (opaque to it: segments, row numbers or pairs) with their pair count and text heads, in
     submission order, packed into chunks; see the module docstring."""
 
-    def __init__(self, chunk_size: int):
+    def __init__(self, chunk_size: int, growth: int = GROWTH):
         self.size = chunk_size
+        self.cap = growth * chunk_size
         self._chunks: list[_Chunk[Run] | None] = []
         self._parent: list[int] = []  # union-find over chunk indexes: a merged chunk points to its survivor
         self._home: dict[Hashable, int] = {}  # text head -> (a chunk merged into) the chunk holding it
@@ -66,16 +72,12 @@ class ChunkPacker(Generic[Run]):
     def add(self, run: Run, pairs: int, heads: Iterable[Hashable]) -> None:
         heads = set(heads)
         homes = sorted({self._find(self._home[h]) for h in heads if h in self._home})
-        if homes:  # its text is in an earlier chunk (two, for a run of several instructions: they merge)
-            target = homes[0]
-            for other in homes[1:]:
-                merged = self._chunks[other]
-                assert merged is not None
-                self._chunks[target].runs.extend(merged.runs)  # type: ignore[union-attr]
-                self._chunks[target].pairs += merged.pairs  # type: ignore[union-attr]
-                self._chunks[other], self._parent[other] = None, target
-                if self._open == other:
-                    self._open = target
+        room = [c for c in homes if self._pairs(c) + pairs <= self.cap]
+        if room:  # its text is in an earlier chunk (two, for a run of several instructions: they merge)
+            target = room[0]
+            for other in room[1:]:
+                if self._pairs(target) + self._pairs(other) + pairs <= self.cap:
+                    self._merge(other, target)
         else:
             current = self._chunks[self._open] if self._open is not None else None
             if current is None or (current.pairs and current.pairs + pairs > self.size):
@@ -85,8 +87,20 @@ class ChunkPacker(Generic[Run]):
         assert chunk is not None
         chunk.runs.append(run)
         chunk.pairs += pairs
-        for h in heads:
-            self._home.setdefault(h, target)
+        for h in heads:  # a text whose chunk was full starts again here: later runs of it join this one
+            self._home[h] = target
+
+    def _pairs(self, i: int) -> int:
+        return self._chunks[i].pairs  # type: ignore[union-attr]
+
+    def _merge(self, other: int, target: int) -> None:
+        merged, into = self._chunks[other], self._chunks[target]
+        assert merged is not None and into is not None
+        into.runs.extend(merged.runs)
+        into.pairs += merged.pairs
+        self._chunks[other], self._parent[other] = None, target
+        if self._open == other:
+            self._open = target
 
     def chunks(self) -> list[tuple[list[Run], int]]:
         """Each chunk's runs (in the order added, merged chunks after) and its number of pairs."""

@@ -319,18 +319,25 @@ class CheckedManifest:
             problems.add(self.uri, None, None, "the manifest has no rows")
         problems.raise_if_any(self.uri)
         chunks = []
-        sizes = self.sizes
         for segments, pairs in self.planner.finish():
-            spec = ManifestSpec(
-                uri=self.uri,
-                instruction=self.instruction,
-                segments=[
-                    ManifestSegment(path=sizes[f][0].path, start=a, stop=b, size=sizes[f][0].size, file_rows=sizes[f][1])
-                    for f, a, b in segments
-                ],
-            )
+            spec = ManifestSpec(uri=self.uri, instruction=self.instruction, segments=self._segments(segments))
             chunks.append(NewChunk(spec=spec.model_dump(mode="json"), pairs=pairs))
-        return ManifestPlan(uri=self.uri, pairs=self.total, queries=self.tracker.queries, chunks=chunks, files=sizes)
+        return ManifestPlan(uri=self.uri, pairs=self.total, queries=self.tracker.queries, chunks=chunks, files=self.sizes)
+
+
+    def _segments(self, spans: list[list[int]]) -> list[ManifestSegment]:
+        """A chunk's rows, one segment per file: a range, or (runs of a repeated query text from
+        elsewhere in the file) the rows themselves, so a worker decodes each row group once."""
+        by_file: dict[int, list[list[int]]] = {}
+        for f, a, b in spans:  # in file order (ChunkPlanner.finish)
+            by_file.setdefault(f, []).append([a, b])
+        out = []
+        for f, ranges in by_file.items():
+            mf, file_rows = self.sizes[f]
+            rows = [r for a, b in ranges for r in range(a, b)] if len(ranges) > 1 else None
+            start, stop = ranges[0][0], ranges[-1][1]
+            out.append(ManifestSegment(path=mf.path, start=start, stop=stop, size=mf.size, file_rows=file_rows, rows=rows))
+        return out
 
 
 def plan_manifest(uri: str, settings: Settings, **options: object) -> ManifestPlan:

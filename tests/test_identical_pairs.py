@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from producer.chunk_plans import inline_chunks
+from producer.chunk_plans import ChunkPacker, inline_chunks
 from producer.manifest import plan_manifest
 from rerankq.settings import Settings
 from schemas import InlinePair
@@ -69,8 +69,9 @@ def test_a_repeated_query_text_joins_the_chunk_of_its_first_run(tmp_path: Path):
     manifest = write_manifest(tmp_path / "m.parquet", cols, row_group_size=7)
     plan = plan_manifest(str(manifest), Settings(), chunk_size=CHUNK)
     chunks = [
-        [r for seg in c.spec["segments"] for r in range(seg["start"], seg["stop"])] for c in plan.chunks
+        [r for seg in c.spec["segments"] for r in seg.get("rows") or range(seg["start"], seg["stop"])] for c in plan.chunks
     ]  # each chunk's file rows
+    assert all(len(c.spec["segments"]) == 1 for c in plan.chunks), "one segment per file: each row group read once"
     assert sorted(r for rows in chunks for r in rows) == list(range(len(cols["query_id"]))), "every row once"
     assert [len(rows) for rows in chunks] == [c.pairs for c in plan.chunks]
     by_query = {q: {i for i, rows in enumerate(chunks) for r in rows if cols["query_id"][r] == q} for q in ("q0", "q1", "q2", "q3")}
@@ -86,6 +87,14 @@ def test_inline_pairs_of_one_query_text_share_a_chunk():
     runs = [run("a", "same", 6), run("b", "other", 6), run("c", "same", 4), run("d", "same", 3, "another instruction")]
     chunks = [sorted({p["query_id"] for p in c.spec["pairs"]}) for c in inline_chunks(runs, 8)]
     assert chunks == [["a", "c"], ["b"], ["d"]]
+
+
+def test_a_text_repeated_under_very_many_query_ids_keeps_chunks_bounded():
+    packer: ChunkPacker[str] = ChunkPacker(10, growth=2)
+    for i in range(7):  # one query text, seven query ids of 6 pairs each
+        packer.add(f"r{i}", 6, [b"same text"])
+    packer.add("other", 3, [b"another text"])
+    assert packer.chunks() == [(["r0", "r1", "r2"], 18), (["r3", "r4", "r5"], 18), (["r6", "other"], 9)]
 
 
 # --- a real worker: the engine sees each distinct pair once; two nights agree -------------------------
