@@ -115,6 +115,8 @@ def test_cascade_two_stages_in_one_job(stack, tmp_path):
     # The same manifest again: both stages find their scores in the cache, no engine sees a pair.
     again, seen = run()
     assert seen == {"small": 0, "large": 0}
+    st = json.loads(producer("status", again, "--json", env=env, check=True).stdout)
+    assert (st["pairs_scored"], st["pairs_reused"], st["pairs_total"]) == (0, len(exported), len(exported)), "issue 27: reused"
     out2 = tmp_path / "again.parquet"
     producer("export", again, "--out", str(out2), env=env, check=True)
     assert pq.read_table(out2).to_pylist() == exported
