@@ -11,4 +11,12 @@ source "$ROOT/scripts/services.sh"
 ensure_redis
 ensure_postgres
 ensure_chromium
-exec python -m pytest "$@"
+# Test modules run side by side, each whole in one process (pytest-xdist, --dist loadfile: a module's workers,
+# database and Redis stay its own): RERANKQ_TEST_PROCESSES at once, by default one more than the cores (much of a
+# test is waiting on workers); 1 runs them one after another, as do -n/--pdb/-p no:xdist given here.
+# The slowest tests are listed at the end (--durations; a later --durations=N replaces it).
+processes=${RERANKQ_TEST_PROCESSES:-$(( $(nproc) + 1 ))}
+parallel=(-n "$processes" --dist loadfile)
+case " $* " in *" -n"*|*" --numprocesses"*|*" --pdb"*|*"no:xdist"*) parallel=() ;; esac
+[ "$processes" -gt 1 ] || parallel=()
+exec python -m pytest --durations=25 "${parallel[@]}" "$@"

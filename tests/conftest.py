@@ -26,10 +26,33 @@ def tiny_model() -> Path:
     return ensure_tiny_model(TINY_DIR)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules with the most `slow` tests (they start workers) first, the rest in file order: with the
+    modules spread over processes (scripts/test.sh: pytest-xdist, --dist loadfile) the long ones start at
+    once and the short ones fill the gaps, so the run ends soon after its longest module."""
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::", 1)[0]
+
+    slow: dict[str, int] = {}
+    for item in items:
+        slow[module(item)] = slow.get(module(item), 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[module(item)])  # stable: file order within each weight
+
+
+def _redis_db_number() -> int:
+    """1-15, one per module. Each pytest-xdist process has a Redis server of its own, unless
+    RERANKQ_TEST_REDIS_URL names a shared one: then the processes take turns through its 16 databases."""
+    n = next(_redis_db)
+    if os.environ.get("RERANKQ_TEST_REDIS_URL") and (worker := os.environ.get("PYTEST_XDIST_WORKER")):
+        processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        n = n * processes + int(worker.removeprefix("gw"))
+    return n % 15 + 1
+
+
 @pytest.fixture(scope="module")
 def redis_url() -> str:
     """A Redis database number of this module's own, emptied first."""
-    url = f"{REDIS_URL}/{next(_redis_db) % 16}"
+    url = f"{REDIS_URL}/{_redis_db_number()}"
     redis.Redis.from_url(url).flushdb()
     return url
 

@@ -70,11 +70,18 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_port(self.port)
+        for _ in range(5):  # a port found free may be taken before our server binds it (parallel test processes)
+            self.proc = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                self.proc.wait(0.2)  # exited at once: the port is taken
+            except subprocess.TimeoutExpired:
+                wait_port(self.port)
+                return
+            self.port = free_port()
+        raise RuntimeError(f"redis-server did not start (exit {self.proc.returncode})")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

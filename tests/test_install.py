@@ -1,6 +1,6 @@
-"""A newcomer's first hour: a fresh venv, exactly the README's CPU install line, then the README's
-"Using it" commands (`producer dev tiny-model`, `producer db upgrade`, a worker started as the README
-says, a one-pair `producer rerank`), with no manual step in between.
+"""A newcomer's first hour: a fresh venv, exactly the README's CPU install line (the locked versions of
+constraints.txt), then the README's "Using it" commands (`producer dev tiny-model`, `producer db upgrade`,
+a worker started as the README says, a one-pair `producer rerank`), with no manual step in between.
 
 Slow (minutes: pip resolves and installs vLLM's CPU build; pip's cache makes a rerun faster) and
 marked ``install`` so it can be run or skipped on its own: ``pytest -m install``."""
@@ -50,7 +50,7 @@ def run(command: str, env: dict[str, str], cwd: Path, timeout: float) -> subproc
 
 @pytest.mark.timeout(2400)
 def test_readme_install_line_gives_a_working_install(tmp_path: Path) -> None:
-    install = readme_line('pip install -e ".[cpu]"')
+    install = readme_line('pip install -c constraints.txt -e ".[cpu]"')  # the locked versions (scripts/lock.sh)
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in install, install
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)

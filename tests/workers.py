@@ -50,7 +50,7 @@ class WorkerProcess:
                 return self
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{text[-4000:]}")
-            time.sleep(0.5)
+            time.sleep(0.2)
         raise TimeoutError(f"worker not ready in {timeout} s:\n{self.log()[-4000:]}")
 
     def kill9(self) -> None:
