@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from producer.chunk_plans import ChunkPacker, text_head
+from rerankq.families import PairBuilder
 from rerankq.manifest_source import (
     COLUMNS,
     OPTIONAL_COLUMNS,
@@ -29,14 +30,15 @@ from rerankq.manifest_source import (
     open_parquet,
     texts,
 )
-from rerankq.prompt import PromptBuilder, head_surely_fits
+from rerankq.prompt import head_surely_fits
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
 from rerankq.store.records import NewChunk
 from schemas import ManifestSegment, ManifestSpec
 
 # A loader of the model's prompt builder, called only for a query too long to pass the byte bound of
-# ``head_surely_fits``; None: no model files here, queries are checked by the workers.
-BuilderSource = Callable[[], PromptBuilder] | None
+# ``head_surely_fits`` (its family's, when it has ``surely_fits``: rerankq/families.BuilderSource); None: no
+# model files here, queries are checked by the workers.
+BuilderSource = Callable[[], PairBuilder] | None
 BATCH_ROWS = 16_384
 MAX_REPORTED = 50
 _TEXT_TYPES = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
@@ -138,7 +140,9 @@ class _QueryTracker:
         if self.builder is None or self._checked == (instruction, query):
             return
         self._checked = (instruction, query)
-        if head_surely_fits(DEFAULT_INSTRUCTION if instruction is None else instruction, query, self.max_length):
+        resolved = DEFAULT_INSTRUCTION if instruction is None else instruction
+        fits = getattr(self.builder, "surely_fits", None)  # the model's family's bound (rerankq/families)
+        if fits(resolved, query) if fits else head_surely_fits(resolved, query, self.max_length):
             return  # the usual case: no tokenizer loaded at all
         builder = self.builder()
         n = builder.head_tokens(instruction, query)

@@ -8,7 +8,6 @@ in SQL (``rerankq/store/``), and only then enqueued (``producer/queueing.py``)."
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -32,7 +31,7 @@ from schemas import InlinePair
 if TYPE_CHECKING:  # pyarrow and the tokenizer load only for the commands that use them
     from sqlalchemy.orm import Session
 
-    from rerankq.prompt import PromptBuilder
+    from rerankq.families import PairBuilder
 
 log = get_logger("rerankq.reuse")
 
@@ -218,14 +217,18 @@ def parse_then(then: str) -> dict:
     return {"then_model": normalize_model(model), "then_top": int(value)}
 
 
-def _prompt_builder(settings: Settings) -> Callable[[], PromptBuilder] | None:
+def _prompt_builder(settings: Settings) -> Callable[[], PairBuilder] | None:
     """A loader of the model's tokenizer when its files are here: over-long queries are then caught at
-    submission. Loaded (~0.5-1 s) only if a query is too long to fit surely by its byte count."""
+    submission. Loaded (~0.5-1 s) only if a query is too long to fit surely by its byte count. None for a
+    checkpoint of no supported family: its workers refuse to start, saying which families are."""
+    from rerankq.families import BuilderSource, UnsupportedModel
     from rerankq.model_files import local_model_path
-    from rerankq.prompt import PromptBuilder
 
     path = local_model_path(settings.model)
-    return functools.cache(lambda: PromptBuilder.from_model(path, settings.max_length)) if path else None
+    try:
+        return BuilderSource(path, settings.max_length) if path else None
+    except UnsupportedModel:
+        return None
 
 
 def _reuse_context(store: Ledger, settings: Settings, reuse: bool) -> tuple[str | None, str | None]:

@@ -42,6 +42,7 @@ class Prompt:
     token_ids: list[int] | None
     error: str | None = None
     truncated: bool = False
+    token_type_start: int | None = None  # BERT-style pairs: the first token of the second segment
 
 
 def _check_text(name: str, value: str | None) -> str | None:
@@ -68,6 +69,9 @@ def head_surely_fits(instruction: str, query: str, max_length: int) -> bool:
 
 
 class PromptBuilder:
+    family = "qwen3-reranker"  # rerankq/families/qwen3_reranker.py
+    token_types = False
+
     def __init__(
         self,
         tokenizer: Tokenizer,

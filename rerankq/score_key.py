@@ -2,8 +2,9 @@
 
 The **scoring context** is everything outside the pair that can move a score: the model files'
 fingerprint (config, tokenizer, weights), the resolved dtype, quantization, ``max_length``, the
-engine and its numerics mode (prefix caching, batch invariance, tensor parallelism) and rerankq's
-prompt recipe. Its digest (64 hex characters) is what a worker records in the registry and in
+engine and its numerics mode (prefix caching, batch invariance, tensor parallelism) and the model
+family's recipe (rerankq/families: e.g. ``qwen3-reranker-card/1``, ``cross-encoder-pair/bert/1``), so
+scores of two families never share a cache entry. Its digest (64 hex characters) is what a worker records in the registry and in
 ``score_contexts``. A pair's key is 32 bytes of sha256 over (context digest, instruction, query,
 document), laid out by ``pair_keys``, with the instruction resolved as the worker resolves it (row's,
 else job's, else the default).
@@ -205,19 +206,23 @@ def pair_keys(
 
 def context_for(settings: Settings, model_path: str | Path, dtype: str | None = None) -> ScoringContext:
     """The context a worker with these settings and these model files scores in."""
+    from rerankq.families import family_for_config, model_config
     from rerankq.model_files import resolve_dtype
     from rerankq.numerics import engine_numerics
 
     resolved = dtype or resolve_dtype(settings.dtype, str(model_path), settings.engine)
+    config = model_config(model_path)
+    family = family_for_config(config, str(model_path))
     return ScoringContext(
         model_fingerprint=model_fingerprint(model_path, settings.fingerprint_full_weights),
         engine=settings.engine,
         dtype=resolved,
         quantization=settings.quantization,
-        max_length=settings.max_length,
+        max_length=family.max_length(config, settings.max_length),
         prefix_caching=settings.enable_prefix_caching,
         batch_invariant=batch_invariant(),
         tensor_parallel_size=settings.tensor_parallel_size,
+        prompt_recipe=family.recipe,
         numerics=engine_numerics(settings).label if settings.engine == "vllm" else "",
     )
 

@@ -15,18 +15,19 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from tokenizers import Tokenizer
 
+from rerankq.families import PairBuilder, family_named
 from rerankq.orphans import die_with_parent
-from rerankq.prompt import Pair, Prompt, PromptBuilder
+from rerankq.prompt import Pair, Prompt
 
-_builder: PromptBuilder | None = None
+_builder: PairBuilder | None = None
 
 
-def _init(parent_pid: int, tokenizer_json: str, max_length: int, default_instruction: str) -> None:
+def _init(parent_pid: int, family: str, tokenizer_json: str, max_length: int, default_instruction: str) -> None:
     global _builder
     die_with_parent(parent_pid)
     if os.getppid() != parent_pid:  # the worker is already gone
         os._exit(0)
-    _builder = PromptBuilder(Tokenizer.from_str(tokenizer_json), max_length, default_instruction, owned=True)
+    _builder = family_named(family).builder(Tokenizer.from_str(tokenizer_json), max_length, default_instruction, owned=True)
 
 
 def _build(pairs: Sequence[Pair]) -> list[Prompt]:
@@ -40,12 +41,12 @@ def default_processes() -> int:
 
 
 class PromptPool:
-    def __init__(self, builder: PromptBuilder, processes: int | None = None):
+    def __init__(self, builder: PairBuilder, processes: int | None = None):
         self._pool = ProcessPoolExecutor(
             max_workers=processes or default_processes(),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init,
-            initargs=(os.getpid(), builder.tokenizer_json(), builder.max_length, builder.default_instruction),
+            initargs=(os.getpid(), builder.family, builder.tokenizer_json(), builder.max_length, builder.default_instruction),
         )
 
     def warm(self) -> None:

@@ -45,8 +45,14 @@ def demo(
 def tiny_model(
     directory: Annotated[Path, typer.Argument(help="where the model's files go (created if missing)")],
     seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
+    family: Annotated[
+        str, typer.Option(help="qwen3 (Qwen3-Reranker, the real tokenizer), bert or xlm-roberta (cross-encoders)")
+    ] = "qwen3",
 ) -> None:
-    """Write a random-weight Qwen3 reranker with the real Qwen3 tokenizer (offline tests and demos)."""
-    from producer.tiny_model import write_tiny_model
+    """Write a random-weight reranker (offline tests and demos): Qwen3-Reranker with the real Qwen3 tokenizer, or
+    a BERT or XLM-RoBERTa cross-encoder shaped like the real ones, with a small tokenizer trained offline."""
+    from producer.tiny_model import FAMILY_CHOICES, write_tiny
 
-    print(write_tiny_model(directory, seed))
+    if family not in FAMILY_CHOICES:
+        raise typer.BadParameter(f"expected one of {', '.join(FAMILY_CHOICES)}", param_hint="--family")
+    print(write_tiny(directory, family, seed))

@@ -1,5 +1,5 @@
 """Token counts (``usage``) and ``max_tokens_per_doc`` with the model's own tokenizer, when its files are
-on the service's host. The prompts are built exactly as the workers build them (rerankq/prompt.py)."""
+on the service's host. The prompts are built exactly as the workers build them (the model's family, rerankq/families)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 from tokenizers import Tokenizer
 
+from rerankq.families import PairBuilder, UnsupportedModel, builder_for
 from rerankq.model_files import local_model_path
-from rerankq.prompt import Pair, PromptBuilder
+from rerankq.prompt import Pair
 from rerankq.settings import Settings
 
 
 class Tokens:
-    def __init__(self, builder: PromptBuilder):
+    def __init__(self, builder: PairBuilder):
         self.builder = builder
         self._user = Tokenizer.from_str(builder.tokenizer_json())  # user text: special-token strings stay text
 
@@ -62,7 +63,12 @@ class Tokens:
 @functools.lru_cache(maxsize=2)
 def _tokens_for(model: str, max_length: int) -> Tokens | None:
     path = local_model_path(model)
-    return Tokens(PromptBuilder.from_model(path, max_length)) if path else None
+    if not path:
+        return None
+    try:
+        return Tokens(builder_for(path, max_length))
+    except UnsupportedModel:  # no worker scores it either: usage reports 0 tokens
+        return None
 
 
 def tokens_for(settings: Settings) -> Tokens | None:

@@ -1,11 +1,12 @@
-"""Build the configured engine: ``vllm`` (default), ``hf`` (reference), or ``module:factory``."""
+"""Build the configured engine for the checkpoint's family (rerankq/families): ``vllm`` (default), ``hf``
+(reference), or ``module:factory``."""
 
 from __future__ import annotations
 
 import importlib
 
+from rerankq.families import builder_for, family_of, max_length_for
 from rerankq.model_files import resolve_dtype, resolve_model
-from rerankq.prompt import PromptBuilder
 from rerankq.settings import Settings
 from worker.engines.base import Engine, PairScore, Reranker
 
@@ -13,17 +14,24 @@ __all__ = ["Engine", "PairScore", "Reranker", "load_reranker"]
 
 
 def load_reranker(settings: Settings) -> Reranker:
+    """The checkpoint's family decides the recipe and the engine call; a checkpoint of no supported family
+    raises UnsupportedModel naming the families (the worker then records ``failed`` with it)."""
     model_path = resolve_model(settings.model)
-    builder = PromptBuilder.from_model(model_path, settings.max_length)
+    family = family_of(model_path)
+    max_length = max_length_for(model_path, settings.max_length)
+    if max_length != settings.max_length:
+        settings = settings.model_copy(update={"max_length": max_length})
+    builder = builder_for(model_path, max_length)
     if settings.engine == "vllm":
         from worker.engines.vllm_engine import VllmEngine
 
-        engine: Engine = VllmEngine(settings, model_path, resolve_dtype(settings.dtype, model_path, "vllm"))
+        engine: Engine = VllmEngine(settings, model_path, resolve_dtype(settings.dtype, model_path, "vllm"), family)
     elif settings.engine == "hf":
         from worker.engines.hf_engine import HfEngine
 
         dtype = resolve_dtype(settings.dtype, model_path, "hf")
-        engine = HfEngine(settings, model_path, dtype, builder.yes_id, builder.no_id)
+        ids = (getattr(builder, "yes_id", None), getattr(builder, "no_id", None))
+        engine = HfEngine(settings, model_path, dtype, *ids, family=family)
     elif ":" in settings.engine:
         module, _, attr = settings.engine.partition(":")
         engine = getattr(importlib.import_module(module), attr)(settings, model_path)

@@ -8,8 +8,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from rerankq.families.base import PairBuilder
 from rerankq.log_odds import log_odds, probability
-from rerankq.prompt import Pair, Prompt, PromptBuilder
+from rerankq.prompt import Pair, Prompt
 from worker.prompt_pool import PromptPool
 
 # Pairs per slice as a chunk starts: the engine gets its first prompts after a few milliseconds of
@@ -23,7 +24,8 @@ class Engine(Protocol):
     """Scores ready-made prompts (token ids, each within max_length): the log-odds of "yes" per prompt,
     logit(yes) − logit(no), in order (rerankq/log_odds.py makes the probability from it).
 
-    An engine may also offer ``submit_log_odds(prompts) -> Future[list[float]]`` (safe from any thread,
+    Families with token types (BERT, rerankq/families) also pass ``type_starts=`` (per prompt, the
+    position where the document's segment starts). An engine may also offer ``submit_log_odds(prompts) -> Future[list[float]]`` (safe from any thread,
     and batches from several calls share the engine, as VllmEngine's loop does) and ``cancel(future)``.
     One without them is called from one thread at a time. An engine that has only
     ``score_prompts(prompts) -> list[float]`` (probabilities: custom engines written before log-odds)
@@ -73,7 +75,7 @@ class Reranker:
     to be scored. With VllmEngine all calls feed one engine loop, so the batch never drains between
     slices or chunks; other engines are called one slice at a time."""
 
-    def __init__(self, builder: PromptBuilder, engine: Engine, pipeline_pairs: int = 4096):
+    def __init__(self, builder: PairBuilder, engine: Engine, pipeline_pairs: int = 4096):
         self.builder = builder
         self.engine = engine
         self.pipeline_pairs = pipeline_pairs
@@ -97,7 +99,8 @@ class Reranker:
             for (a, b), upcoming in zip(bounds, tokenized):
                 prompts = self._take(upcoming, pairs[a:b])
                 ok = [i for i, p in enumerate(prompts) if p.token_ids is not None]
-                future = self._submit([prompts[i].token_ids for i in ok]) if ok else None  # type: ignore[misc]
+                starts = [prompts[i].token_type_start for i in ok] if self.builder.token_types else None
+                future = self._submit([prompts[i].token_ids for i in ok], starts) if ok else None  # type: ignore[misc]
                 submitted.append((prompts, ok, future))
             out: list[PairScore] = []
             for prompts, ok, future in submitted:
@@ -112,11 +115,14 @@ class Reranker:
                     self._cancel(future)
             raise
 
-    def _submit(self, prompts: list[list[int]]) -> Future[list[float]]:
+    def _submit(self, prompts: list[list[int]], type_starts: list[int | None] | None = None) -> Future[list[float]]:
+        """``type_starts``: families with token types (BERT) say where each prompt's document starts; the
+        engine takes them as ``type_starts=`` (the vLLM and transformers engines do)."""
+        extra = {"type_starts": type_starts} if type_starts is not None else {}
         if self._serial is not None:
             call = self.engine.log_odds if self._raw else self.engine.score_prompts  # type: ignore[attr-defined]
-            return self._serial.submit(call, prompts)
-        return self.engine.submit_log_odds(prompts)  # type: ignore[attr-defined]
+            return self._serial.submit(call, prompts, **extra)
+        return self.engine.submit_log_odds(prompts, **extra)  # type: ignore[attr-defined]
 
     def _cancel(self, future: Future[list[float]]) -> None:
         cancel = getattr(self.engine, "cancel", None)

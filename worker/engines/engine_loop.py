@@ -39,6 +39,7 @@ class _Batch:
 
     prompts: Sequence[Sequence[int]]
     future: Future[list[float]]
+    type_starts: Sequence[int | None] | None = None  # token types (BERT): where each document starts
     scores: list[float] = field(default_factory=list)
     remaining: int = 0
     next_index: int = 0  # the next prompt to hand to the engine
@@ -47,6 +48,16 @@ class _Batch:
     def __post_init__(self) -> None:
         self.scores = [0.0] * len(self.prompts)
         self.remaining = len(self.prompts)
+
+
+def _params(params: Any, batch: _Batch, i: int) -> Any:
+    """The request's pooling params: the shared ones, or a copy telling where its token types turn 1."""
+    start = batch.type_starts[i] if batch.type_starts is not None else None
+    if start is None:
+        return params
+    own = params.clone()
+    own.extra_kwargs = {**(own.extra_kwargs or {}), "compressed_token_type_ids": int(start)}
+    return own
 
 
 class EngineLoop:
@@ -66,9 +77,11 @@ class EngineLoop:
         self._ready.result()  # the engine's load error, if any, raised in the loading thread
 
     # ------------------------------------------------------------------ callers (any thread)
-    def submit(self, prompts: Sequence[Sequence[int]]) -> Future[list[float]]:
-        """Queue prompts (token ids); the Future holds P(yes) per prompt, in order."""
-        batch = _Batch(prompts, Future())
+    def submit(self, prompts: Sequence[Sequence[int]], type_starts: Sequence[int | None] | None = None) -> Future[list[float]]:
+        """Queue prompts (token ids); the Future holds each prompt's log-odds, in order. ``type_starts``: per
+        prompt, the position from which token type ids are 1 (BERT pairs), as vLLM's own score path passes
+        them (``compressed_token_type_ids``)."""
+        batch = _Batch(prompts, Future(), type_starts)
         if not prompts:
             batch.future.set_result([])
             return batch.future
@@ -151,7 +164,7 @@ class EngineLoop:
             try:
                 for i in range(start, end):
                     rid = str(next(self._ids))
-                    engine.add_request(rid, tokens_input(list(batch.prompts[i])), params)
+                    engine.add_request(rid, tokens_input(list(batch.prompts[i])), _params(params, batch, i))
                     self._owner[rid] = (batch, i)
                     batch.in_engine.add(rid)
                     batch.next_index = i + 1

@@ -1,4 +1,5 @@
-"""vLLM pooling engine: Qwen3-Reranker as a yes/no sequence classifier over token-id prompts."""
+"""vLLM pooling engine over token-id prompts: Qwen3-Reranker as a yes/no sequence classifier, cross-encoders
+through their own one-logit heads (the family, rerankq/families, says which)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
+from rerankq.families import Family
+from rerankq.families.qwen3_reranker import FAMILY as QWEN3
 from rerankq.log_odds import probability
 from rerankq.logs import get_logger
 from rerankq.numerics import CUBLAS_MIN_TOKENS, Numerics, resolve, vllm_version
@@ -14,11 +17,8 @@ from rerankq.settings import Settings
 
 log = get_logger("rerankq.vllm_engine")
 
-HF_OVERRIDES = {
-    "architectures": ["Qwen3ForSequenceClassification"],
-    "classifier_from_token": ["no", "yes"],
-    "is_original_qwen3_reranker": True,
-}
+# Qwen3-Reranker's: its causal LM read as a no/yes classifier (each family's are in rerankq/families).
+HF_OVERRIDES = QWEN3.hf_overrides
 
 
 # Measured on an H100 (bench/RESULTS.md): 0.6B scores 892-959 pairs/s with vLLM's defaults for pooling
@@ -96,12 +96,12 @@ def route_linear_layers(numerics: Numerics) -> None:
         log.info("bi_linear", kernels="vllm", reason="no GPU: vLLM's CPU kernels", numerics=numerics.label)
 
 
-def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool = False) -> dict[str, Any]:
-    """``vllm.LLM`` arguments from settings; unset knobs take GPU_DEFAULTS on a GPU, else vLLM's defaults."""
+def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool = False, family: Family = QWEN3) -> dict[str, Any]:
+    """``vllm.LLM`` arguments from settings; unset knobs take GPU_DEFAULTS on a GPU, else vLLM's defaults.
+    The family adds its ``hf_overrides`` (Qwen3-Reranker's head; cross-encoders load as they are)."""
     kwargs: dict[str, Any] = dict(
         model=model_path,
         runner="pooling",
-        hf_overrides=HF_OVERRIDES,
         dtype=dtype,
         max_model_len=settings.max_length,
         seed=settings.seed,
@@ -120,6 +120,8 @@ def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool 
     if on_gpu:
         optional = {k: GPU_DEFAULTS[k] if v is None and k in GPU_DEFAULTS else v for k, v in optional.items()}
     kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if family.hf_overrides:
+        kwargs["hf_overrides"] = family.hf_overrides
     return kwargs
 
 
@@ -128,12 +130,12 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, settings: Settings, model_path: str, dtype: str):
+    def __init__(self, settings: Settings, model_path: str, dtype: str, family: Family = QWEN3):
         gpu = on_gpu()
         set_vllm_env(settings, gpu)
         from worker.engines.engine_loop import EngineLoop
 
-        kwargs = engine_kwargs(settings, model_path, dtype, on_gpu=gpu)
+        kwargs = engine_kwargs(settings, model_path, dtype, on_gpu=gpu, family=family)
 
         def make_llm() -> Any:
             from vllm import LLM
@@ -154,18 +156,18 @@ class VllmEngine:
     def llm(self) -> Any:
         return self.loop.llm
 
-    def submit_log_odds(self, prompts: Sequence[list[int]]) -> Future[list[float]]:
-        return self.loop.submit(prompts)
+    def submit_log_odds(self, prompts: Sequence[list[int]], type_starts: Sequence[int | None] | None = None) -> Future[list[float]]:
+        return self.loop.submit(prompts, type_starts)
 
     def cancel(self, future: Future[list[float]]) -> None:
         self.loop.cancel(future)
 
-    def log_odds(self, prompts: Sequence[list[int]]) -> list[float]:
-        return self.loop.submit(prompts).result()
+    def log_odds(self, prompts: Sequence[list[int]], type_starts: Sequence[int | None] | None = None) -> list[float]:
+        return self.loop.submit(prompts, type_starts).result()
 
-    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
+    def score_prompts(self, prompts: Sequence[list[int]], type_starts: Sequence[int | None] | None = None) -> list[float]:
         """Probabilities (the benchmarks' and older callers' form), made from the log-odds."""
-        return [probability(x) for x in self.log_odds(prompts)]
+        return [probability(x) for x in self.log_odds(prompts, type_starts)]
 
     def close(self) -> None:
         self.loop.close()

@@ -1,0 +1,282 @@
+"""Model families (rerankq/families): each checkpoint's recipe, engine call, scoring context and reference.
+
+Cross-encoders are judged against sentence-transformers' CrossEncoder and transformers' own tokenizer on
+tiny random checkpoints shaped like the real ones (`producer dev tiny-model --family bert|xlm-roberta`);
+a worker on a checkpoint of no family refuses to start and names the supported ones; a cascade from a
+cross-encoder to Qwen3-Reranker runs as one job."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+import rerankq.torch_compat  # noqa: F401 - before transformers (hides mismatched torchvision)
+from producer.tiny_model import ensure_tiny, ensure_tiny_model
+from rerankq.families import FAMILIES, UnsupportedModel, builder_for, family_of
+from rerankq.prompt import Pair
+from rerankq.score_key import context_for
+from rerankq.settings import Settings
+from tests.conftest import base_env, migrate, producer
+from tests.corpus import rows, write_manifest
+from tests.workers import WorkerProcess
+
+ROOT = Path.home() / ".cache" / "rerankq"
+CROSS = {"bert": "bert-cross-encoder", "xlm-roberta": "xlm-roberta-cross-encoder"}
+MAX_LENGTH = 256
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_model) -> dict[str, Path]:
+    """The tiny checkpoint of every family (built once per machine)."""
+    out = {"qwen3": tiny_model}
+    for family in CROSS:
+        out[family] = ensure_tiny(ROOT / f"tiny-{family}-cross-encoder", family, 0)
+    return out
+
+
+def corpus_pairs(seed: int = 3, n_queries: int = 4) -> list[Pair]:
+    """The shared test corpus (scripts, emoji, long documents) and a few edge pairs."""
+    columns = rows(n_queries=n_queries, docs_per_query=(3, 8), seed=seed)
+    pairs = [Pair(q, d) for q, d in zip(columns["query"], columns["document"])]
+    return pairs + [Pair("x", "y"), Pair("capital of China?", "Beijing is the capital of China.")]
+
+
+# --- the registry ----------------------------------------------------------------------------------------
+def test_each_checkpoint_gets_its_family(checkpoints):
+    assert family_of(checkpoints["qwen3"]).name == "qwen3-reranker"
+    for family, name in CROSS.items():
+        assert family_of(checkpoints[family]).name == name
+    assert {f.name for f in FAMILIES} == {"qwen3-reranker", *CROSS.values()}
+
+
+def test_unsupported_checkpoints_are_refused_naming_the_families(checkpoints, tmp_path):
+    other = tmp_path / "gpt2"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    with pytest.raises(UnsupportedModel) as info:
+        family_of(other)
+    message = str(info.value)
+    assert "GPT2LMHeadModel" in message
+    for family in FAMILIES:
+        assert family.name in message and family.architectures[0] in message
+    two = tmp_path / "two-labels"
+    shutil.copytree(checkpoints["bert"], two)
+    config = json.loads((two / "config.json").read_text())
+    config["id2label"] = {"0": "no", "1": "yes"}
+    (two / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModel, match="2 labels"):
+        family_of(two)
+    with pytest.raises(UnsupportedModel, match="no readable config.json"):
+        family_of(tmp_path)
+
+
+# --- the pair recipe ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", list(CROSS))
+def test_pairs_are_the_tokenizers_own(checkpoints, family):
+    """Token ids (and BERT's token types) are transformers' ``tokenizer(query, document)``; over-long pairs lose
+    the end of the document only (``truncation="only_second"``); special-token strings in text stay text."""
+    from transformers import AutoTokenizer
+
+    path = checkpoints[family]
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    pairs = corpus_pairs()
+    for max_length in (512, 64):
+        builder = builder_for(path, max_length)
+        prompts = builder.build(pairs)
+        truncated = 0
+        for pair, prompt in zip(pairs, prompts):
+            if prompt.error is not None:  # a query longer than the pair may be: transformers refuses it too
+                assert "the query takes" in prompt.error
+                with pytest.raises(Exception, match="too short to respect the provided max_length"):
+                    tokenizer(pair.query, pair.document, truncation="only_second", max_length=max_length)
+                continue
+            want = tokenizer(pair.query, pair.document, truncation="only_second", max_length=max_length)
+            assert prompt.token_ids == want["input_ids"], pair
+            assert len(prompt.token_ids) <= max_length
+            truncated += prompt.truncated
+            if family == "bert":
+                assert prompt.token_type_start == want["token_type_ids"].index(1)
+            else:
+                assert prompt.token_type_start is None and not builder.token_types
+        assert truncated > 0  # the corpus has documents longer than both lengths
+    builder = builder_for(path, 512)
+    special = Pair("is [SEP] a token?", "no: </s> <s> [CLS] [SEP] <pad> stay text")
+    want = tokenizer(special.query, special.document, split_special_tokens=True)["input_ids"]
+    assert builder.build([special])[0].token_ids == want != tokenizer(special.query, special.document)["input_ids"]
+    long_query = builder.build([Pair("capital " * 600, "d"), Pair("", "d"), Pair("q", None)])
+    assert "the query takes" in long_query[0].error and long_query[0].token_ids is None
+    assert [p.error for p in long_query[1:]] == ["query is empty", "document is missing"]
+    assert builder.head_tokens(None, "capital " * 600) >= builder.body_budget
+
+
+def test_max_length_is_capped_at_the_models_positions(checkpoints):
+    assert builder_for(checkpoints["bert"], 8192).max_length == 512
+    assert builder_for(checkpoints["xlm-roberta"], 8192).max_length == 8192  # 8194 positions, 2 skipped
+    assert builder_for(checkpoints["xlm-roberta"], 9000).max_length == 8192
+    assert builder_for(checkpoints["bert"], 300).max_length == 300
+
+
+def test_prompt_helpers_build_each_familys_prompts(checkpoints):
+    """The worker's tokenizer processes rebuild the family's builder from its name and tokenizer."""
+    from worker.prompt_pool import PromptPool
+
+    pairs = corpus_pairs(seed=4, n_queries=2)
+    for family in CROSS:
+        builder = builder_for(checkpoints[family], MAX_LENGTH)
+        pool = PromptPool(builder, processes=1)
+        try:
+            assert pool.submit(pairs).result(timeout=120) == builder.build(pairs)
+        finally:
+            pool.close()
+
+
+# --- scoring contexts ----------------------------------------------------------------------------------------
+def test_families_never_share_a_scoring_context(checkpoints):
+    contexts = {f: context_for(Settings(model=str(p), engine="vllm", dtype="float32", max_length=8192), p) for f, p in checkpoints.items()}
+    assert contexts["qwen3"].prompt_recipe == "qwen3-reranker-card/1"  # Qwen3's cached scores stay valid
+    assert contexts["bert"].prompt_recipe == "cross-encoder-pair/bert/1"
+    assert contexts["xlm-roberta"].prompt_recipe == "cross-encoder-pair/xlm-roberta/1"
+    assert contexts["bert"].max_length == 512 and contexts["xlm-roberta"].max_length == 8192
+    assert len({c.digest for c in contexts.values()}) == 3
+    # The recipe alone separates them: the same files under another family's recipe are another context.
+    bert = contexts["bert"]
+    assert replace(bert, prompt_recipe=contexts["xlm-roberta"].prompt_recipe).digest != bert.digest
+    pair = Pair("q", "d")
+    assert len({c.key(pair) for c in contexts.values()}) == 3
+
+
+# --- fidelity: the engines against sentence-transformers' CrossEncoder -----------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(CROSS))
+def test_engines_score_as_cross_encoder_does(checkpoints, family):
+    """vLLM (CPU build) and transformers give CrossEncoder's score (sigmoid of the one logit) within 1e-5,
+    and its raw logit as the log-odds, over the corpus (long documents cut at 512 tokens, as CrossEncoder cuts them)."""
+    from sentence_transformers import CrossEncoder
+
+    from worker.engines import load_reranker
+
+    path = checkpoints[family]
+    pairs = corpus_pairs()
+    texts = [(p.query, p.document) for p in pairs]
+    model = CrossEncoder(str(path), device="cpu", max_length=512)
+    probability = model.predict(texts, batch_size=8, convert_to_numpy=True).tolist()
+    logits = model.predict(texts, batch_size=8, activation_fn=lambda x: x, convert_to_numpy=True).tolist()
+    assert max(probability) - min(probability) > 0.05  # random weights, but scores that differ
+    for engine in ("vllm", "hf"):
+        settings = Settings(model=str(path), engine=engine, dtype="float32", max_length=512, enforce_eager=True)
+        reranker = load_reranker(settings)
+        try:
+            results = reranker.score(pairs)
+        finally:
+            reranker.close()
+        for pair, r, p, x in zip(pairs, results, probability, logits):
+            assert r.error is None, (engine, pair, r.error)
+            assert abs(r.score - p) <= 1e-5, (engine, family, r.score, p)
+            assert abs(r.logit - x) <= 1e-4, (engine, family, r.logit, x)
+            assert r.score == pytest.approx(1 / (1 + math.exp(-r.logit)), abs=1e-12)
+        assert any(r.truncated for r in results)
+
+
+# --- workers: refusal, a cascade across families, /v1/rerank's path -------------------------------------------------
+@pytest.mark.slow
+def test_worker_refuses_an_unsupported_checkpoint(checkpoints, pg_url, redis_url, tmp_path):
+    other = tmp_path / "not-a-reranker"
+    shutil.copytree(checkpoints["bert"], other)
+    config = json.loads((other / "config.json").read_text())
+    config["architectures"] = ["BertForMaskedLM"]
+    (other / "config.json").write_text(json.dumps(config))
+    migrate(pg_url)
+    env = base_env(other, pg_url, redis_url)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    assert worker.proc.wait(timeout=300) != 0
+    log = worker.log()
+    assert "BertForMaskedLM" in log and all(f.name in log for f in FAMILIES), log[-3000:]
+    listed = json.loads(producer("workers", "--json", env=env, check=True).stdout)
+    failed = [w for w in listed if w["state"] == "failed"]
+    assert failed and failed[0]["state"] == "failed" and "xlm-roberta-cross-encoder" in (failed[0].get("error") or "")
+
+
+@pytest.fixture(scope="module")
+def stack(checkpoints, pg_url, redis_url, tmp_path_factory):
+    """Two real workers (vLLM CPU build): the XLM-RoBERTa cross-encoder and Qwen3-Reranker."""
+    tmp = tmp_path_factory.mktemp("families")
+    models = {"cross": checkpoints["xlm-roberta"], "qwen": ensure_tiny_model(ROOT / "tiny-qwen3-reranker-seed2", 2)}
+    migrate(pg_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    envs = {name: base_env(path, pg_url, redis_url, RERANKQ_MAX_LENGTH=MAX_LENGTH) for name, path in models.items()}
+    workers = {name: WorkerProcess(envs[name], tmp / f"worker-{name}.log").start() for name in models}
+    for w in workers.values():
+        w.wait_ready()
+    yield models, envs, workers
+    for w in workers.values():
+        w.terminate()
+
+
+def hf_reference(model: Path, pairs: list[Pair]) -> list[tuple[float, float]]:
+    from worker.engines import load_reranker
+
+    reranker = load_reranker(Settings(model=str(model), engine="hf", dtype="float32", max_length=MAX_LENGTH))
+    try:
+        return [(r.score, r.logit) for r in reranker.score(pairs)]
+    finally:
+        reranker.close()
+
+
+@pytest.mark.slow
+def test_cascade_from_a_cross_encoder_to_qwen3_is_one_job(stack, tmp_path):
+    models, envs, workers = stack
+    top = 3
+    columns = rows(n_queries=5, docs_per_query=(2, 9), seed=8)
+    manifest = write_manifest(tmp_path / "m.parquet", columns)
+    sub = producer(
+        "submit", str(manifest), "--model", str(models["cross"]), "--then", f"{models['qwen']}:top={top}",
+        "--chunk-size", "20", env=envs["cross"], check=True,
+    )  # fmt: skip
+    job = sub.stdout.strip().splitlines()[-1]
+    waited = producer("wait", job, "--timeout", "600", env=envs["cross"], timeout=700)
+    assert waited.returncode == 0, waited.stderr + workers["qwen"].log()[-3000:] + workers["cross"].log()[-3000:]
+    out = tmp_path / "cascade.parquet"
+    producer("export", job, "--out", str(out), env=envs["cross"], check=True)
+    exported = pq.read_table(out).to_pylist()
+    assert len(exported) == len(columns["query_id"])
+    pairs = [Pair(q, d, i) for q, d, i in zip(columns["query"], columns["document"], columns["instruction"])]
+    keys = list(zip(columns["query_id"], columns["doc_id"]))
+    cross = dict(zip(keys, hf_reference(models["cross"], pairs)))
+    qwen = dict(zip(keys, hf_reference(models["qwen"], pairs)))
+    for qid in sorted(set(columns["query_id"])):
+        group = sorted((r for r in exported if r["query_id"] == qid), key=lambda r: r["rank"])
+        k = min(top, len(group))
+        best = sorted(group, key=lambda r: (-cross[qid, r["doc_id"]][1], r["doc_id"]))[:k]
+        assert {r["doc_id"] for r in group[:k]} == {r["doc_id"] for r in best}, "Qwen3 re-scores the cross-encoder's top k"
+        assert [r["ranked_by_stage"] for r in group] == [2] * k + [1] * (len(group) - k)
+        assert [r["stage2_logit"] for r in group[:k]] == sorted((r["stage2_logit"] for r in group[:k]), reverse=True)
+        for r in group:
+            assert r["score"] == pytest.approx(cross[qid, r["doc_id"]][0], abs=1e-5)
+            assert r["logit"] == pytest.approx(cross[qid, r["doc_id"]][1], abs=1e-4)
+            if r["stage2_score"] is not None:
+                assert r["stage2_score"] == pytest.approx(qwen[qid, r["doc_id"]][0], abs=1e-5)
+    status = json.loads(producer("status", job, "--json", env=envs["cross"], check=True).stdout)
+    assert status["state"] == "completed" and status["then_model"] == str(models["qwen"])
+
+
+@pytest.mark.slow
+def test_rerank_through_a_cross_encoder_worker(stack):
+    """`producer rerank` (the path /v1/rerank takes): a cross-encoder's scores and log-odds, ranked by them."""
+    models, envs, _ = stack
+    docs = ["Beijing is the capital of China.", "Paris is the capital of France.", "量子计算 🚀", "water energy light"]
+    out = producer("rerank", "--query", "capital of China?", *sum((["--doc", d] for d in docs), []), "--json",
+                   "--model", str(models["cross"]), "--timeout", "300", env=envs["cross"], check=True)  # fmt: skip
+    ranked = json.loads(out.stdout)
+    want = hf_reference(models["cross"], [Pair("capital of China?", d) for d in docs])
+    assert [r["rank"] for r in ranked] == [1, 2, 3, 4]
+    assert [r["logit"] for r in ranked] == sorted((r["logit"] for r in ranked), reverse=True)
+    for r in ranked:
+        assert r["score"] == pytest.approx(want[int(r["doc_id"])][0], abs=1e-5)
+        assert r["logit"] == pytest.approx(want[int(r["doc_id"])][1], abs=1e-4)
