@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 # A part of vLLM's ``{"content": [...]}`` input that is not text (rerankq scores text only).
 _MEDIA_PARTS = ("image_url", "image_embeds", "image_pil", "video_url", "audio_url", "input_audio", "file")
@@ -130,7 +131,7 @@ class ScoreBody(ScoringBody):
     ``data_1``/``data_2``, ``text_1``/``text_2``, tried in vLLM's order): each side one text or a list;
     1 to N or N to N."""
 
-    form: tuple[str, str] = Field(("text_1", "text_2"), exclude=True)
+    form: SkipJsonSchema[tuple[str, str]] = Field(("text_1", "text_2"), exclude=True)  # which of the four it was
     data_1: list[str] = Field(default_factory=list)
     data_2: list[str] = Field(default_factory=list)
 

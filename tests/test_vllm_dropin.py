@@ -317,6 +317,20 @@ def test_errors_in_openai_and_vllm_shape(stack):
     assert "ending in /rerank or /score" in bad.value.message
     with pytest.raises(NotFoundError):
         stack.client.files.retrieve("file-nope")
+    lines = [  # a batch's failed line, as vllm run-batch writes one: its error a vLLM ErrorResponse
+        {"custom_id": "ok", "method": "POST", "url": "/score", "body": {"queries": Q, "documents": DOCS}},
+        {"custom_id": "img", "method": "POST", "url": "/rerank", "body": {"query": Q, "documents": [{"content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]}},
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(x) for x in lines))
+    f = stack.client.files.create(file=open(path, "rb"), purpose="batch")
+    batch = stack.client.batches.create(input_file_id=f.id, endpoint="/v1/score", completion_window="24h")
+    done = wait_for(lambda: (b := stack.client.batches.retrieve(batch.id)).status == "completed" and b, 240, "batch")
+    BatchRequestOutput = vllm()[0]
+    [failed] = stack.client.files.content(done.error_file_id).text.splitlines()
+    line = BatchRequestOutput.model_validate_json(failed)
+    err = ErrorResponse.model_validate(line.error).error
+    assert (line.custom_id, line.response.status_code, err.code, err.param) == ("img", 400, 400, "body.documents")
+    assert "image_url parts are not supported" in err.message
 
 
 @pytest.mark.slow
