@@ -338,9 +338,14 @@ def test_jobs_page_names_each_jobs_model_and_its_legend_wraps_between_items(cons
     heads = cells(browser, "#jobs thead th")
     assert heads[:4] == ["job", "name", "model", "state"]
     row = f'tr[data-job="{console.night2}"]'
-    assert cells(browser, f"{row} td.model") == [console.settings.model]
-    time.sleep(1.5)  # after the page's own refresh
-    assert cells(browser, f"{row} td.model") == [console.settings.model]
+    for _ in ("server", "page"):  # as the server rendered it, then after the page's own refresh
+        model = browser.find_element(By.CSS_SELECTOR, f"{row} td.model")
+        assert (model.text, model.get_attribute("title")) == (Path(console.settings.model).name, console.settings.model), "a directory: its last part"
+        time.sleep(1.5)
+    from producer.service.console import model_name
+
+    assert model_name("Qwen/Qwen3-Reranker-8B") == "Qwen/Qwen3-Reranker-8B" and model_name(None) == "–"
+    assert browser.execute_script("return document.querySelector('#jobs thead').getBoundingClientRect().width") <= 1280 - 40
     legend = browser.find_elements(By.CSS_SELECTOR, ".legend .item")
     assert [i.text for i in legend] == ["reused", "scored", "failed"]
     for width in (1280, 700, 420):  # narrow windows wrap the legend: between its items only

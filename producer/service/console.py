@@ -42,6 +42,13 @@ def ticks(message: str) -> Markup:
     return Markup("").join(Markup("<code>{}</code>").format(p) if i % 2 else escape(p) for i, p in enumerate(parts))
 
 
+def model_name(model: str | None) -> str:
+    """A column's model: a hub id whole, a model directory by its last part (its path is in the title)."""
+    if not model:
+        return "–"
+    return model.rstrip("/").rsplit("/", 1)[-1] if model.startswith(("/", ".", "~")) else model
+
+
 def gib(value: float | None) -> str:
     return "–" if value is None else f"{value / 2**30:.1f} GiB"
 
@@ -51,6 +58,7 @@ templates.env.filters["when"] = timefmt.when_on_page  # one `now` per page
 templates.env.filters["absolute"] = timefmt.absolute
 templates.env.filters["gib"] = gib
 templates.env.filters["ticks"] = ticks
+templates.env.filters["model_name"] = model_name
 
 
 def _jobs(request: Request, limit: int = 50) -> list:

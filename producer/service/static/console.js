@@ -76,6 +76,13 @@ const rerankq = (() => {
     return el;
   }
 
+  // a hub id, or a model directory's last part (its whole path in the title), as the server's `model_name`
+  function modelCell(model) {
+    const td = text("td", !model ? "–" : /^[/.~]/.test(model) ? model.replace(/\/+$/, "").split("/").pop() : model, "model");
+    td.title = model || "";
+    return td;
+  }
+
   function jobRow(j) {
     const tr = document.createElement("tr");
     tr.dataset.job = j.job_id;
@@ -85,7 +92,7 @@ const rerankq = (() => {
     tr.append(
       cell(link),
       text("td", j.name || "", "name"),
-      text("td", j.model || "–", "model"),
+      modelCell(j.model),
       text("td", j.state, `state state-${j.state}`),
       cell(bar(j)),
       text("td", `${fmt(done(j))} / ${fmt(j.pairs_total)}`, "num done"),
