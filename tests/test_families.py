@@ -152,6 +152,20 @@ def test_families_never_share_a_scoring_context(checkpoints):
     assert len({c.key(pair) for c in contexts.values()}) == 3
 
 
+def test_engine_call_follows_the_family(checkpoints):
+    """Qwen3-Reranker loads with its no/yes head overrides; cross-encoders load as they are, never with prefix
+    caching (bidirectional attention), whatever the settings ask."""
+    from worker.engines.vllm_engine import HF_OVERRIDES, engine_kwargs
+
+    settings = Settings(model="m", dtype="float32", numerics="deterministic", enable_prefix_caching=True)
+    qwen = engine_kwargs(settings, "m", "float32", on_gpu=True, family=family_of(checkpoints["qwen3"]))
+    assert qwen["hf_overrides"] == HF_OVERRIDES and qwen["enable_prefix_caching"] is True
+    for family in CROSS:
+        kwargs = engine_kwargs(settings, "m", "float32", on_gpu=True, family=family_of(checkpoints[family]))
+        assert "hf_overrides" not in kwargs and kwargs["enable_prefix_caching"] is False
+        assert kwargs["runner"] == "pooling"
+
+
 # --- fidelity: the engines against sentence-transformers' CrossEncoder -----------------------------------------------
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(CROSS))

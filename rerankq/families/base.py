@@ -56,6 +56,7 @@ class Family:
     make_builder: MakeBuilder
     head: str  # "causal-yes-no" | "sequence-classification"
     token_types: bool = False  # pairs carry token type ids (BERT): the engine is told where the document starts
+    prefix_caching: bool = True  # vLLM may reuse a query's shared prefix (causal attention only)
     hf_overrides: dict[str, Any] | None = None  # vLLM's hf_overrides for this family
     example: str = ""  # a checkpoint of the family, for messages and the README
     check: Callable[[dict], str | None] = field(default=lambda config: None)  # why a config of it cannot be scored

@@ -24,6 +24,7 @@ FAMILY = Family(
     activation="sigmoid",
     make_builder=_builder,
     head="sequence-classification",
+    prefix_caching=False,
     token_types=True,
     example="cross-encoder/ms-marco-MiniLM-L6-v2",
     check=check_single_label,

@@ -24,6 +24,7 @@ FAMILY = Family(
     activation="sigmoid",
     make_builder=_builder,
     head="sequence-classification",
+    prefix_caching=False,
     example="BAAI/bge-reranker-v2-m3",
     check=check_single_label,
     head_surely_fits=head_surely_fits,

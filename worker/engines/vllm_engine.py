@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from rerankq.families import Family
+from rerankq.families import Family, model_config
 from rerankq.families.qwen3_reranker import FAMILY as QWEN3
 from rerankq.log_odds import probability
 from rerankq.logs import get_logger
@@ -106,7 +106,8 @@ def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool 
         max_model_len=settings.max_length,
         seed=settings.seed,
         tensor_parallel_size=settings.tensor_parallel_size,
-        enable_prefix_caching=prefix_caching(settings, on_gpu),
+        # Bidirectional (encoder-only) cross-encoders have no prefix to reuse: vLLM warns it may give wrong outputs.
+        enable_prefix_caching=prefix_caching(settings, on_gpu) and family.prefix_caching,
         enforce_eager=settings.enforce_eager,
         use_tqdm_on_load=False,  # a progress bar is no log line (worker logs are JSON lines)
     )
@@ -143,14 +144,21 @@ class VllmEngine:
             return LLM(**kwargs)
 
         self.loop = EngineLoop(make_llm)
+        self._family = family
+        self._vocab_size = int(model_config(model_path).get("vocab_size") or 51000)
         if gpu and settings.warm_up:
             self._warm_up()
 
     def _warm_up(self) -> None:
         """One full batch before the first chunk: kernels that JIT-compile on first use (batch-invariant
         matmuls, slot mapping) would otherwise stall the first chunk on an H100 by seconds."""
-        ids = [[1000 + (i * 7919 + j * 13) % 50000 for j in range(400)] for i in range(192)]
-        self.loop.submit(ids).result()
+        vocab = self._vocab_size
+        if vocab > 51000:
+            ids = [[1000 + (i * 7919 + j * 13) % 50000 for j in range(400)] for i in range(192)]
+        else:  # a cross-encoder's smaller vocabulary (BERT: 30,522)
+            ids = [[5 + (i * 7919 + j * 13) % (vocab - 5) for j in range(400)] for i in range(192)]
+        starts = [200] * len(ids) if self._family.token_types else None
+        self.loop.submit(ids, starts).result()
 
     @property
     def llm(self) -> Any:
