@@ -34,7 +34,16 @@ class Scoring:
     body: RerankBody | ScoreBody
     pairs: list[InlinePair]
     documents: list[str]  # rerank: the documents as sent (vLLM answers them untruncated)
-    prompt_tokens: int  # usage: tokens of the prompts the workers build (0 without the tokenizer here)
+    settings: Settings  # the model's: its tokenizer counts ``usage``
+
+    def prompt_tokens(self) -> int:
+        """``usage``: tokens of the prompts the workers build (0 without the tokenizer here). Counted when a
+        response is built, not when a batch line is checked: submitting a batch loads no tokenizer unless a
+        line asks for truncation."""
+        tokens = _tokens(self.settings)
+        if tokens is None:
+            return 0
+        return sum(tokens.prompt_tokens(p.query, [p.document], p.instruction) for p in self.pairs)
 
 
 def _tokens(settings: Settings) -> Any:  # producer.service.tokens.Tokens | None
@@ -115,7 +124,7 @@ def prepare(body: RerankBody | ScoreBody, query_id: str, settings: Settings) -> 
     if fit is not None and fit >= settings.max_length:
         fit = None  # the model's maximum: the recipe fits every prompt into it already, cutting the document only
     cuts = body.max_tokens_per_query or body.max_tokens_per_doc or fit is not None
-    tokens = _tokens(settings)
+    tokens = _tokens(settings) if cuts else None
     if cuts and tokens is None:
         raise InputError(
             "field 'truncate_prompt_tokens': max_tokens_per_query, max_tokens_per_doc and truncate_prompt_tokens "
@@ -123,9 +132,8 @@ def prepare(body: RerankBody | ScoreBody, query_id: str, settings: Settings) -> 
         )
     if cuts:
         pairs = [_cut(p, body, tokens, fit) for p in pairs]
-    used = sum(tokens.prompt_tokens(p.query, [p.document], p.instruction) for p in pairs) if tokens else 0
     documents = body.documents if isinstance(body, RerankBody) else body.data_2
-    return Scoring(body, pairs, list(documents), used)
+    return Scoring(body, pairs, list(documents), settings)
 
 
 def _cut(pair: InlinePair, body: RerankBody | ScoreBody, tokens: Any, fit: int | None) -> InlinePair:
@@ -169,7 +177,7 @@ def rerank_response(scoring: Scoring, ranked: list[Scored], model: str, response
         if not drop:
             item["document"] = {"text": scoring.documents[r.index]}
         results.append(item)
-    used = scoring.prompt_tokens
+    used = scoring.prompt_tokens()
     return {"id": response_id, "model": model, "usage": {"prompt_tokens": used, "total_tokens": used}, "results": results}
 
 
@@ -181,7 +189,7 @@ def score_response(scoring: Scoring, scored: list[Scored], model: str, response_
         {"index": r.index, "object": "score", "score": scoring.body.relevance(r.score, r.logit)}
         for r in sorted(scored, key=lambda r: r.index)
     ]
-    used = scoring.prompt_tokens
+    used = scoring.prompt_tokens()
     return {
         "id": response_id, "object": "list", "created": int(time.time()), "model": model, "data": data,
         "usage": {"prompt_tokens": used, "total_tokens": used, "completion_tokens": 0},

@@ -160,7 +160,7 @@ def test_truncate_prompt_tokens_fits_the_prompt_by_cutting_the_document(tiny_mod
             assert len(ids) <= n and len(ids) >= n - 3, (side, n, len(ids))  # as long as fits (a token may merge)
             assert ids[: len(builder.prefix_ids)] == builder.prefix_ids and ids[-len(builder.suffix_ids) :] == builder.suffix_ids
             assert (doc.endswith(cut) if side == "left" else doc.startswith(cut)) and len(cut) < len(doc)
-            assert good.scoring.prompt_tokens == len(ids)
+            assert good.scoring.prompt_tokens() == len(ids)
     short = read_line("/v1/rerank", {"query": Q, "documents": [doc], "truncate_prompt_tokens": len(full)}, settings)
     assert short.pairs[0].document == doc  # fits already: unchanged
     none = read_line("/v1/rerank", {"query": Q * 10, "documents": [doc], "truncate_prompt_tokens": 20}, settings)
