@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy import text
 
-from producer.table_files import table_writer
+from producer.parallel_pieces import WHOLE, Piece
+from producer.table_files import Format, table_writer
 from rerankq.store.ledger import Ledger
 
 CHANGES_SCHEMA = pa.schema(
@@ -29,15 +30,17 @@ CHANGES_SCHEMA = pa.schema(
     ]
 )
 ROWS_PER_BATCH = 50_000
+CHANGE_KINDS = ("new", "removed", "changed", "moved")
 
 
-def _ranked(store: Ledger, param: str) -> str:
-    """A job's scores with the export's rank: 1 = best (by log-odds), ties by doc_id in byte order, failed pairs unranked."""
+def _ranked(store: Ledger, param: str, piece: Piece) -> str:
+    """A job's scores with the export's rank: 1 = best (by log-odds), ties by doc_id in byte order, failed
+    pairs unranked; the queries of ``piece`` only."""
     c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
     return (
         "SELECT query_id, doc_id, score, logit, error, CASE WHEN score IS NULL THEN NULL ELSE row_number() OVER "
         f"(PARTITION BY query_id ORDER BY logit DESC NULLS LAST, score DESC NULLS LAST, doc_id{c}) END AS rank "
-        f"FROM scores WHERE job_id = :{param}"
+        f"FROM scores WHERE job_id = :{param} AND {piece.sql('query_id', store.dialect)[0]}"
     )
 
 
@@ -49,8 +52,8 @@ _RANK_DIFFERS = "((o.rank IS NULL) <> (n.rank IS NULL) OR o.rank <> n.rank)"
 _GONE = "NOT EXISTS (SELECT 1 FROM scores x WHERE x.job_id = :new AND x.query_id = o.query_id AND x.doc_id = o.doc_id)"
 
 
-def _with(store: Ledger) -> str:
-    return f"WITH n AS ({_ranked(store, 'new')}), o AS ({_ranked(store, 'old')}) "
+def _with(store: Ledger, piece: Piece) -> str:
+    return f"WITH n AS ({_ranked(store, 'new', piece)}), o AS ({_ranked(store, 'old', piece)}) "
 
 
 def _resolve(store: Ledger, old_job: str, job: str) -> tuple[str, str]:
@@ -69,16 +72,39 @@ def _moves_kept(keep_moves: bool, top_k: int | None) -> str:
 
 
 def iter_changes(
-    store: Ledger, old_job: str, job: str, tolerance: float = 0.0, *, moves: bool = True, top_k: int | None = None
+    store: Ledger,
+    old_job: str,
+    job: str,
+    tolerance: float = 0.0,
+    *,
+    moves: bool = True,
+    top_k: int | None = None,
+    piece: Piece = WHOLE,
 ) -> Iterator[dict]:
     """Pairs of ``job`` that are new or whose score (beyond ``tolerance``) or rank differs from
     ``old_job``, and the pairs of ``old_job`` that ``job`` no longer has; by query, then doc_id.
     ``moves=False`` leaves rank-only moves out; ``top_k`` keeps only the moves into or out of a
-    query's top k (an index that holds each query's top k needs no others). Jobs: ids or prefixes."""
+    query's top k (an index that holds each query's top k needs no others). Jobs: ids or prefixes.
+    ``piece``: the queries of that range only (producer/parallel_pieces.py)."""
+    for batch in change_batches(store, old_job, job, tolerance, moves=moves, top_k=top_k, piece=piece):
+        yield from batch.to_pylist()
+
+
+def change_batches(
+    store: Ledger,
+    old_job: str,
+    job: str,
+    tolerance: float = 0.0,
+    *,
+    moves: bool = True,
+    top_k: int | None = None,
+    piece: Piece = WHOLE,
+) -> Iterator[pa.RecordBatch]:
+    """``iter_changes``'s rows as record batches of ``CHANGES_SCHEMA``, built column by column."""
     old_job, job = _resolve(store, old_job, job)
     c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
     sql = (
-        _with(store)
+        _with(store, piece)
         + "SELECT * FROM ("
         f"SELECT n.query_id, n.doc_id, CASE WHEN o.doc_id IS NULL THEN 'new' WHEN {_SCORE_DIFFERS} THEN 'changed' "
         "ELSE 'moved' END AS change, o.score AS old_score, n.score AS new_score, o.logit AS old_logit, "
@@ -91,11 +117,13 @@ def iter_changes(
         f"FROM o WHERE {_GONE}"
         f") u WHERE {_moves_kept(moves, top_k)} ORDER BY u.query_id{c}, u.doc_id{c}"
     )
-    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k}
+    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k, **piece.sql("query_id", store.dialect)[1]}
     with store.session() as s:
         result = s.execute(text(sql).execution_options(yield_per=ROWS_PER_BATCH), params)
-        for row in result.mappings():
-            yield dict(row)
+        for rows in result.partitions():
+            columns = zip(*rows, strict=True)
+            arrays = [pa.array(col, type=f.type) for col, f in zip(columns, CHANGES_SCHEMA, strict=True)]
+            yield pa.RecordBatch.from_arrays(arrays, schema=CHANGES_SCHEMA)
 
 
 def export_changes(
@@ -107,20 +135,19 @@ def export_changes(
     *,
     moves: bool = True,
     top_k: int | None = None,
+    fmt: Format | None = None,
+    piece: Piece = WHOLE,
 ) -> dict[str, int]:
-    """Write the changes (``iter_changes``) to Parquet or CSV by ``out``'s suffix, all or nothing like the
-    export; returns counts by kind of change."""
-    counts = {"new": 0, "removed": 0, "changed": 0, "moved": 0}
-    with table_writer(out, CHANGES_SCHEMA) as writer:
-        batch: list[dict] = []
-        for item in iter_changes(store, old_job, job, tolerance, moves=moves, top_k=top_k):
-            counts[item["change"]] += 1
-            batch.append(item)
-            if len(batch) >= ROWS_PER_BATCH:
-                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=CHANGES_SCHEMA))
-                batch = []
-        if batch:
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=CHANGES_SCHEMA))
+    """Write the changes (``iter_changes``) to Parquet or CSV (``fmt``, default by ``out``'s suffix), all
+    or nothing like the export; returns counts by kind of change. ``piece``: that range of queries only."""
+    import pyarrow.compute as pc
+
+    counts = dict.fromkeys(CHANGE_KINDS, 0)
+    with table_writer(out, CHANGES_SCHEMA, fmt) as writer:
+        for batch in change_batches(store, old_job, job, tolerance, moves=moves, top_k=top_k, piece=piece):
+            for kind in pc.value_counts(batch.column("change")).to_pylist():
+                counts[kind["values"]] += kind["counts"]
+            writer.write_batch(batch)
     return counts
 
 
@@ -138,21 +165,27 @@ class Diff:
     examples: list[str] = field(default_factory=list)  # a few of those queries
 
 
-def diff(store: Ledger, old_job: str, job: str, top_k: int = 10, tolerance: float = 0.0, examples: int = 10) -> Diff:
+def diff(
+    store: Ledger, old_job: str, job: str, top_k: int = 10, tolerance: float = 0.0, examples: int = 10, piece: Piece = WHOLE
+) -> Diff:
     """Counts of unchanged, changed, moved, new and removed pairs, and the queries whose top-k
-    (documents and their order) differs, new and vanished queries included. Jobs: ids or unique prefixes."""
+    (documents and their order) differs, new and vanished queries included; ``examples``: the first of
+    those queries in byte order. Jobs: ids or unique prefixes. ``piece``: the queries of that range only
+    (the counts of several pieces add up, see producer/parallel_steps.py)."""
     old_job, job = _resolve(store, old_job, job)
-    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k}
+    where, bounds = piece.sql("o.query_id", store.dialect)
+    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k, **bounds}
+    c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
     counts = (
-        _with(store)
+        _with(store, piece)
         + "SELECT COALESCE(SUM(CASE WHEN o.doc_id IS NULL THEN 1 ELSE 0 END), 0), "
         f"COALESCE(SUM(CASE WHEN o.doc_id IS NOT NULL AND {_SCORE_DIFFERS} THEN 1 ELSE 0 END), 0), "
         f"COALESCE(SUM(CASE WHEN o.doc_id IS NOT NULL AND NOT ({_SCORE_DIFFERS}) AND {_RANK_DIFFERS} THEN 1 ELSE 0 END), 0), "
         f"COUNT(*) FROM n LEFT JOIN o ON o.query_id = n.query_id AND o.doc_id = n.doc_id"
     )
-    removed = f"SELECT COUNT(*) FROM scores o WHERE o.job_id = :old AND {_GONE}"
+    removed = f"SELECT COUNT(*) FROM scores o WHERE o.job_id = :old AND {where} AND {_GONE}"
     tops = (
-        _with(store)
+        _with(store, piece)
         + ", tn AS (SELECT query_id, doc_id, rank FROM n WHERE rank <= :k), "
         "tk AS (SELECT query_id, doc_id, rank FROM o WHERE rank <= :k) "
         "SELECT query_id FROM (SELECT query_id, doc_id, rank FROM tn EXCEPT SELECT query_id, doc_id, rank FROM tk) a "
@@ -161,7 +194,10 @@ def diff(store: Ledger, old_job: str, job: str, top_k: int = 10, tolerance: floa
     with store.session() as s:
         new, changed, moved, total = s.execute(text(counts), params).one()
         gone = s.scalar(text(removed), params) or 0
-        queries = [q for (q,) in s.execute(text(f"SELECT query_id FROM ({tops}) t ORDER BY query_id"), params)]
+        some = f"SELECT query_id, COUNT(*) OVER () FROM ({tops}) t ORDER BY query_id{c} LIMIT :examples"
+        first = s.execute(text(some), {**params, "examples": max(examples, 1)}).all()
+    n_queries = first[0][1] if first else 0
+    queries = [q for q, _ in first][: max(examples, 0)]
     return Diff(
         old_job=old_job,
         job=job,
@@ -171,6 +207,6 @@ def diff(store: Ledger, old_job: str, job: str, top_k: int = 10, tolerance: floa
         new=new,
         removed=gone,
         top_k=top_k,
-        queries_top_k_changed=len(queries),
-        examples=queries[:examples],
+        queries_top_k_changed=n_queries,
+        examples=queries,
     )

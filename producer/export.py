@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import func, select
+from sqlalchemy import Select, case, func, select
 
 from producer.errors import InputError
+from producer.parallel_pieces import WHOLE, Piece
 from producer.table_files import Format, table_writer
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import Score
@@ -51,14 +52,9 @@ def export_schema(store: Ledger, job_id: str) -> pa.Schema:
     return EXPORT_SCHEMA.with_metadata(meta)
 
 
-def iter_ranked(store: Ledger, job_id: str, query_id: str | None = None) -> Iterator[dict]:
-    """Rows ordered by query, then rank (1 = best, by log-odds, which never tie where probabilities
-    saturate; then by probability for rows written before log-odds; ties by doc_id in byte order; failed
-    pairs last, unranked). A cascade ranks each query's re-scored top pairs by their stage-2 score
-    first, then the rest by stage 1, and adds ``stage2_score``, ``stage2_logit``, ``ranked_by_stage``
-    and ``stage2_error``.
-    ``query_id``: that query's rows only."""
-    cascade = store.status(job_id).then_model is not None  # UnknownJob for an unknown id
+def _ranked_select(store: Ledger, job_id: str, cascade: bool, piece: Piece, query_id: str | None = None) -> Select:
+    """The job's rows with their rank, in the export's order: by query (byte order), then rank.
+    One sort serves both: the rows are ordered by the keys the rank follows, not by the rank."""
 
     def byte_order(column):  # noqa: ANN001, ANN202 - same order on PostgreSQL as SQLite's BINARY
         return column.collate("C") if store.dialect == "postgresql" else column
@@ -66,30 +62,40 @@ def iter_ranked(store: Ledger, job_id: str, query_id: str | None = None) -> Iter
     order = (Score.logit.desc().nulls_last(), Score.score.desc().nulls_last(), byte_order(Score.doc_id))
     if cascade:
         order = (Score.stage2_score.is_(None), Score.stage2_logit.desc().nulls_last(), Score.stage2_score.desc(), *order)
-    rank = func.row_number().over(partition_by=Score.query_id, order_by=order).label("rank")
-    where = [Score.job_id == job_id] + ([Score.query_id == query_id] if query_id is not None else [])
-    extra = (Score.stage2_score, Score.stage2_logit, Score.stage2_error) if cascade else ()
-    inner = select(Score.query_id, Score.doc_id, Score.score, Score.logit, Score.error, *extra, rank).where(*where).subquery()
-    stmt = select(inner).order_by(byte_order(inner.c.query_id), inner.c.rank)
+    number = func.row_number().over(partition_by=byte_order(Score.query_id), order_by=order)
+    rank = case((Score.score.is_(None), None), else_=number).label("rank")  # failed pairs: last, unranked
+    where = [Score.job_id == job_id, *piece.where(Score.query_id, store.dialect)]
+    if query_id is not None:
+        where.append(Score.query_id == query_id)
+    columns = [Score.query_id, Score.doc_id, Score.score, Score.logit, rank, Score.error]
+    if cascade:
+        stage = case((Score.score.is_(None), None), (Score.stage2_score.is_not(None), 2), else_=1).label("ranked_by_stage")
+        columns += [Score.stage2_score, Score.stage2_logit, stage, Score.stage2_error]
+    return select(*columns).where(*where).order_by(byte_order(Score.query_id), *order)
+
+
+def ranked_batches(
+    store: Ledger, job_id: str, schema: pa.Schema, piece: Piece = WHOLE, query_id: str | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The export's rows (``iter_ranked``) as record batches of ``schema`` (``export_schema``'s), built
+    column by column from the database's rows, ``ROWS_PER_BATCH`` at a time."""
+    stmt = _ranked_select(store, job_id, "stage2_score" in schema.names, piece, query_id)
     with store.session() as s:
-        for row in s.execute(stmt.execution_options(yield_per=ROWS_PER_BATCH)).mappings():
-            item = dict(row)
-            if item["score"] is None:
-                item["rank"] = None
-            if cascade:
-                item["ranked_by_stage"] = None if item["rank"] is None else 2 if item["stage2_score"] is not None else 1
-            yield item
+        for rows in s.execute(stmt.execution_options(yield_per=ROWS_PER_BATCH)).partitions():
+            columns = zip(*rows, strict=True)
+            yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
 
 
-def _batches(store: Ledger, job_id: str, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    batch: list[dict] = []
-    for item in iter_ranked(store, job_id):
-        batch.append(item)
-        if len(batch) >= ROWS_PER_BATCH:
-            yield pa.RecordBatch.from_pylist(batch, schema=schema)
-            batch = []
-    if batch:
-        yield pa.RecordBatch.from_pylist(batch, schema=schema)
+def iter_ranked(store: Ledger, job_id: str, query_id: str | None = None, piece: Piece = WHOLE) -> Iterator[dict]:
+    """Rows ordered by query, then rank (1 = best, by log-odds, which never tie where probabilities
+    saturate; then by probability for rows written before log-odds; ties by doc_id in byte order; failed
+    pairs last, unranked). A cascade ranks each query's re-scored top pairs by their stage-2 score
+    first, then the rest by stage 1, and adds ``stage2_score``, ``stage2_logit``, ``ranked_by_stage``
+    and ``stage2_error``.
+    ``query_id``: that query's rows only; ``piece``: the queries of that range only."""
+    schema = export_schema(store, job_id)  # UnknownJob for an unknown id
+    for batch in ranked_batches(store, job_id, schema, piece, query_id):
+        yield from batch.to_pylist()
 
 
 class _Spool:
@@ -127,7 +133,7 @@ def iter_parquet_bytes(store: Ledger, job_id: str) -> Iterator[bytes]:
 
     def chunks() -> Iterator[bytes]:
         with pq.ParquetWriter(spool, schema) as writer:
-            for batch in _batches(store, job_id, schema):
+            for batch in ranked_batches(store, job_id, schema):
                 writer.write_batch(batch)
                 if data := spool.take():
                     yield data
@@ -141,13 +147,13 @@ def export_parquet(store: Ledger, job_id: str, out: str | Path) -> int:
     return export_file(store, job_id, out, "parquet")
 
 
-def export_file(store: Ledger, job_id: str, out: str | Path, fmt: Format | None = None) -> int:
+def export_file(store: Ledger, job_id: str, out: str | Path, fmt: Format | None = None, piece: Piece = WHOLE) -> int:
     """Write the export to ``out`` in bounded memory, all or nothing, as Parquet or CSV (default: by its
-    suffix, producer/table_files.py); returns rows."""
+    suffix, producer/table_files.py); returns rows. ``piece``: that range of queries only."""
     schema = export_schema(store, job_id)
     rows = 0
     with table_writer(out, schema, fmt) as writer:
-        for batch in _batches(store, job_id, schema):
+        for batch in ranked_batches(store, job_id, schema, piece):
             writer.write_batch(batch)
             rows += batch.num_rows
     return rows

@@ -3,7 +3,7 @@ holds its running chunks), the job list, and the totals /metrics reports."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from rerankq.store.actor import Actor, tenant_filter
@@ -67,6 +67,26 @@ class Reads(LedgerBase):
                 select(Chunk.spec).where(Chunk.job_id == job_id, Chunk.stage == 1).order_by(Chunk.seq)
             ).all()
         return [p for spec in specs if spec.get("kind") == "inline" for p in spec["pairs"]]
+
+    def query_id_sample(self, job_ids: list[str], size: int = 20_000) -> list[str]:
+        """About ``size`` query ids drawn from the jobs' score rows, one per sampled pair (a query with
+        many documents comes up often): where to cut a job into pieces of similar size. PostgreSQL
+        samples pages (TABLESAMPLE SYSTEM, repeatable); SQLite walks the key index at even steps.
+        Every row when the jobs hold fewer than ``size`` pairs."""
+        params = {f"j{i}": j for i, j in enumerate(job_ids)}
+        jobs = ", ".join(f":{k}" for k in params)
+        with self.session() as s:
+            total = s.scalar(select(func.coalesce(func.sum(Job.pairs_total), 0)).where(Job.id.in_(job_ids))) or 0
+            if self.dialect == "postgresql":
+                pct = min(100.0, 100.0 * size / max(total, 1))
+                sql = f"SELECT query_id FROM scores TABLESAMPLE SYSTEM (:pct) REPEATABLE (0) WHERE job_id IN ({jobs})"
+                return list(s.scalars(text(sql), {**params, "pct": pct}))
+            step = max(1, int(total) // max(size, 1))
+            sql = (
+                "SELECT query_id FROM (SELECT query_id, row_number() OVER (ORDER BY job_id, query_id, doc_id) AS n "
+                f"FROM scores WHERE job_id IN ({jobs})) WHERE n % :step = 0"
+            )
+            return list(s.scalars(text(sql), {**params, "step": step}))
 
     def score_count(self, job_id: str) -> int:
         with self.session() as s:
