@@ -3,6 +3,12 @@ and wall time, and what it writes, for one huge line and for millions of tiny ba
 
     python bench/abuse_bench.py                     # all cases, ~2 minutes on 2 cores
     python bench/abuse_bench.py --case long-line --line-mb 300
+    python bench/abuse_bench.py --case good-lines --good-mb 100 400   # + producer submit FILE.jsonl, with a redis-server
+
+``good-lines`` (issue 25, bounded submission): files of only good lines, each submitted through the service
+and through ``producer submit FILE.jsonl``; a private redis-server on loopback (nothing on disk) takes the
+jobs' chunks, no worker scores them. The CLI's peak is its ``ru_maxrss``; its baseline is the peak of the same
+command for a one-line file (imports, settings, the ledger's connection).
 
 Each case runs in a fresh service process (SQLite ledger and RERANKQ_FILES_DIR in a temporary
 directory; no worker or broker is needed: every line fails). The peak is the process's VmHWM, reset
@@ -85,8 +91,8 @@ def _codes(batch: dict) -> dict[str, int]:
     return counts
 
 
-def run_case(name: str, parts: Iterator[bytes], workdir: Path, broker: str) -> dict:
-    case_dir = workdir / name
+def _case_env(case_dir: Path, broker: str) -> dict[str, str]:
+    """A case's own SQLite ledger (migrated), files directory and TMPDIR."""
     case_dir.mkdir()
     db = f"sqlite:///{case_dir / 'ledger.db'}"
     env = {
@@ -95,8 +101,77 @@ def run_case(name: str, parts: Iterator[bytes], workdir: Path, broker: str) -> d
         "RERANKQ_MAX_FILE_BYTES": str(2 * 1024**3),
     }  # fmt: skip
     (case_dir / "tmp").mkdir()
-    exe = str(Path(sys.executable).with_name("producer"))
-    subprocess.run([exe, "db", "upgrade"], env=env, check=True, capture_output=True)
+    subprocess.run([_exe(), "db", "upgrade"], env=env, check=True, capture_output=True)
+    return env
+
+
+def _exe() -> str:
+    return str(Path(sys.executable).with_name("producer"))
+
+
+def cli_submit(name: str, path: Path, workdir: Path, broker: str) -> dict:
+    """``producer submit FILE.jsonl`` in a child process: its peak RSS (ru_maxrss) and CPU."""
+    env = _case_env(workdir / name, broker)
+    t0 = time.perf_counter()
+    child = subprocess.Popen([_exe(), "submit", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, _, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = child.stdout.read().decode(), child.stderr.read().decode()  # type: ignore[union-attr]
+    return {
+        "case": name, "input_bytes": path.stat().st_size, "job": out.strip()[-36:], "error": err.strip()[-300:] or None,
+        "peak_rss_mb": round(usage.ru_maxrss * 1024 / MIB), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "wall_s": round(wall, 2),
+    }  # fmt: skip
+
+
+def _pending_chunks(env: dict[str, str]) -> tuple[int, int]:
+    """(chunks, pairs) the case's ledger recorded for its batch's job."""
+    import sqlite3
+
+    with sqlite3.connect(env["RERANKQ_DATABASE_URL"].removeprefix("sqlite:///")) as db:
+        return db.execute("SELECT count(*), coalesce(sum(pairs), 0) FROM chunks").fetchone()
+
+
+def good_lines(sizes: list[int], workdir: Path, broker: str | None) -> list[dict]:
+    """Files of only good lines through the service and through the CLI, with a Redis to queue on."""
+    redis = None
+    if broker is None:
+        from tests.services import PrivateRedis
+
+        redis = PrivateRedis()
+        redis.start()
+        broker = redis.url
+    results = []
+    try:
+        one = workdir / "one-line.jsonl"
+        one.write_bytes(next(valid_lines(1)))
+        results.append(cli_submit("cli-one-line", one, workdir, broker))
+        for mb in sizes:
+            name = f"good-lines-{mb}mb"
+            results.append(run_case(name, valid_lines(mb), workdir, broker))
+            path = workdir / f"{name}.jsonl"
+            with open(path, "wb") as f:
+                for line in valid_lines(mb):
+                    f.write(line)
+            result = cli_submit(f"cli-{name}", path, workdir, broker)
+            result["chunks_pairs"] = _pending_chunks(_env_of(workdir / f"cli-{name}"))
+            result["peak_over_one_line_mb"] = result["peak_rss_mb"] - results[0]["peak_rss_mb"]
+            results.append(result)
+            path.unlink()
+    finally:
+        if redis is not None:
+            redis.stop()
+    return results
+
+
+def _env_of(case_dir: Path) -> dict[str, str]:
+    return {"RERANKQ_DATABASE_URL": f"sqlite:///{case_dir / 'ledger.db'}"}
+
+
+def run_case(name: str, parts: Iterator[bytes], workdir: Path, broker: str) -> dict:
+    case_dir = workdir / name
+    env = _case_env(case_dir, broker)
+    exe = _exe()
     port = free_port()
     log = open(case_dir / "service.log", "wb")  # noqa: SIM115
     service = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -129,6 +204,7 @@ def run_case(name: str, parts: Iterator[bytes], workdir: Path, broker: str) -> d
             "error_file_bytes": written if error_file else 0, "tmpdir_bytes": spooled,
             "rss_before_mb": round(rss0 / MIB), "peak_rss_mb": round(hwm / MIB), "peak_over_start_mb": round((hwm - rss0) / MIB),
             "cpu_s": round(cpu1 - cpu0, 2), "upload_s": round(t_upload, 2), "wall_s": round(t_total, 2),
+            "chunks_pairs": _pending_chunks(env) if created.status_code == 200 else None,
         }  # fmt: skip
     finally:
         stop_process_groups([service])
@@ -137,8 +213,12 @@ def run_case(name: str, parts: Iterator[bytes], workdir: Path, broker: str) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=["long-line", "tiny-lines", "tiny-lines-at-cap", "valid-lines", "all"], default="all")
+    parser.add_argument(
+        "--case", choices=["long-line", "tiny-lines", "tiny-lines-at-cap", "valid-lines", "good-lines", "all"], default="all"
+    )
     parser.add_argument("--valid-mb", type=int, default=100)
+    parser.add_argument("--good-mb", type=int, nargs="+", default=[100, 400], help="good-lines: the files' sizes in MiB")
+    parser.add_argument("--good-broker", default=None, help="good-lines: a Redis URL (default: a private redis-server)")
     parser.add_argument("--broker", default="redis://127.0.0.1:1/0", help="a Redis the valid lines' job may use (default: none)")
     parser.add_argument("--line-mb", type=int, default=300)
     parser.add_argument("--lines", type=int, default=4_000_000)
@@ -154,6 +234,11 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="rerankq-abuse-"))
     results = []
     try:
+        if args.case == "good-lines":
+            for result in good_lines(args.good_mb, workdir, args.good_broker):
+                print(json.dumps(result), flush=True)
+                results.append(result)
+            chosen = []
         for name in chosen:
             result = run_case(name, cases[name](), workdir, args.broker)
             print(json.dumps(result), flush=True)

@@ -3,9 +3,10 @@
 ``{id, custom_id, response: {status_code, request_id, body}, error}``.
 
 A batch is a rerankq job of kind ``batch``: each good line becomes one query's inline pairs (query id
-= the line's number), submitted through ``submit_pairs`` (its validation, chunking, score reuse and
-model pinning), so a batch heals like any job. A bad line fails only itself: it is checked here, with
-``submit_pairs``' own checks, and reported in the error file with its line and field.
+= the line's number), checked with ``submit_pairs``' own checks and submitted a chunk at a time by
+producer/batch_submission.py (chunking, score reuse and model pinning as for any job, in the memory of a
+few chunks), so a batch heals like any job. A bad line fails only itself, reported in the error file
+with its line and field.
 
 Files live under RERANKQ_FILES_DIR, not in the ledger: batch files reach gigabytes, and are streamed
 from the upload to disk and from disk to the client; the ledger keeps their metadata, so a batch's
@@ -22,16 +23,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from producer.batch_lines import ENDPOINTS, MAX_ERRORS, BadLine, LineReader, known_url
-from producer.batch_reading import physical_lines, request_lines
+from producer.batch_lines import ENDPOINTS, MAX_ERRORS, LineReader, known_url
+from producer.batch_reading import physical_lines
+from producer.batch_submission import submit_lines
 from producer.errors import InputError
-from producer.submission import notify_url, submit_pairs
+from producer.submission import notify_url
 from rerankq.routing import normalize_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.batches import EXPIRED, BatchRow, BatchStore, FileRow, new_file_id
 from rerankq.store.clock import now
 from rerankq.store.webhooks import batch_id
-from schemas import InlinePair, JobState
+from schemas import JobState
 
 _WINDOW = re.compile(r"^(\d+)([hd])$")  # completion_window: 24h, 2d
 
@@ -172,45 +174,28 @@ def submit_batch(
     notify = notify_url(notify, settings)
     store = batch_store(settings)
     reader = LineReader(settings, endpoint)
-    pairs: list[InlinePair] = []
-    bad: list[BadLine] = []  # the first MAX_ERRORS: the batch's errors if no line can run
-    rejected = total = 0
-    with open(file_path(input_file, settings), "rb") as f:
-        for item in request_lines(f, reader, settings):
-            total += 1
-            if isinstance(item, BadLine):
-                rejected += 1
-                if len(bad) < MAX_ERRORS:
-                    bad.append(item)
-            else:
-                pairs.extend(item.pairs)
-                if len(pairs) > settings.batch_max_pairs:
-                    raise InputError(
-                        f"line {item.number + 1}: more than {settings.batch_max_pairs:,} pairs in one batch "
-                        "(RERANKQ_BATCH_MAX_PAIRS): split the file"
-                    )
     recorded = dict(
         endpoint=endpoint, completion_window=completion_window, window_seconds=window, metadata=metadata,
-        input_file_id=input_file.id, lines_total=total,
+        input_file_id=input_file.id,
     )  # fmt: skip
-    if not pairs:
-        errors = [
-            {"code": "invalid_request", "message": b.message, "param": b.param, "line": b.number + 1}
-            for b in bad[:MAX_ERRORS]
-        ] or [{"code": "empty_file", "message": "the file has no request lines", "param": None, "line": None}]
-        if rejected > len(bad):
-            errors.append(more_errors(rejected - len(bad), "the batch's errors"))
-        batch = store.record_failed_batch(
-            **recorded, errors=errors, notify=notify, model=reader.model or normalize_model(settings.model), name=name,
-        )  # fmt: skip
-        return store.batch(batch)  # type: ignore[return-value]
-    pinned = {"model": reader.model} if reader.model else {}  # the job's model: its workers only score it
-    job_id = submit_pairs(
-        pairs, settings=settings.model_copy(update={"max_inline_pairs": settings.batch_max_pairs, **pinned}),
-        notify=notify or "", kind="batch", name=name or input_file.filename, chunk_size=chunk_size,
-        reuse=reuse, also=store.batch_recorder(**recorded, lines_rejected=rejected),
+    job_id, found = submit_lines(
+        file_path(input_file, settings), reader, settings, name=name or input_file.filename, chunk_size=chunk_size,
+        reuse=reuse, notify=notify,
+        record_batch=lambda scan: store.batch_recorder(**recorded, lines_total=scan.total, lines_rejected=scan.rejected),
     )  # fmt: skip
-    return store.batch(batch_id(job_id))  # type: ignore[return-value]
+    if job_id is not None:
+        return store.batch(batch_id(job_id))  # type: ignore[return-value]
+    errors = [
+        {"code": "invalid_request", "message": b.message, "param": b.param, "line": b.number + 1}
+        for b in found.bad[:MAX_ERRORS]
+    ] or [{"code": "empty_file", "message": "the file has no request lines", "param": None, "line": None}]
+    if found.rejected > len(found.bad):
+        errors.append(more_errors(found.rejected - len(found.bad), "the batch's errors"))
+    batch = store.record_failed_batch(
+        **recorded, lines_total=found.total, errors=errors, notify=notify,
+        model=reader.model or normalize_model(settings.model), name=name,
+    )  # fmt: skip
+    return store.batch(batch)  # type: ignore[return-value]
 
 
 def submit_batch_path(path: str | Path, *, settings: Settings | None = None, **options: Any) -> BatchRow:

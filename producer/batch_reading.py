@@ -31,7 +31,13 @@ class LongLine:
 
 def physical_lines(f: BinaryIO, max_line_bytes: int, block: int = BLOCK) -> Iterator[tuple[int, bytes | LongLine]]:
     """(0-based line number, its bytes without the newline, or LongLine), reading ``block`` bytes at a time."""
-    number, buf, skipped, head = 0, bytearray(), 0, b""
+    for number, _, raw in _lines(f, max_line_bytes, block):
+        yield number, raw
+
+
+def _lines(f: BinaryIO, max_line_bytes: int, block: int = BLOCK) -> Iterator[tuple[int, int, bytes | LongLine]]:
+    """(line number, the offset of its first byte, its bytes or LongLine)."""
+    number, buf, skipped, head, at, begin = 0, bytearray(), 0, b"", 0, 0
     while data := f.read(block):
         start = 0
         while True:
@@ -47,13 +53,15 @@ def physical_lines(f: BinaryIO, max_line_bytes: int, block: int = BLOCK) -> Iter
                 buf += data[start:end]
             if nl < 0:
                 break
-            yield number, (LongLine(skipped, head) if skipped else bytes(buf))
+            yield number, begin, (LongLine(skipped, head) if skipped else bytes(buf))
             number, skipped, head, start = number + 1, 0, b"", nl + 1
+            begin = at + start
             buf.clear()
+        at += len(data)
     if skipped:
-        yield number, LongLine(skipped, head)
+        yield number, begin, LongLine(skipped, head)
     elif buf:
-        yield number, bytes(buf)
+        yield number, begin, bytes(buf)
 
 
 def _custom_id(head: bytes) -> str | None:
@@ -71,8 +79,16 @@ def _custom_id(head: bytes) -> str | None:
 def request_lines(f: BinaryIO, reader: LineReader, settings: Settings) -> Iterator[GoodLine | BadLine]:
     """Each non-blank line checked by ``reader``; a line over RERANKQ_BATCH_MAX_LINE_BYTES fails alone;
     InputError past RERANKQ_BATCH_MAX_LINES request lines (before the next one is parsed)."""
+    for _, _, item in positioned_request_lines(f, reader, settings):
+        yield item
+
+
+def positioned_request_lines(
+    f: BinaryIO, reader: LineReader, settings: Settings
+) -> Iterator[tuple[int, int, GoodLine | BadLine]]:
+    """``request_lines`` with each line's offset and size in bytes (where to read it again)."""
     cap, count = settings.batch_max_line_bytes, 0
-    for number, raw in physical_lines(f, cap):
+    for number, offset, raw in _lines(f, cap):
         if isinstance(raw, bytes) and not raw.strip():
             continue
         count += 1
@@ -84,9 +100,9 @@ def request_lines(f: BinaryIO, reader: LineReader, settings: Settings) -> Iterat
         if isinstance(raw, LongLine):
             cid = _custom_id(raw.head)
             named = f" (custom_id {cid[:64]!r})" if cid is not None else ""
-            yield BadLine(
+            yield offset, raw.size, BadLine(
                 number, cid, "line",
                 f"line {number + 1}{named}: {raw.size:,} bytes, over the limit of {cap:,} (RERANKQ_BATCH_MAX_LINE_BYTES)",
             )  # fmt: skip
         else:
-            yield reader.line(number, raw)
+            yield offset, len(raw), reader.line(number, raw)

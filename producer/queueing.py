@@ -78,6 +78,26 @@ def enqueue(
     return len(sent)
 
 
+def enqueue_pending(job_id: str, store: Ledger, settings: Settings | None = None, *, priority: int | None = None) -> int:
+    """Publish a recorded job's unsent chunks one at a time, read back from the ledger (a job recorded
+    with ``create_job(messages=False)``: its messages are never all in memory); as ``enqueue``."""
+    from rerankq.broker import BATCH_PRIORITY, publish
+
+    settings = settings or get_settings()
+    app, sent = broker_app(settings), 0
+    for msg in store.pending_messages(job_id):
+        try:
+            publish(app, [msg], settings.queue, BATCH_PRIORITY if priority is None else priority)
+        except Exception as exc:
+            raise BrokerUnavailable(
+                f"the broker failed after {sent} chunks were enqueued ({str(exc).splitlines()[0][:200]}); the job "
+                f"is recorded: the workers re-send the rest (or run `producer resume {job_id}`)"
+            ) from None
+        store.mark_enqueued([msg.chunk_id])
+        sent += 1
+    return sent
+
+
 def queue_depths(settings: Settings | None = None, model: str | None = None) -> dict[str, int]:
     """Chunks waiting in the broker per priority (``interactive``, ``batch``) for ``model`` (default: the
     settings' RERANKQ_MODEL): its queue, its pinned contexts' queues and the base queue (rerankq/routing.py).

@@ -172,6 +172,88 @@ def test_good_lines_run_beside_an_over_long_one(settings):
     assert job["pairs_total"] == 2  # the two good lines wait for a worker
 
 
+# --- good lines: submitted a chunk at a time -------------------------------------------------------------
+def good_lines(size: int, doc_chars: int = 2000) -> bytes:
+    """Good lines of one query and ten documents of ``doc_chars`` characters each, up to ``size`` bytes."""
+    docs = [f"document {i} " + "lorem ipsum dolor sit amet " * (doc_chars // 27) for i in range(10)]
+    out, i = [], 0
+    while sum(map(len, out)) < size:
+        out.append(rerank_line(f"r{i}", query=f"query {i}", docs=docs) + b"\n")
+        i += 1
+    return b"".join(out)
+
+
+def test_good_lines_are_submitted_in_the_memory_of_a_few_chunks_whatever_the_file_size(settings, monkeypatch):
+    """Python's peak while a batch is checked, recorded and queued is a chunk's, not the file's: a 4x
+    larger file peaks within a few MB of the smaller one (it held 2x to 5x the file's bytes before)."""
+    import producer.batch_submission as batch_submission
+    from producer.batch_files import batch_store, store_file, submit_batch
+
+    monkeypatch.setattr(batch_submission, "CHUNK_CHARS", 1 << 20)  # chunks of ~1 MiB of text: small files show it
+    settings = settings.model_copy(update={"batch_max_lines": 50_000, "batch_max_line_bytes": 16 << 20})
+    store = batch_store(settings)
+    submit_batch(store_file(store, settings, [good_lines(1)], "warm.jsonl"), settings=settings)  # tokenizer, imports
+    peaks, jobs = {}, {}
+    for mb in (4, 16):
+        data = good_lines(mb << 20)
+        row = store_file(store, settings, [data], f"{mb}.jsonl")
+        lines, pairs = data.count(b"\n"), data.count(b"\n") * 10
+        del data
+        tracemalloc.start()
+        try:
+            batch = submit_batch(row, settings=settings)
+            peaks[mb] = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert batch.lines_total == lines and batch.lines_rejected == 0
+        jobs[mb] = batch.job_id
+        engine = create_engine(settings.database)
+        with engine.connect() as conn:
+            total, chunks, unsent, chunk_pairs = conn.execute(
+                text(
+                    "SELECT j.pairs_total, count(c.id), count(c.id) - count(c.enqueued_at), sum(c.pairs) "
+                    "FROM jobs j JOIN chunks c ON c.job_id = j.id WHERE j.id = :j GROUP BY j.pairs_total"
+                ),
+                {"j": batch.job_id},
+            ).one()
+        engine.dispose()
+        assert total == chunk_pairs == pairs and unsent == 0  # every pair in a chunk, every chunk queued
+        assert chunks >= mb  # ~1 MiB of text a chunk
+    assert peaks[16] < peaks[4] + (6 << 20), f"peak {peaks[16]:,} bytes for 16 MiB vs {peaks[4]:,} for 4 MiB"
+    assert peaks[16] < (16 << 20) // 2, f"peak {peaks[16]:,} bytes for a 16 MiB file"
+
+
+def test_a_chunk_holds_the_misses_of_its_lines_read_again_from_the_file(tmp_path, monkeypatch):
+    """The plan keeps line numbers and pair indexes only; each chunk's pairs come from the file again,
+    exactly the pairs left to score, and a line with more text than a chunk's share is cut."""
+    import producer.batch_submission as batch_submission
+    from producer.chunk_plans import GROWTH
+
+    monkeypatch.setattr(batch_submission, "CHUNK_CHARS", 4000)
+    settings = Settings(batch_max_line_bytes=1 << 20)
+    lines = [rerank_line(f"l{i}", query=f"q{i % 3}", docs=[f"doc {i}-{j} " + "x" * 300 for j in range(6)]) for i in range(8)]
+    lines.insert(3, b"not json")
+    lines.insert(5, rerank_line("big", query="big", docs=["y" * 1500 for _ in range(10)]))  # 15,000 characters
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    reader = LineReader(settings, "/v1/rerank")
+    with open(path, "rb") as f:
+        found = batch_submission.scan(f, reader, settings)
+    assert (found.total, found.rejected, found.pairs) == (10, 1, 58)
+    seqs = [s for s in range(found.pairs) if s % 4 != 1]  # the cache held every fourth pair
+    qid_of = [(line.number, i) for line in found.lines for i in range(line.pairs)]
+    misses = iter((s, f"{qid_of[s][0]:09d}", bytes(8) + s.to_bytes(24, "big")) for s in seqs)
+    chunks = list(batch_submission._Planner(found, 4).misses(misses).chunks(path, reader))
+    got = sorted((int(p["query_id"]), int(p["doc_id"])) for c in chunks for p in c.spec["pairs"])
+    assert got == sorted(qid_of[s] for s in seqs) and sum(c.pairs for c in chunks) == len(seqs)
+    for c in chunks:
+        assert c.pairs == len(c.spec["pairs"])
+        assert sum(len(p["query"]) + len(p["document"]) for p in c.spec["pairs"]) <= GROWTH * 4000 + 1500
+    big = [c for c in chunks if any(p["query"] == "big" for p in c.spec["pairs"])]
+    assert len(big) >= 2  # its 8 misses' 12,000 characters were cut into pieces
+    assert next(p for c in chunks for p in c.spec["pairs"] if p["query_id"] == "000000000")["document"].startswith("doc 0-0")
+
+
 # --- uploads ---------------------------------------------------------------------------------------
 def test_an_upload_is_written_once_straight_into_the_files_dir(settings, tmp_path, monkeypatch):
     spool = tmp_path / "tmpdir"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from sqlalchemy import text
@@ -118,10 +118,12 @@ class ReuseStage:
             cur.close()
 
     def record(
-        self, plan: Callable[[Iterator[tuple[int, str, bytes]]], list[NewChunk]], context: str, **job: object
+        self, plan: Callable[[Iterator[tuple[int, str, bytes]]], Iterable[NewChunk]], context: str, **job: object
     ) -> tuple[str, list[ChunkMessage], int, int]:
         """One transaction: plan chunks over the misses (``(seq, query_id, key)`` in order), record the
-        job, copy the hits into its scores. Returns the job id, its messages, the pairs reused and staged."""
+        job, copy the hits into its scores. Returns the job id, its messages, the pairs reused and staged.
+        ``plan`` reads every miss before it returns; it may return a generator, whose chunks are then
+        built while the job is written (``create_job``'s ``messages=False`` keeps none of them)."""
         misses = 0
 
         def counted(rows: Iterator) -> Iterator[tuple[int, str, bytes]]:
@@ -172,7 +174,7 @@ class ReuseStage:
                 )
                 mark_used(s, self.gens, now())
         log.info(
-            "reuse_recorded", job_id=job_id, staged=self.count, reused=reused, chunks=len(chunks),
+            "reuse_recorded", job_id=job_id, staged=self.count, reused=reused, chunks=len(chunks) if isinstance(chunks, Sized) else None,
             plan_s=round(t1 - t0, 2), copy_s=round(time.perf_counter() - t1, 2),
         )  # fmt: skip
         self.reused = reused
