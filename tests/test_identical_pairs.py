@@ -141,6 +141,7 @@ def _copies_alike(cols: dict[str, list], scores: dict[tuple[str, str], dict]) ->
     return len(copied)
 
 
+@pytest.mark.slow
 def test_copies_score_once_and_alike_and_a_second_night_sees_no_change(stack, tmp_path: Path):
     env = stack[0]
     cols = _manifest_rows()
