@@ -46,9 +46,9 @@ class Scoring:
         return sum(tokens.prompt_tokens(p.query, [p.document], p.instruction) for p in self.pairs)
 
 
-def _tokens(settings: Settings) -> Any:  # producer.service.tokens.Tokens | None
+def _tokens(settings: Settings) -> Any:  # producer.prompt_tokens.Tokens | None
     try:
-        from producer.service.tokens import tokens_for
+        from producer.prompt_tokens import tokens_for
     except ImportError:  # pragma: no cover - tokenizers is a core dependency
         return None
     return tokens_for(settings)

@@ -134,7 +134,7 @@ def test_request_options(live):
     long_doc = "Beijing " * 300
     cut = post({"query": Q, "documents": [long_doc, DOCS[1]], "max_tokens_per_doc": 5}).json()
     assert cut["results"][0]["document"]["text"] in (long_doc, DOCS[1]), "the original text comes back"
-    from producer.service.tokens import Tokens
+    from producer.prompt_tokens import Tokens
     from rerankq.prompt import PromptBuilder
 
     tokens = Tokens(PromptBuilder.from_model(live.env["RERANKQ_MODEL"], MAX_LENGTH))

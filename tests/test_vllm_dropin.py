@@ -129,7 +129,7 @@ def test_max_tokens_per_doc_cuts_as_vllm_cuts(tiny_model):
     from transformers import AutoTokenizer
     from vllm.entrypoints.pooling.scoring.utils import truncate_text_to_tokens
 
-    from producer.service.tokens import tokens_for
+    from producer.prompt_tokens import tokens_for
 
     hf = AutoTokenizer.from_pretrained(tiny_model)
     tokens = tokens_for(Settings(model=str(tiny_model), max_length=512))
