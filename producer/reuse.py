@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from producer.chunk_plans import ChunkPacker, inline_chunks
-from rerankq.logs import get_logger
 from rerankq.model_files import local_model_path
 from rerankq.score_key import configured, model_fingerprint, pair_keys
 from rerankq.settings import DEFAULT_INSTRUCTION, Settings
@@ -41,9 +40,6 @@ if TYPE_CHECKING:  # pyarrow (under manifest_source) loads only where a manifest
     from sqlalchemy.orm import Session
 
     from rerankq.manifest_source import ManifestFile
-
-log = get_logger("rerankq.reuse")
-Report = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True)
