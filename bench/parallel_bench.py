@@ -8,8 +8,8 @@ steps, not the scoring), each change to the export measured on its own.
 Variants of the export (all write the same Parquet file):
   before        the previous code: ranks in a subquery re-sorted by rank (two sorts), rows as dicts
   columns       the same SQL, batches built column by column
-  one-sort      the rows ordered by the rank's own keys (one sort), columns (the code now, one process)
-  copy-binary   one-sort's query through COPY ... (FORMAT BINARY), psycopg's binary loaders
+  one-sort      the rows ordered by the rank's own keys (one sort), columns, through a cursor
+  copy-binary   one-sort's query through COPY ... (FORMAT BINARY), psycopg's binary loaders (the code now)
   parallel-2    the code now, --parallel 2 (two spawned processes, a dataset directory)
 Each run reports wall seconds and CPU seconds of the client (this process and its children) and of the
 database backends serving it (sampled from /proc every 0.1 s by the bench database's name): on a shared
@@ -169,31 +169,19 @@ def columns_two_sorts(store, job: str, out: Path) -> int:  # noqa: ANN001
     return rows
 
 
-def copy_binary(store, url: str, job: str, out: Path) -> int:  # noqa: ANN001
-    """The one-sort query through COPY TO STDOUT in binary, decoded by psycopg's binary loaders."""
-    import pyarrow as pa
-
-    from producer.export import _ranked_select, export_schema
+def cursor_one_sort(store, job: str, out: Path) -> int:  # noqa: ANN001
+    """The one-sort query read through a server-side cursor (SQLAlchemy rows), as before COPY."""
+    from producer.export import _batch, _ranked_select, export_schema
     from producer.parallel_pieces import WHOLE
     from producer.table_files import table_writer
 
     schema = export_schema(store, job)
-    compiled = _ranked_select(store, job, False, WHOLE).compile(dialect=store.session.kw["bind"].dialect, compile_kwargs={"literal_binds": True})
+    stmt = _ranked_select(store, job, False, WHOLE)
     rows = 0
-    with psycopg.connect(libpq(url)) as conn, conn.cursor() as cur, table_writer(out, schema) as writer:
-        with cur.copy(f"COPY ({compiled}) TO STDOUT (FORMAT BINARY)") as cp:
-            cp.set_types(["text", "text", "float8", "float8", "int8", "text"])
-            part: list[tuple] = []
-            for row in cp.rows():
-                part.append(row)
-                if len(part) >= 50_000:
-                    cols = zip(*part, strict=True)
-                    writer.write_batch(pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema))
-                    rows, part = rows + len(part), []
-            if part:
-                cols = zip(*part, strict=True)
-                writer.write_batch(pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, schema)], schema=schema))
-                rows += len(part)
+    with store.session() as s, table_writer(out, schema) as writer:
+        for part in s.execute(stmt.execution_options(yield_per=50_000)).partitions():
+            writer.write_batch(_batch(part, schema))
+            rows += len(part)
     return rows
 
 
@@ -243,8 +231,8 @@ def main() -> None:
         steps = {
             "export before": lambda: before_export(store, new, work / "a.parquet"),
             "export columns": lambda: columns_two_sorts(store, new, work / "b.parquet"),
-            "export one-sort": lambda: export_file(store, new, work / "c.parquet"),
-            "export copy-binary": lambda: copy_binary(store, db, new, work / "d.parquet"),
+            "export one-sort": lambda: cursor_one_sort(store, new, work / "c.parquet"),
+            "export copy-binary": lambda: export_file(store, new, work / "d.parquet"),
             "export parallel-1": lambda: export_parallel(store, new, work / "e1", 1),
             "export parallel-2": lambda: export_parallel(store, new, work / "e2", 2),
             "changes one": lambda: export_changes(store, old, new, work / "f.parquet"),

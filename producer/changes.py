@@ -4,6 +4,7 @@ that SQLite also runs), streamed out in bounded memory."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy import text
 
+from producer.export import row_batches
 from producer.parallel_pieces import WHOLE, Piece
 from producer.table_files import Format, table_writer
 from rerankq.store.ledger import Ledger
@@ -29,7 +31,6 @@ CHANGES_SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
-ROWS_PER_BATCH = 50_000
 CHANGE_KINDS = ("new", "removed", "changed", "moved")
 
 
@@ -119,11 +120,8 @@ def change_batches(
     )
     params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k, **piece.sql("query_id", store.dialect)[1]}
     with store.session() as s:
-        result = s.execute(text(sql).execution_options(yield_per=ROWS_PER_BATCH), params)
-        for rows in result.partitions():
-            columns = zip(*rows, strict=True)
-            arrays = [pa.array(col, type=f.type) for col, f in zip(columns, CHANGES_SCHEMA, strict=True)]
-            yield pa.RecordBatch.from_arrays(arrays, schema=CHANGES_SCHEMA)
+        used = {k: v for k, v in params.items() if re.search(rf":{k}\b", sql)}  # text() binds only the names it holds
+        yield from row_batches(s, text(sql).bindparams(**used), CHANGES_SCHEMA)
 
 
 def export_changes(

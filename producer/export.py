@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import BigInteger, Executable, Select, case, cast, func, select
+from sqlalchemy.orm import Session
 
 from producer.errors import InputError
 from producer.parallel_pieces import WHOLE, Piece
@@ -69,9 +70,41 @@ def _ranked_select(store: Ledger, job_id: str, cascade: bool, piece: Piece, quer
         where.append(Score.query_id == query_id)
     columns = [Score.query_id, Score.doc_id, Score.score, Score.logit, rank, Score.error]
     if cascade:
-        stage = case((Score.score.is_(None), None), (Score.stage2_score.is_not(None), 2), else_=1).label("ranked_by_stage")
+        stage = cast(case((Score.score.is_(None), None), (Score.stage2_score.is_not(None), 2), else_=1), BigInteger)
+        stage = stage.label("ranked_by_stage")
         columns += [Score.stage2_score, Score.stage2_logit, stage, Score.stage2_error]
     return select(*columns).where(*where).order_by(byte_order(Score.query_id), *order)
+
+
+_PG_TYPES = {pa.string(): "text", pa.float64(): "float8", pa.int64(): "int8"}
+
+
+def _batch(rows: list[tuple], schema: pa.Schema) -> pa.RecordBatch:
+    columns = zip(*rows, strict=True)
+    return pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
+
+
+def row_batches(s: Session, statement: Executable, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The statement's rows as record batches of ``schema``, ``ROWS_PER_BATCH`` at a time. On PostgreSQL
+    through ``COPY (…) TO STDOUT (FORMAT BINARY)``: psycopg decodes the binary rows in C, about half
+    the client's CPU of a cursor's rows (bench/RESULTS.md, issue 30); elsewhere a streamed cursor."""
+    if s.get_bind().dialect.name != "postgresql":
+        for rows in s.execute(statement.execution_options(yield_per=ROWS_PER_BATCH)).partitions():
+            yield _batch(rows, schema)
+        return
+    compiled = statement.compile(dialect=s.get_bind().dialect)
+    params = {k: compiled.params[k] for k in compiled.params}
+    raw = s.connection().connection.driver_connection
+    with raw.cursor() as cur, cur.copy(f"COPY ({compiled.string}) TO STDOUT (FORMAT BINARY)", params) as copy:
+        copy.set_types([_PG_TYPES[f.type] for f in schema])
+        rows: list[tuple] = []
+        for row in copy.rows():
+            rows.append(row)
+            if len(rows) >= ROWS_PER_BATCH:
+                yield _batch(rows, schema)
+                rows = []
+        if rows:
+            yield _batch(rows, schema)
 
 
 def ranked_batches(
@@ -81,9 +114,7 @@ def ranked_batches(
     column by column from the database's rows, ``ROWS_PER_BATCH`` at a time."""
     stmt = _ranked_select(store, job_id, "stage2_score" in schema.names, piece, query_id)
     with store.session() as s:
-        for rows in s.execute(stmt.execution_options(yield_per=ROWS_PER_BATCH)).partitions():
-            columns = zip(*rows, strict=True)
-            yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema)
+        yield from row_batches(s, stmt, schema)
 
 
 def iter_ranked(store: Ledger, job_id: str, query_id: str | None = None, piece: Piece = WHOLE) -> Iterator[dict]:
