@@ -10,7 +10,7 @@ Variants of the export (all write the same Parquet file):
   columns       the same SQL, batches built column by column
   one-sort      the rows ordered by the rank's own keys (one sort), columns, through a cursor
   copy-binary   one-sort's query through COPY ... (FORMAT BINARY), psycopg's binary loaders (the code now)
-  parallel-2    the code now, --parallel 2 (two spawned processes, a dataset directory)
+  parallel-2    the code now, --parallel 2 (two processes forked from a forkserver, a dataset directory)
 Each run reports wall seconds and CPU seconds of the client (this process and its children) and of the
 database backends serving it (sampled from /proc every 0.1 s by the bench database's name): on a shared
 machine CPU seconds per million pairs are the per-core rate; wall time depends on the load."""
@@ -74,8 +74,19 @@ class BackendCpu:
 
 
 def client_cpu() -> float:
+    """This process, its reaped children and its live children with theirs (the forkserver's workers)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    live = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid():
+            live += sum(int(f) for f in fields[11:15]) / TICK  # utime, stime, cutime, cstime
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live
 
 
 def load_nights(url: str, pairs: int, docs: int = 100) -> tuple[str, str]:

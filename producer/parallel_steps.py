@@ -1,8 +1,8 @@
 """``export``, ``export --changes-since`` and ``diff`` over query-id pieces (producer/parallel_pieces.py),
 one process per piece on this host (``--parallel N``).
 
-Each piece is a separate database session in a separate process (spawned, so nothing of the
-parent's connections is shared): the database ranks and compares the pieces at once, and each
+Each piece is a separate database session in a separate process (forked from a fresh server
+process that imported this module once, so nothing of the parent's connections or threads is shared): the database ranks and compares the pieces at once, and each
 process converts and writes its own rows. The outputs are the single-process ones row for row: a
 dataset directory holds the pieces' files in query order (producer/parallel_output.py), a single
 file is those files joined in order, and ``diff``'s counts add up (its examples are the first
@@ -38,12 +38,13 @@ def _url(store: Ledger) -> str:
 
 
 def run_pieces(fn: Callable[..., T], calls: list[tuple], store: Ledger, parallel: int) -> list[T]:
-    """``fn(db, *call)`` for every call, in up to ``parallel`` spawned processes (in this one when one
+    """``fn(db, *call)`` for every call, in up to ``parallel`` worker processes (in this one when one
     is asked for or there is one call); results in the calls' order. The first failure is raised."""
     if parallel <= 1 or len(calls) <= 1:
         return [fn(store, *c) for c in calls]
     url = _url(store)
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")  # a fresh process, forked per piece: imports paid once
+    ctx.set_forkserver_preload([__name__])
     with ProcessPoolExecutor(max_workers=min(parallel, len(calls)), mp_context=ctx) as pool:
         futures = [pool.submit(fn, url, *c) for c in calls]
         try:
