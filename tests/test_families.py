@@ -137,6 +137,22 @@ def test_prompt_helpers_build_each_familys_prompts(checkpoints):
             pool.close()
 
 
+@pytest.mark.parametrize("family", list(CROSS))
+def test_service_token_counts_follow_the_family(checkpoints, family):
+    """/v1/rerank's usage and truncate_prompt_tokens (producer/prompt_tokens.py) build the family's pairs."""
+    from producer.prompt_tokens import Tokens
+
+    builder = builder_for(checkpoints[family], MAX_LENGTH)
+    tokens = Tokens(builder)
+    query, document = "capital of China?", "Beijing is the capital of China. " * 20
+    full = builder.build([Pair(query, document)])[0]
+    assert tokens.prompt_tokens(query, [document, "x"], None) == len(full.token_ids) + len(builder.build([Pair(query, "x")])[0].token_ids)
+    cut = tokens.fit(query, document, None, 40, None)
+    assert document.startswith(cut) and len(cut) < len(document)
+    prompt = builder.build([Pair(query, cut)])[0]
+    assert len(prompt.token_ids) <= 40 and not prompt.truncated
+
+
 # --- scoring contexts ----------------------------------------------------------------------------------------
 def test_families_never_share_a_scoring_context(checkpoints):
     contexts = {f: context_for(Settings(model=str(p), engine="vllm", dtype="float32", max_length=8192), p) for f, p in checkpoints.items()}
@@ -279,6 +295,18 @@ def test_cascade_from_a_cross_encoder_to_qwen3_is_one_job(stack, tmp_path):
     status = json.loads(producer("status", job, "--json", env=envs["cross"], check=True).stdout)
     assert status["state"] == "completed" and status["then_model"] == str(models["qwen"])
 
+    # Again: stage 1 comes from the cache under the cross-encoder's own context, stage 2 from Qwen3's.
+    again = producer(
+        "submit", str(manifest), "--model", str(models["cross"]), "--then", f"{models['qwen']}:top={top}", "--wait",
+        env=envs["cross"], timeout=700,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    second = again.stdout.strip().splitlines()[0]
+    status = json.loads(producer("status", second, "--json", env=envs["cross"], check=True).stdout)
+    assert status["state"] == "completed" and status["pairs_reused"] == len(exported)
+    producer("export", second, "--out", str(tmp_path / "again.parquet"), env=envs["cross"], check=True)
+    assert pq.read_table(tmp_path / "again.parquet").to_pylist() == exported
+
 
 @pytest.mark.slow
 def test_rerank_through_a_cross_encoder_worker(stack):
@@ -294,3 +322,29 @@ def test_rerank_through_a_cross_encoder_worker(stack):
     for r in ranked:
         assert r["score"] == pytest.approx(want[int(r["doc_id"])][0], abs=1e-5)
         assert r["logit"] == pytest.approx(want[int(r["doc_id"])][1], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_batch_file_through_a_cross_encoder_worker(stack, tmp_path):
+    """A vLLM run-batch file scored by the cross-encoder: each line's relevance_score is the family's score."""
+    models, envs, _ = stack
+    docs = ["Beijing is the capital of China.", "Paris is the capital of France.", "量子计算 🚀"]
+    lines = [
+        {"custom_id": "a", "method": "POST", "url": "/v1/rerank", "body": {"query": "capital of China?", "documents": docs}},
+        {"custom_id": "b", "method": "POST", "url": "/v1/rerank", "body": {"query": "water energy", "documents": docs[1:], "top_n": 1}},
+    ]  # fmt: skip
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    sub = producer("submit", str(requests), "--model", str(models["cross"]), "--wait", env=envs["cross"], timeout=700)
+    assert sub.returncode == 0, sub.stdout + sub.stderr
+    job = sub.stdout.strip().splitlines()[0].split()[-1]
+    out = producer("export", job, "--format", "jsonl", "--out", "-", env=envs["cross"], check=True).stdout
+    answers = {a["custom_id"]: a for a in map(json.loads, out.splitlines())}
+    for line in lines:
+        body, results = line["body"], answers[line["custom_id"]]["response"]["body"]["results"]
+        want = hf_reference(models["cross"], [Pair(body["query"], d) for d in body["documents"]])
+        assert len(results) == body.get("top_n", len(body["documents"]))
+        best = max(range(len(want)), key=lambda i: want[i][1])
+        assert results[0]["index"] == best
+        for r in results:
+            assert r["relevance_score"] == pytest.approx(want[r["index"]][0], abs=1e-5)

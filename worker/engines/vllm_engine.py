@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from rerankq.families import Family, model_config
+from rerankq.families import Family, family_of, model_config
 from rerankq.families.qwen3_reranker import FAMILY as QWEN3
 from rerankq.log_odds import probability
 from rerankq.logs import get_logger
@@ -131,7 +131,9 @@ class VllmEngine:
 
     name = "vllm"
 
-    def __init__(self, settings: Settings, model_path: str, dtype: str, family: Family = QWEN3):
+    def __init__(self, settings: Settings, model_path: str, dtype: str, family: Family | None = None):
+        """``family``: the checkpoint's (rerankq/families), read from its config.json when not given."""
+        family = family or family_of(model_path)
         gpu = on_gpu()
         set_vllm_env(settings, gpu)
         from worker.engines.engine_loop import EngineLoop
