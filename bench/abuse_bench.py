@@ -4,6 +4,7 @@ and wall time, and what it writes, for one huge line and for millions of tiny ba
     python bench/abuse_bench.py                     # all cases, ~2 minutes on 2 cores
     python bench/abuse_bench.py --case long-line --line-mb 300
     python bench/abuse_bench.py --case good-lines --good-mb 100 400   # + producer submit FILE.jsonl, with a redis-server
+    python bench/abuse_bench.py --case good-lines --good-mb 100 --one-query   # the largest chunks
 
 ``good-lines`` (issue 25, bounded submission): files of only good lines, each submitted through the service
 and through ``producer submit FILE.jsonl``; a private redis-server on loopback (nothing on disk) takes the
@@ -65,13 +66,15 @@ def tiny_lines(count: int) -> Iterator[bytes]:
     yield b"x\n" * (count % (MIB // 2))
 
 
-def valid_lines(mb: int) -> Iterator[bytes]:
-    """Good lines of about 20 KiB (one query, ten documents of 2 KiB) up to ``mb`` MiB: a batch's pairs are
-    kept for its submission, so this is the shape that holds the most."""
+def valid_lines(mb: int, one_query: bool = False) -> Iterator[bytes]:
+    """Good lines of about 20 KiB (one query, ten documents of 2 KiB) up to ``mb`` MiB: the shape that
+    held the most when a batch's pairs were kept for its submission. ``one_query``: every line asks the same
+    query, so their runs join one chunk (producer/chunk_plans.py): the largest chunks."""
     docs = [f"document {i} " + "lorem ipsum dolor sit amet " * 75 for i in range(10)]
     total, i = 0, 0
     while total < mb * MIB:
-        line = json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/rerank", "body": {"query": f"query {i}", "documents": docs}})
+        query = "one query" if one_query else f"query {i}"
+        line = json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/rerank", "body": {"query": query, "documents": docs}})
         total += len(line) + 1
         i += 1
         yield line.encode() + b"\n"
@@ -132,7 +135,7 @@ def _pending_chunks(env: dict[str, str]) -> tuple[int, int]:
         return db.execute("SELECT count(*), coalesce(sum(pairs), 0) FROM chunks").fetchone()
 
 
-def good_lines(sizes: list[int], workdir: Path, broker: str | None) -> list[dict]:
+def good_lines(sizes: list[int], workdir: Path, broker: str | None, one_query: bool = False) -> list[dict]:
     """Files of only good lines through the service and through the CLI, with a Redis to queue on."""
     redis = None
     if broker is None:
@@ -147,11 +150,11 @@ def good_lines(sizes: list[int], workdir: Path, broker: str | None) -> list[dict
         one.write_bytes(next(valid_lines(1)))
         results.append(cli_submit("cli-one-line", one, workdir, broker))
         for mb in sizes:
-            name = f"good-lines-{mb}mb"
-            results.append(run_case(name, valid_lines(mb), workdir, broker))
+            name = f"good-lines-{mb}mb" + ("-one-query" if one_query else "")
+            results.append(run_case(name, valid_lines(mb, one_query), workdir, broker))
             path = workdir / f"{name}.jsonl"
             with open(path, "wb") as f:
-                for line in valid_lines(mb):
+                for line in valid_lines(mb, one_query):
                     f.write(line)
             result = cli_submit(f"cli-{name}", path, workdir, broker)
             result["chunks_pairs"] = _pending_chunks(_env_of(workdir / f"cli-{name}"))
@@ -219,6 +222,7 @@ def main() -> None:
     parser.add_argument("--valid-mb", type=int, default=100)
     parser.add_argument("--good-mb", type=int, nargs="+", default=[100, 400], help="good-lines: the files' sizes in MiB")
     parser.add_argument("--good-broker", default=None, help="good-lines: a Redis URL (default: a private redis-server)")
+    parser.add_argument("--one-query", action="store_true", help="good-lines: every line asks the same query")
     parser.add_argument("--broker", default="redis://127.0.0.1:1/0", help="a Redis the valid lines' job may use (default: none)")
     parser.add_argument("--line-mb", type=int, default=300)
     parser.add_argument("--lines", type=int, default=4_000_000)
@@ -235,7 +239,7 @@ def main() -> None:
     results = []
     try:
         if args.case == "good-lines":
-            for result in good_lines(args.good_mb, workdir, args.good_broker):
+            for result in good_lines(args.good_mb, workdir, args.good_broker, args.one_query):
                 print(json.dumps(result), flush=True)
                 results.append(result)
             chosen = []

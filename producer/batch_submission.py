@@ -41,8 +41,10 @@ if TYPE_CHECKING:
 # Text (characters of query, document and instruction, per pair) in one chunk's plan: a chunk of
 # long documents has fewer pairs than RERANKQ_CHUNK_SIZE, so one chunk (its spec, its SQL row and
 # its message, each a copy) stays a few tens of MB. A chunk joined by runs of a query text it holds
-# may reach GROWTH times this (producer/chunk_plans.py), a line longer than this is cut into pieces.
-CHUNK_CHARS = 8 * 1024 * 1024
+# may reach GROWTH times this (producer/chunk_plans.py; 2 here, not 4: a file of one query repeated
+# stays within the same bound), a line with more text than this is cut into pieces.
+CHUNK_CHARS = 4 * 1024 * 1024
+GROWTH = 2
 
 
 @dataclass(slots=True)
@@ -127,7 +129,7 @@ class _Planner:
 
     def __init__(self, found: Scan, chunk_size: int):
         self.found, self.size = found, chunk_size
-        self.packer: ChunkPacker[_Run] = ChunkPacker(chunk_size)
+        self.packer: ChunkPacker[_Run] = ChunkPacker(chunk_size, GROWTH)
 
     def add(self, line: int, pairs: tuple[int, ...] | range, heads: Iterable[bytes]) -> None:
         """One line's pairs, cut where their text passes CHUNK_CHARS."""

@@ -223,12 +223,40 @@ def test_good_lines_are_submitted_in_the_memory_of_a_few_chunks_whatever_the_fil
     assert peaks[16] < (16 << 20) // 2, f"peak {peaks[16]:,} bytes for a 16 MiB file"
 
 
+def test_a_failure_while_the_chunks_are_written_leaves_no_job_and_nothing_queued(settings, monkeypatch, redis_url):
+    """The job, its batch row and its chunks commit together: a failure after some chunks were written
+    (here the file reading otherwise the second time) leaves none of them, and nothing on the broker."""
+    import producer.batch_submission as batch_submission
+    from producer.batch_files import batch_store, store_file, submit_batch
+
+    monkeypatch.setattr(batch_submission, "CHUNK_CHARS", 50_000)
+    settings = settings.model_copy(update={"batch_max_line_bytes": 1 << 20})
+    row = store_file(batch_store(settings), settings, [good_lines(400_000)], "in.jsonl")
+    read, calls = batch_submission._read, []
+
+    def failing(f, reader, line):  # noqa: ANN001, ANN202
+        calls.append(line.number)
+        if len(calls) > 6:
+            raise OSError("the disk went away")
+        return read(f, reader, line)
+
+    monkeypatch.setattr(batch_submission, "_read", failing)
+    engine = create_engine(settings.database)
+    count = "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM batches), (SELECT count(*) FROM chunks)"
+    with engine.connect() as conn:
+        before = conn.execute(text(count)).one()
+    with pytest.raises(OSError, match="the disk went away"):
+        submit_batch(row, settings=settings)
+    with engine.connect() as conn:
+        assert conn.execute(text(count)).one() == before
+    engine.dispose()
+    assert len(calls) > 6 and redis.Redis.from_url(redis_url).dbsize() == 0
+
+
 def test_a_chunk_holds_the_misses_of_its_lines_read_again_from_the_file(tmp_path, monkeypatch):
     """The plan keeps line numbers and pair indexes only; each chunk's pairs come from the file again,
     exactly the pairs left to score, and a line with more text than a chunk's share is cut."""
     import producer.batch_submission as batch_submission
-    from producer.chunk_plans import GROWTH
-
     monkeypatch.setattr(batch_submission, "CHUNK_CHARS", 4000)
     settings = Settings(batch_max_line_bytes=1 << 20)
     lines = [rerank_line(f"l{i}", query=f"q{i % 3}", docs=[f"doc {i}-{j} " + "x" * 300 for j in range(6)]) for i in range(8)]
@@ -248,7 +276,7 @@ def test_a_chunk_holds_the_misses_of_its_lines_read_again_from_the_file(tmp_path
     assert got == sorted(qid_of[s] for s in seqs) and sum(c.pairs for c in chunks) == len(seqs)
     for c in chunks:
         assert c.pairs == len(c.spec["pairs"])
-        assert sum(len(p["query"]) + len(p["document"]) for p in c.spec["pairs"]) <= GROWTH * 4000 + 1500
+        assert sum(len(p["query"]) + len(p["document"]) for p in c.spec["pairs"]) <= batch_submission.GROWTH * 4000
     big = [c for c in chunks if any(p["query"] == "big" for p in c.spec["pairs"])]
     assert len(big) >= 2  # its 8 misses' 12,000 characters were cut into pieces
     assert next(p for c in chunks for p in c.spec["pairs"] if p["query_id"] == "000000000")["document"].startswith("doc 0-0")
