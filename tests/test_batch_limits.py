@@ -253,6 +253,40 @@ def test_a_failure_while_the_chunks_are_written_leaves_no_job_and_nothing_queued
     assert len(calls) > 6 and redis.Redis.from_url(redis_url).dbsize() == 0
 
 
+@pytest.mark.parametrize("ledger", ["postgresql", "sqlite"])
+def test_a_batch_submitted_again_queues_only_the_pairs_the_cache_lacks(settings, tiny_model, tmp_path, ledger, monkeypatch):
+    """Reuse through the chunk-at-a-time path: a second batch, with some documents edited, copies the
+    cached pairs at once and queues chunks of exactly the edited ones (a fake worker scores them)."""
+    import producer.batch_submission as batch_submission
+    from producer.batch_files import batch_store, store_file, submit_batch
+    from rerankq.store.ledger import Ledger
+    from tests.test_reuse import FakeWorker
+
+    monkeypatch.setattr(batch_submission, "CHUNK_CHARS", 2000)  # several chunks, a line cut in pieces
+    if ledger == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+        migrate(url)
+        settings = settings.model_copy(update={"database_url": SecretStr(url)})
+    settings = settings.model_copy(update={"dtype": "float32", "batch_max_line_bytes": 1 << 20})
+    store = Ledger(settings.database)
+    worker = FakeWorker(store, settings, tiny_model)
+    docs = [[f"line {i} document {j} " + "w" * 200 for j in range(8)] for i in range(6)]
+    first = store_file(batch_store(settings), settings, [b"\n".join(rerank_line(f"r{i}", f"q{i}", d) for i, d in enumerate(docs))], "a.jsonl")
+    job1 = submit_batch(first, settings=settings).job_id
+    worker.run(job1)
+    assert store.status(job1).state == "completed" and len(worker.scored) == 48
+    edited = {(1, 2), (1, 7), (4, 0), (5, 5)}
+    for i, j in edited:
+        docs[i][j] = "edited " + docs[i][j]
+    again = store_file(batch_store(settings), settings, [b"\n".join(rerank_line(f"r{i}", f"q{i}", d) for i, d in enumerate(docs))], "b.jsonl")
+    job2 = submit_batch(again, settings=settings).job_id
+    worker.scored.clear()
+    worker.run(job2)
+    assert sorted(worker.scored) == sorted((f"{i:09d}", str(j)) for i, j in edited)
+    st = store.status(job2)
+    assert (st.state, st.pairs_total, st.pairs_reused) == ("completed", 48, 44)
+
+
 def test_a_chunk_holds_the_misses_of_its_lines_read_again_from_the_file(tmp_path, monkeypatch):
     """The plan keeps line numbers and pair indexes only; each chunk's pairs come from the file again,
     exactly the pairs left to score, and a line with more text than a chunk's share is cut."""
