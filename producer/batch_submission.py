@@ -216,15 +216,15 @@ def submit_lines(
 
     def staged(good: GoodLine) -> None:  # the stage opens at the first good line, under its model's context
         nonlocal stage, staged_for, keys
-        if keys is None:
-            model = normalize_model(reader.model or settings.model)
-            context = choose_context(store, for_model(settings, model)).digest
-            if context is None:
-                return
-            check_broker(settings)
-            stage, staged_for = ReuseStage(store, settings.cache_touch_interval), model
-            keys = _Keys(stage, context)
-        keys.add(good.pairs)
+        if staged_for is None:
+            staged_for = normalize_model(reader.model or settings.model)
+            context = choose_context(store, for_model(settings, staged_for)).digest
+            if context is not None:
+                check_broker(settings)
+                stage = ReuseStage(store, settings.cache_touch_interval)
+                keys = _Keys(stage, context)
+        if keys is not None:
+            keys.add(good.pairs)
 
     try:
         with open(path, "rb") as f:
@@ -232,9 +232,10 @@ def submit_lines(
         if not found.lines:
             return None, found
         job_settings = for_model(settings, reader.model)
-        if keys is not None and staged_for != normalize_model(job_settings.model):
+        if staged_for is not None and staged_for != normalize_model(job_settings.model):
             # a later line named the model the earlier lines left open: stage again under its context
-            stage.close()  # type: ignore[union-attr]
+            if stage is not None:
+                stage.close()
             stage = keys = None
             context = choose_context(store, job_settings).digest
             if context is not None:
