@@ -134,11 +134,41 @@ def test_parallel_changes_and_diff_equal_one_process(nights, tmp_path: Path):
         joined = tmp_path / "joined.parquet"
         assert changes_parallel(store, old, new, joined, pieces=4, **options) == counts
         assert pq.read_table(joined).equals(single)
+    export_file(store, old, tmp_path / "old.parquet")
+    export_file(store, new, tmp_path / "new.parquet")
+    before, after = ({(r["query_id"], r["doc_id"]): r for r in pq.read_table(tmp_path / f"{n}.parquet").to_pylist()} for n in ("old", "new"))
     for processes, top_k, tolerance, examples in ((2, 10, 0.0, 10), (1, 3, 0.5, 2), (1, 1, 0.0, 0)):
         single_diff = diff(store, old, new, top_k, tolerance, examples)
+        assert asdict(single_diff) == _diff_of(before, after, top_k, tolerance, examples) | {"old_job": old, "job": new}
         assert single_diff.queries_top_k_changed > 0 and single_diff.removed > 0 and single_diff.new > 0
         parallel = diff_parallel(store, old, new, top_k, tolerance, examples, processes, pieces=4)
         assert asdict(parallel) == asdict(single_diff)
+
+
+def _diff_of(before: dict, after: dict, top_k: int, tolerance: float, examples: int) -> dict:
+    """``diff`` computed here from the two exports: the oracle for the database's one pass."""
+    counts = dict.fromkeys(("unchanged", "changed", "moved", "new"), 0)
+    for key, row in after.items():
+        old = before.get(key)
+        if old is None:
+            counts["new"] += 1
+        elif (old["score"] is None) != (row["score"] is None) or (
+            old["score"] is not None and abs(row["score"] - old["score"]) > tolerance
+        ):
+            counts["changed"] += 1
+        elif old["rank"] != row["rank"]:
+            counts["moved"] += 1
+        else:
+            counts["unchanged"] += 1
+
+    def tops(rows: dict) -> set:
+        return {(q, d, r["rank"]) for (q, d), r in rows.items() if r["rank"] is not None and r["rank"] <= top_k}
+
+    queries = sorted({q for q, _, _ in tops(before) ^ tops(after)}, key=byte_key)
+    return counts | {
+        "removed": len(before.keys() - after.keys()), "top_k": top_k, "queries_top_k_changed": len(queries),
+        "examples": queries[:examples],
+    }  # fmt: skip
 
 
 def test_export_command_writes_and_replaces_a_dataset_directory(store: Ledger, sqlite_url: str, tmp_path: Path):
