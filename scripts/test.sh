@@ -16,7 +16,7 @@ ensure_chromium
 # test is waiting on workers); 1 runs them one after another, as do -n/--pdb/-p no:xdist given here.
 # The slowest tests are listed at the end (--durations; a later --durations=N replaces it).
 processes=${RERANKQ_TEST_PROCESSES:-$(( $(nproc) + 1 ))}
-parallel=(-n "$processes" --dist loadfile)
+parallel=(-n "$processes" --dist loadfile --no-loadscope-reorder)  # keep conftest's order: longest modules first
 case " $* " in *" -n"*|*" --numprocesses"*|*" --pdb"*|*"no:xdist"*) parallel=() ;; esac
 [ "$processes" -gt 1 ] || parallel=()
 exec python -m pytest --durations=25 "${parallel[@]}" "$@"
