@@ -13,7 +13,7 @@ import pyarrow as pa
 from sqlalchemy import text
 
 from producer.export import row_batches
-from producer.parallel_pieces import WHOLE, Piece, byte_key
+from producer.parallel_pieces import WHOLE, Piece
 from producer.table_files import Format, table_writer
 from rerankq.store.ledger import Ledger
 
@@ -171,31 +171,31 @@ def diff(
     those queries in byte order. Jobs: ids or unique prefixes. ``piece``: the queries of that range only
     (the counts of several pieces add up, see producer/parallel_steps.py)."""
     old_job, job = _resolve(store, old_job, job)
-    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k, **piece.sql("query_id", store.dialect)[1]}
+    where, bounds = piece.sql("o.query_id", store.dialect)
+    params = {"new": job, "old": old_job, "tol": tolerance, "k": top_k, **bounds}
     c = ' COLLATE "C"' if store.dialect == "postgresql" else ""
-    pairs = (
-        _with(store, piece) + ", p AS ("
-        "SELECT n.query_id AS query_id, CASE WHEN o.doc_id IS NULL THEN 1 ELSE 0 END AS is_new, "
-        f"CASE WHEN o.doc_id IS NOT NULL AND {_SCORE_DIFFERS} THEN 1 ELSE 0 END AS is_changed, "
-        f"CASE WHEN o.doc_id IS NOT NULL AND NOT ({_SCORE_DIFFERS}) AND {_RANK_DIFFERS} THEN 1 ELSE 0 END AS is_moved, "
-        f"0 AS is_removed, CASE WHEN (n.rank <= :k OR o.rank <= :k) AND {_RANK_DIFFERS} THEN 1 ELSE 0 END AS topk "
-        "FROM n LEFT JOIN o ON o.query_id = n.query_id AND o.doc_id = n.doc_id "
-        "UNION ALL "
-        f"SELECT o.query_id, 0, 0, 0, 1, CASE WHEN o.rank <= :k THEN 1 ELSE 0 END FROM o WHERE {_GONE}), "
-        "q AS (SELECT query_id, SUM(is_new) AS new, SUM(is_changed) AS changed, SUM(is_moved) AS moved, "
-        "SUM(is_removed) AS removed, COUNT(*) - SUM(is_removed) AS total, MAX(topk) AS topk FROM p GROUP BY query_id) "
+    counts = (
+        _with(store, piece)
+        + "SELECT COALESCE(SUM(CASE WHEN o.doc_id IS NULL THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN o.doc_id IS NOT NULL AND {_SCORE_DIFFERS} THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN o.doc_id IS NOT NULL AND NOT ({_SCORE_DIFFERS}) AND {_RANK_DIFFERS} THEN 1 ELSE 0 END), 0), "
+        f"COUNT(*) FROM n LEFT JOIN o ON o.query_id = n.query_id AND o.doc_id = n.doc_id"
     )
-    # One pass over both jobs' ranks: a query's top k (documents and ranks) differs exactly when one of its
-    # pairs is in either top k with another rank (or none) in the other job.
-    sql = (
-        pairs + "SELECT NULL AS query_id, COALESCE(SUM(new), 0), COALESCE(SUM(changed), 0), COALESCE(SUM(moved), 0), "
-        "COALESCE(SUM(removed), 0), COALESCE(SUM(total), 0), COALESCE(SUM(topk), 0) FROM q "
-        f"UNION ALL SELECT * FROM (SELECT query_id, 0, 0, 0, 0, 0, 0 FROM q WHERE topk = 1 ORDER BY query_id{c} LIMIT :examples) e"
+    removed = f"SELECT COUNT(*) FROM scores o WHERE o.job_id = :old AND {where} AND {_GONE}"
+    tops = (
+        _with(store, piece)
+        + ", tn AS (SELECT query_id, doc_id, rank FROM n WHERE rank <= :k), "
+        "tk AS (SELECT query_id, doc_id, rank FROM o WHERE rank <= :k) "
+        "SELECT query_id FROM (SELECT query_id, doc_id, rank FROM tn EXCEPT SELECT query_id, doc_id, rank FROM tk) a "
+        "UNION SELECT query_id FROM (SELECT query_id, doc_id, rank FROM tk EXCEPT SELECT query_id, doc_id, rank FROM tn) b"
     )
     with store.session() as s:
-        rows = s.execute(text(sql), {**params, "examples": max(examples, 0)}).all()
-    (_, new, changed, moved, gone, total, n_queries), *found = sorted(rows, key=lambda r: r[0] is not None)
-    queries = sorted((r[0] for r in found), key=byte_key)
+        new, changed, moved, total = s.execute(text(counts), params).one()
+        gone = s.scalar(text(removed), params) or 0
+        some = f"SELECT query_id, COUNT(*) OVER () FROM ({tops}) t ORDER BY query_id{c} LIMIT :examples"
+        first = s.execute(text(some), {**params, "examples": max(examples, 1)}).all()
+    n_queries = first[0][1] if first else 0
+    queries = [q for q, _ in first][: max(examples, 0)]
     return Diff(
         old_job=old_job,
         job=job,

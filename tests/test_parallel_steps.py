@@ -140,6 +140,7 @@ def test_parallel_changes_and_diff_equal_one_process(nights, tmp_path: Path):
     for processes, top_k, tolerance, examples in ((2, 10, 0.0, 10), (1, 3, 0.5, 2), (1, 1, 0.0, 0)):
         single_diff = diff(store, old, new, top_k, tolerance, examples)
         assert asdict(single_diff) == _diff_of(before, after, top_k, tolerance, examples) | {"old_job": old, "job": new}
+        assert all(type(v) is int for v in asdict(single_diff).values() if not isinstance(v, str | list)), "JSON-ready counts"
         assert single_diff.queries_top_k_changed > 0 and single_diff.removed > 0 and single_diff.new > 0
         parallel = diff_parallel(store, old, new, top_k, tolerance, examples, processes, pieces=4)
         assert asdict(parallel) == asdict(single_diff)
