@@ -153,6 +153,23 @@ def test_service_token_counts_follow_the_family(checkpoints, family):
     assert len(prompt.token_ids) <= 40 and not prompt.truncated
 
 
+def test_submission_refuses_a_query_the_cross_encoder_cannot_fit(checkpoints, sqlite_url, redis_url, tmp_path):
+    """With the model's files here, a query that leaves no room in BERT's 512 positions is refused at submission,
+    by row and field, before anything is recorded; a query of ordinary length passes."""
+    migrate(sqlite_url)
+    columns = {
+        "query_id": ["q1", "q1", "q2"], "query": ["capital " * 600] * 2 + ["a query of thirty characters.."],
+        "doc_id": ["d1", "d2", "d3"], "document": ["x", "y", "z"],
+    }  # fmt: skip
+    env = base_env(checkpoints["bert"], sqlite_url, redis_url)
+    out = producer("submit", str(write_manifest(tmp_path / "long.parquet", columns)), env=env)
+    assert out.returncode != 0 and "query" in out.stderr and "max_length 512" in out.stderr, out.stderr
+    assert "row 0" in out.stderr or "row 1" in out.stderr, out.stderr
+    columns = {k: v[2:] for k, v in columns.items()}
+    ok = producer("submit", str(write_manifest(tmp_path / "short.parquet", columns)), env=env)
+    assert ok.returncode == 0, ok.stderr
+
+
 # --- scoring contexts ----------------------------------------------------------------------------------------
 def test_families_never_share_a_scoring_context(checkpoints):
     contexts = {f: context_for(Settings(model=str(p), engine="vllm", dtype="float32", max_length=8192), p) for f, p in checkpoints.items()}
