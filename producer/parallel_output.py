@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,20 @@ def is_dataset(out: str | Path) -> bool:
     """``out`` names a dataset directory: it ends with ``/``, is a directory, or has no suffix."""
     p = Path(out)
     return str(out).endswith("/") or p.is_dir() or (p.suffix == "" and str(out) != "-")
+
+
+_OURS = re.compile(r"part-\d{5}\.(parquet|csv)(\.part)?|" + MARKER)
+
+
+def clear_ours(path: Path) -> None:
+    """Remove ``path`` if it is a directory of ours (pieces and a marker only: what an interrupted run
+    left); refuse anything else there, so nothing of the user's is deleted."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and all(_OURS.fullmatch(p.name) for p in path.iterdir()):
+        shutil.rmtree(path)
+        return
+    raise InputError(f"cannot write beside {path}: it is in the way and not an earlier export's")
 
 
 def part_name(index: int, fmt: Format) -> str:
@@ -60,14 +75,15 @@ def dataset_dir(out: str | Path, fmt: Format = "parquet") -> Iterator[Dataset]:
     if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).is_file())):
         raise InputError(f"cannot write {out}: it exists and is not an earlier export's directory (no {MARKER} in it)")
     tmp = out.with_name(out.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)  # what an interrupted run of ours left
+    clear_ours(tmp)  # what an interrupted run of ours left
+    clear_ours(out.with_name(out.name + ".old"))
     tmp.mkdir(parents=False)
     try:
         yield (ds := Dataset(out, tmp, fmt))
+        publish(ds)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    publish(ds)
 
 
 def publish(ds: Dataset) -> None:
@@ -76,7 +92,7 @@ def publish(ds: Dataset) -> None:
     (ds.tmp / MARKER).write_text(json.dumps(marker, indent=2, ensure_ascii=False) + "\n")
     old = ds.out.with_name(ds.out.name + ".old")
     if ds.out.exists():
-        shutil.rmtree(old, ignore_errors=True)
+        clear_ours(old)
         ds.out.rename(old)
     ds.tmp.rename(ds.out)
     shutil.rmtree(old, ignore_errors=True)

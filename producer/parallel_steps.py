@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from producer.changes import CHANGE_KINDS, CHANGES_SCHEMA, Diff, diff, export_changes
 from producer.export import export_file, export_schema
-from producer.parallel_output import concatenate, dataset_dir, is_dataset
+from producer.parallel_output import clear_ours, concatenate, dataset_dir, is_dataset
 from producer.parallel_pieces import Piece, plan
 from producer.table_files import Format, file_format
 from rerankq.store.ledger import Ledger
@@ -88,7 +88,7 @@ def _write(
         return [fn(store, *args, pieces[0], Path(out), fmt)]
     out = Path(out)
     tmp = out.with_name(out.name + ".pieces")
-    shutil.rmtree(tmp, ignore_errors=True)
+    clear_ours(tmp)
     tmp.mkdir()
     try:
         paths = [tmp / f"part-{p.index:05d}.{fmt}" for p in pieces]

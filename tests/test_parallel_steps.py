@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from producer.changes import diff, export_changes
+from producer.errors import InputError
 from producer.export import export_file
 from producer.parallel_output import MARKER
 from producer.parallel_pieces import Piece, byte_key, cut, plan
@@ -106,6 +107,11 @@ def test_parallel_export_equals_one_process(nights, tmp_path: Path):
     assert export_parallel(store, job, tmp_path / "joined.parquet", pieces=3) == rows  # in this process
     assert pq.read_table(tmp_path / "joined.parquet").equals(single)
     assert not list(tmp_path.glob("*.pieces")) and not list(tmp_path.glob("*.part"))
+    (tmp_path / "x.part").mkdir()
+    (tmp_path / "x.part" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="in the way"):
+        export_parallel(store, job, tmp_path / "x", parallel=1)
+    assert (tmp_path / "x.part" / "notes.txt").read_text() == "keep me" and not (tmp_path / "x").exists()
     export_file(store, job, tmp_path / "one.csv")
     export_parallel(store, job, tmp_path / "joined.csv", pieces=3)
     assert (tmp_path / "joined.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
