@@ -65,7 +65,9 @@ def test_changes_and_diff_see_moves_among_saturated_scores(store: Ledger):
 
 def test_use_activation_picks_the_probability_or_the_log_odds():
     body = RerankBody.model_validate({"query": "q", "documents": ["a"]})
-    assert body.use_activation is True and body.relevance(0.75, 1.1) == 0.75
+    assert body.relevance(0.75, 1.1) == 0.75  # vLLM's default: the activation applied
+    null = RerankBody.model_validate({"query": "q", "documents": ["a"], "use_activation": None})
+    assert null.relevance(0.75, 1.1) == 0.75  # null is vLLM's "the model's default"
     raw = RerankBody.model_validate({"query": "q", "documents": ["a"], "use_activation": False})
     assert raw.relevance(0.75, 1.1) == 1.1
     with pytest.raises(ValueError, match="use_activation"):

@@ -548,10 +548,17 @@ def test_export_writes_csv_or_refuses_a_suffix_it_does_not_write(env, tmp_path: 
     assert (tmp_path / "changes.csv").read_text().startswith('"query_id","doc_id","change","old_score"')
     producer("export", new, "--out", str(tmp_path / "scores.parquet"), env=env, check=True)
     assert pq.read_table(tmp_path / "scores.parquet").num_rows == len(NEW)
-    for name in ("scores.txt", "scores"):
-        refused = producer("export", new, "--out", str(tmp_path / name), env=env)
-        assert refused.returncode == 3 and "exports are Parquet (FILE.parquet) or CSV (FILE.csv)" in refused.stderr
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("scores")) == ["scores.csv", "scores.parquet"]
+    refused = producer("export", new, "--out", str(tmp_path / "scores.txt"), env=env)
+    assert refused.returncode == 3 and "Parquet (FILE.parquet) or CSV (FILE.csv)" in refused.stderr
+    # No suffix asks for no single file: a Parquet dataset directory (issue 30), complete once _SUCCESS is there.
+    producer("export", new, "--out", str(tmp_path / "scores"), env=env, check=True)
+    assert (tmp_path / "scores" / "_SUCCESS").is_file()
+    assert pq.read_table(tmp_path / "scores").num_rows == len(NEW)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("scores")) == [
+        "scores",
+        "scores.csv",
+        "scores.parquet",
+    ]
 
 
 def test_every_option_and_argument_has_help_and_docstrings_are_not_hard_wrapped():

@@ -49,8 +49,10 @@ def tiny_model(
         str, typer.Option(help="qwen3 (Qwen3-Reranker, the real tokenizer), bert or xlm-roberta (cross-encoders)")
     ] = "qwen3",
 ) -> None:
-    """Write a random-weight reranker (offline tests and demos): Qwen3-Reranker with the real Qwen3 tokenizer, or
-    a BERT or XLM-RoBERTa cross-encoder shaped like the real ones, with a small tokenizer trained offline."""
+    """Write a random-weight reranker for offline tests and demos.
+
+    Qwen3-Reranker with the real Qwen3 tokenizer, or a BERT or XLM-RoBERTa cross-encoder shaped like the real ones, with a small tokenizer trained offline.
+    """
     from producer.tiny_model import FAMILY_CHOICES, write_tiny
 
     if family not in FAMILY_CHOICES:
