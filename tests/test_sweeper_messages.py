@@ -243,13 +243,13 @@ def test_a_real_worker_sends_nothing_twice_and_heals_a_lost_queue(tiny_model, ur
 
     from tests.conftest import base_env, producer
     from tests.corpus import rows, write_manifest
-    from tests.test_faults import wait_for
+    from tests.polling import wait_for
     from tests.workers import WorkerProcess
 
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     env = base_env(
-        tiny_model, url, redis_url, RERANKQ_HEARTBEAT_INTERVAL=0.5, RERANKQ_WORKER_DEAD_AFTER=3, RERANKQ_MAX_LENGTH=128
+        tiny_model, url, redis_url, RERANKQ_HEARTBEAT_INTERVAL=0.5, RERANKQ_WORKER_DEAD_AFTER=10, RERANKQ_MAX_LENGTH=128
     )
     engine = create_engine(url)
 
