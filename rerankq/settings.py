@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     batch_max_pairs: int = Field(
         1_000_000, ge=1, description="pairs in one batch file (its pairs travel inline, like RERANKQ_MAX_INLINE_PAIRS)"
     )
+    batch_max_lines: int = Field(
+        50_000, ge=1, description="request lines in one batch file (OpenAI's limit); a longer file is refused (400)"
+    )
+    batch_max_line_bytes: int = Field(
+        16 * 1024**2, ge=1024, description="bytes in one batch line (a request); a longer line fails alone, never read whole"
+    )
+    batch_max_error_lines: int = Field(
+        10_000, ge=0, description="lines written to a batch's error file; the rest are counted in its errors and request_counts"
+    )
 
     # --- webhooks (rerankq/store/webhooks.py, worker/webhook_sender.py) ----------------------
     webhook_url: str | None = Field(
@@ -157,15 +166,6 @@ class Settings(BaseSettings):
 
     # --- logging ------------------------------------------------------------------------
     log_level: str = "INFO"
-    batch_max_lines: int = Field(
-        50_000, ge=1, description="request lines in one batch file (OpenAI's limit); a longer file is refused (400)"
-    )
-    batch_max_line_bytes: int = Field(
-        16 * 1024**2, ge=1024, description="bytes in one batch line (a request); a longer line fails alone, never read whole"
-    )
-    batch_max_error_lines: int = Field(
-        10_000, ge=0, description="lines written to a batch's error file; the rest are counted in its errors and request_counts"
-    )
     log_json: bool = True
 
     @model_validator(mode="after")
