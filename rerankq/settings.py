@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     open: bool = Field(
         False, description="serve with no API key beyond loopback or behind a proxy: refused at start unless true"
     )
+    metrics_open: bool = Field(
+        False, description="GET /metrics without a key even once keys are in force (a scraper on a trusted network)"
+    )
     session_seconds: float = Field(12 * 3600.0, gt=0, description="how long a console sign-in lasts")
     max_interactive_backlog: int = Field(
         64, ge=1, description="interactive chunks waiting in the broker before /v1/rerank answers 429"

@@ -183,12 +183,12 @@ def test_openapi_documents_the_endpoints(settings):
 # --- security -------------------------------------------------------------------------------------
 
 
-def test_api_key_guards_everything_but_healthz_and_metrics(settings):
+def test_api_key_guards_everything_but_healthz(settings):
     """RERANKQ_API_KEY: one admin key, as before tenants (tests/test_tenants.py has the per-tenant keys)."""
     with client(settings, api_key=KEY) as c:
         assert c.get("/healthz").status_code == 200
-        assert c.get("/metrics").status_code == 200
-        for method, path in [("get", "/v1/jobs"), ("post", "/v1/rerank"), ("get", "/openapi.json"), ("get", "/docs"),
+        assert c.get("/metrics", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        for method, path in [("get", "/v1/jobs"), ("get", "/metrics"), ("post", "/v1/rerank"), ("get", "/openapi.json"), ("get", "/docs"),
                              ("get", "/v1/jobs/x/export"), ("post", "/v1/jobs/x/cancel")]:  # fmt: skip
             r = getattr(c, method)(path)
             assert r.status_code == 401, (path, r.text)
@@ -206,7 +206,7 @@ def test_api_key_guards_everything_but_healthz_and_metrics(settings):
         c.post("/login", data={"key": KEY}, follow_redirects=False)  # sets the HttpOnly cookie
         assert c.get("/").status_code == 200
         assert c.get("/v1/jobs").status_code == 200
-        assert KEY not in c.get("/").text + c.get("/metrics").text + c.get("/openapi.json").text
+        assert KEY not in c.get("/").text + c.get("/metrics", headers={"Authorization": f"Bearer {KEY}"}).text + c.get("/openapi.json").text
 
 
 # `producer serve` beyond loopback, keys and tenants, sessions, CSRF and manifest roots: tests/test_tenants.py

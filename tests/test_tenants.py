@@ -284,6 +284,27 @@ def test_rerankq_api_key_stays_one_admin_key_and_what_the_cli_makes_is_the_opera
         assert c.get("/v1/audit", headers=bearer(LEGACY)).status_code == 200
 
 
+def test_metrics_need_a_metrics_key_once_keys_are_in_force_unless_kept_open(settings):
+    """/metrics holds every tenant's job counts and model names: a tenant's read key does not reach it."""
+    store = keys_of(settings)
+    with client(settings) as c:
+        assert c.get("/metrics").status_code == 200  # no key in force: open, as the rest
+    alice, _ = store.create_key("alice", ["read", "submit"])
+    scraper, _ = store.create_key("prometheus", ["metrics"])
+    root, _ = store.create_key("root", ["admin"])
+    with client(settings) as c:
+        assert c.get("/metrics").status_code == 401
+        r = c.get("/metrics", headers=bearer(alice))
+        assert r.status_code == 403 and "'metrics' scope" in r.json()["detail"]
+        for key in (scraper, root):
+            r = c.get("/metrics", headers=bearer(key))
+            assert r.status_code == 200 and "rerankq_jobs" in r.text
+        assert c.get("/v1/jobs", headers=bearer(scraper)).status_code == 403  # the scraper's key reads nothing else
+    with client(settings, metrics_open=True) as c:
+        assert c.get("/metrics").status_code == 200
+        assert c.get("/v1/jobs").status_code == 401
+
+
 # --- an open service ---------------------------------------------------------------------------------
 
 

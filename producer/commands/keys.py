@@ -42,7 +42,7 @@ def audit_cli(action: str, object_id: str) -> None:
 def create(
     name: Annotated[str, typer.Argument(help="who holds the key, e.g. search-team (unique)")],
     scope: Annotated[
-        list[str] | None, typer.Option("--scope", help="read, submit or admin; repeat for several [default: read and submit]")
+        list[str] | None, typer.Option("--scope", help="read, submit, admin or metrics (GET /metrics only); repeat for several [default: read and submit]")
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="the tenant whose objects it sees and makes [default: NAME]")] = None,
 ) -> None:

@@ -55,6 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, larger={"/v1/files": settings.max_file_bytes})
     app.add_middleware(
         Guard, ledger=app.state.ledger, keys=app.state.keys, env_key=app.state.api_key, open_=settings.open,
-        batches=BatchStore(settings.database, settings.connect_timeout, check=False),
+        metrics_open=settings.metrics_open, batches=BatchStore(settings.database, settings.connect_timeout, check=False),
     )  # added last: outermost, before the body is read (producer/service/security.py)
     return app

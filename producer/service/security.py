@@ -1,8 +1,9 @@
 """Who may do what: API keys with scopes and tenants, console sessions, cross-site refusal.
 
 * Keys: ``Authorization: Bearer rq_…`` (`producer keys create`), or RERANKQ_API_KEY, one admin key of no
-  tenant. Once any key is in force every endpoint but /healthz, /metrics, /login and /static needs one.
-  GET/HEAD need the ``read`` scope, any other method ``submit``, /v1/audit ``admin``.
+  tenant. Once any key is in force every endpoint but /healthz, /login and /static needs one.
+  GET/HEAD need the ``read`` scope, any other method ``submit``, /v1/audit ``admin``, /metrics ``metrics``
+  (every tenant's counts and model names: not for a tenant's read key; RERANKQ_METRICS_OPEN keeps it open).
 * Tenants: a key that is not admin sees and changes only its tenant's jobs, batches and files; anything
   else answers 404 exactly as an unknown id does (existence never leaks). A job id prefix is resolved among
   the key's own jobs and the path rewritten to the full id, so no route can resolve it to another's job.
@@ -36,13 +37,14 @@ from rerankq.store.errors import UnknownJob
 from rerankq.store.keys import KeyStore, env_actor
 from rerankq.store.ledger import Ledger
 
-OPEN_PATHS = ("/healthz", "/metrics", "/login")
+OPEN_PATHS = ("/healthz", "/login")
 COOKIE = "rerankq_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip", "x-forwarded-host")
 HTML_PAGES = ("/", "/try", "/workers", "/nights")
 ADMIN_PATHS = ("/v1/audit",)
+METRICS_PATH = "/metrics"
 
 
 def is_loopback(host: str) -> bool:
@@ -102,9 +104,12 @@ def cross_site(method: str, headers: dict[str, str]) -> str | None:
 class Guard:
     """Pure ASGI, outermost (before any body is read; covers /docs, /openapi.json and streamed exports)."""
 
-    def __init__(self, app: ASGIApp, ledger: Ledger, keys: KeyStore, batches: BatchStore, env_key: str | None, open_: bool):
+    def __init__(
+        self, app: ASGIApp, ledger: Ledger, keys: KeyStore, batches: BatchStore, env_key: str | None, open_: bool,
+        metrics_open: bool = False,
+    ):  # fmt: skip
         self.app, self.ledger, self.keys, self.batches = app, ledger, keys, batches
-        self.env_key, self.open = env_key, open_
+        self.env_key, self.open, self.metrics_open = env_key, open_, metrics_open
         self._any_key: tuple[float, bool] = (0.0, False)
         self._touched: dict[str, float] = {}
 
@@ -173,7 +178,7 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in ("/healthz", "/metrics") or path.startswith("/static/"):
+        if scope["type"] != "http" or path == "/healthz" or path.startswith("/static/") or (path == METRICS_PATH and self.metrics_open):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET")
@@ -198,7 +203,7 @@ class Guard:
             else:
                 await _unauthorized(send, "no API key")
             return
-        needed = "admin" if path in ADMIN_PATHS else "read" if method in SAFE_METHODS else "submit"
+        needed = "admin" if path in ADMIN_PATHS else "metrics" if path == METRICS_PATH else "read" if method in SAFE_METHODS else "submit"
         if path not in OPEN_PATHS and path != "/logout" and not actor.may(needed):
             await _json(send, 403, f"this key lacks the {needed!r} scope (it has: {', '.join(sorted(actor.scopes))})")
             return

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import false
 
-SCOPES = ("read", "submit", "admin")
+SCOPES = ("read", "submit", "admin", "metrics")  # metrics: GET /metrics only (a Prometheus scraper's key)
 
 
 @dataclass(frozen=True, slots=True)
