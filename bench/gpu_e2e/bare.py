@@ -1,7 +1,7 @@
 """Bare vLLM LLM.classify over the manifest's pairs, with exactly the worker's engine arguments.
 
 Settings() is read from the same RERANKQ_* environment as the worker; prompts are built by the
-project's PromptBuilder (as the worker does, as bench/gpu_bench.py does); the LLM gets
+family's builder (rerankq/families, as the worker does); the LLM gets
 engine_kwargs(settings, path, dtype, on_gpu=torch.cuda.is_available()) as VllmEngine passes them, and
 the same vLLM environment (set_vllm_env: on a GPU the engine core in its own process, batch invariance).
 Pass 1 is the first classify after the engine starts (as the worker's first chunk is); pass 2, if
@@ -41,8 +41,9 @@ def main() -> None:
 
     import pyarrow.parquet as pq  # noqa: E402
 
+    from rerankq.families import builder_for, family_of, max_length_for  # noqa: E402
     from rerankq.model_files import resolve_dtype, resolve_model  # noqa: E402
-    from rerankq.prompt import Pair, PromptBuilder  # noqa: E402
+    from rerankq.prompt import Pair  # noqa: E402
     from rerankq.settings import Settings  # noqa: E402
 
     settings = Settings()
@@ -51,7 +52,9 @@ def main() -> None:
 
         set_vllm_env(settings, on_gpu())
     model_path = resolve_model(settings.model)
-    builder = PromptBuilder.from_model(model_path, settings.max_length)
+    # capped at the model's positions (512 for BERT), as the worker's load_reranker does
+    settings = settings.model_copy(update={"max_length": max_length_for(model_path, settings.max_length)})
+    builder = builder_for(model_path, settings.max_length)  # the checkpoint's family (Qwen3-Reranker, cross-encoders)
     table = pq.read_table(args.manifest, columns=["query", "document"]).to_pydict()
     pairs = [Pair(q, d, None) for q, d in zip(table["query"], table["document"])]
     t = time.monotonic()
@@ -61,9 +64,11 @@ def main() -> None:
     if bad:
         raise SystemExit(f"{len(bad)} pairs could not be built, e.g. {built[bad[0]].error}")
     prompts = [p.token_ids for p in built]
+    # BERT's token types: where each prompt's document starts, keyed by the prompt's list (shuffles keep the lists)
+    type_start = {id(ids): p.token_type_start for ids, p in zip(prompts, built)} if builder.token_types else None
     lengths = [len(p) for p in prompts]
     log(f"{len(prompts)} prompts, {sum(lengths)} tokens ({sum(lengths) / len(prompts):.1f}/pair, {min(lengths)}-{max(lengths)}), "
-        f"PromptBuilder.build {tokenize_s:.2f} s, truncated {sum(p.truncated for p in built)}")  # fmt: skip
+        f"build {tokenize_s:.2f} s, truncated {sum(p.truncated for p in built)}")  # fmt: skip
 
     prompts_in_order = prompts
     result: dict = {"pairs": len(prompts), "tokens": sum(lengths), "min_tokens": min(lengths), "max_tokens": max(lengths),
@@ -90,15 +95,17 @@ def main() -> None:
         from worker.engines.vllm_engine import engine_kwargs
 
         dtype = resolve_dtype(settings.dtype, model_path, "vllm")
-        kwargs = engine_kwargs(settings, model_path, dtype, on_gpu=torch.cuda.is_available())
+        kwargs = engine_kwargs(settings, model_path, dtype, on_gpu=torch.cuda.is_available(), family=family_of(model_path))
         result["kwargs"] = {k: v for k, v in kwargs.items() if k != "hf_overrides"}
         result["versions"] = (
-            f"vllm {vllm.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name(0)}, "
+            f"vllm {vllm.__version__}, torch {torch.__version__}, {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}, "
             f"VLLM_ENABLE_V1_MULTIPROCESSING={os.environ.get('VLLM_ENABLE_V1_MULTIPROCESSING')}, "
             f"VLLM_BATCH_INVARIANT={os.environ.get('VLLM_BATCH_INVARIANT')}"
         )
-        free, total = torch.cuda.mem_get_info()
-        log(f"GPU memory free before LLM(): {free / 2**30:.1f} / {total / 2**30:.1f} GiB; LLM({kwargs})")
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            log(f"GPU memory free before LLM(): {free / 2**30:.1f} / {total / 2**30:.1f} GiB")
+        log(f"LLM({kwargs})")
         start = time.monotonic()
         llm = LLM(**kwargs)
         result["engine_start_s"] = time.monotonic() - start
@@ -109,10 +116,17 @@ def main() -> None:
 
         raw = PoolingParams(task="classify", use_activation=False)
 
+        def params_for(ids: list[int]) -> PoolingParams:
+            # as worker/engines/engine_loop.py tells vLLM where a BERT pair's token type turns 1
+            own = raw.clone()
+            own.extra_kwargs = {**(own.extra_kwargs or {}), "compressed_token_type_ids": int(type_start[id(ids)])}
+            return own
+
         def classify_some(some: list[list[int]]) -> list[float]:
             # The worker's formula: the head's raw log-odds, then sigmoid in float64 (rerankq/log_odds.py), so
             # worker and bare compare bit for bit; vLLM's own float32 sigmoid differs by ~1e-8.
-            outputs = llm.classify([{"prompt_token_ids": ids} for ids in some], use_tqdm=False, pooling_params=raw)
+            params = [params_for(ids) for ids in some] if type_start else raw
+            outputs = llm.classify([{"prompt_token_ids": ids} for ids in some], use_tqdm=False, pooling_params=params)
             return [probability(float(o.outputs.probs[0])) for o in outputs]
 
         def classify() -> list[float]:

@@ -32,39 +32,44 @@ def child(args: argparse.Namespace) -> None:
 
     import pyarrow.parquet as pq
 
+    from rerankq.families import builder_for, family_of, max_length_for
     from rerankq.log_odds import probability
     from rerankq.model_files import resolve_dtype
-    from rerankq.prompt import Pair, PromptBuilder
+    from rerankq.prompt import Pair
     from rerankq.settings import Settings
     from worker.engines.vllm_engine import VllmEngine, engine_kwargs, on_gpu
 
     settings = Settings(model=args.ckpt)
+    settings = settings.model_copy(update={"max_length": max_length_for(args.ckpt, settings.max_length)})  # as load_reranker
     table = pq.read_table(args.manifest, columns=["query", "document"]).to_pydict()
     n = min(args.pairs, len(table["query"]))
-    builder = PromptBuilder.from_model(args.ckpt, settings.max_length)
-    prompts = [p.token_ids for p in builder.build([Pair(q, d) for q, d in zip(table["query"][:n], table["document"][:n])])]
+    builder = builder_for(args.ckpt, settings.max_length)  # the checkpoint's family: Qwen3-Reranker or a cross-encoder
+    built = builder.build([Pair(q, d) for q, d in zip(table["query"][:n], table["document"][:n])])
+    prompts = [p.token_ids for p in built]
+    starts = [p.token_type_start for p in built] if builder.token_types else None  # BERT's token types
     dtype = resolve_dtype(settings.dtype, args.ckpt, "vllm")
     t = time.monotonic()
     engine = VllmEngine(settings, args.ckpt, dtype)
     start_s = time.monotonic() - t
     sched = engine.llm.llm_engine.vllm_config.scheduler_config
     warm = builder.build([Pair("warm-up query " + str(i), "warm-up document " * 50) for i in range(256)])
-    engine.score_prompts([p.token_ids for p in warm])
+    engine.score_prompts([p.token_ids for p in warm], [p.token_type_start for p in warm] if starts else None)
 
-    def run(ps: list[list[int]]) -> tuple[list[float], float]:
+    def run(ps: list[list[int]], ts: list[int | None] | None) -> tuple[list[float], float]:
         t = time.monotonic()
-        futures = [engine.submit_log_odds(ps[i : i + 4096]) for i in range(0, len(ps), 4096)]
+        futures = [engine.submit_log_odds(ps[i : i + 4096], ts[i : i + 4096] if ts else None) for i in range(0, len(ps), 4096)]
         scores = [probability(x) for f in futures for x in f.result()]  # the worker's float64 sigmoid
         return scores, time.monotonic() - t
 
-    p1, s1 = run(prompts)
+    p1, s1 = run(prompts, starts)
     order = list(range(n))
     random.Random(0).shuffle(order)
-    shuffled, s2 = run([prompts[i] for i in order])
+    shuffled, s2 = run([prompts[i] for i in order], [starts[i] for i in order] if starts else None)
     back = [0.0] * n
     for pos, i in enumerate(order):
         back[i] = shuffled[pos]
-    kwargs = {k: v for k, v in engine_kwargs(settings, args.ckpt, dtype, on_gpu=on_gpu()).items() if k != "hf_overrides"}
+    kwargs = engine_kwargs(settings, args.ckpt, dtype, on_gpu=on_gpu(), family=family_of(args.ckpt))
+    kwargs = {k: v for k, v in kwargs.items() if k != "hf_overrides"}
     out = {
         "pairs": n, "tokens": sum(map(len, prompts)), "engine_start_s": start_s, "pass1_s": s1, "shuffled_s": s2,
         "pairs_per_s": n / s1, "shuffled_pairs_per_s": n / s2, "max_diff_shuffled": max(abs(a - b) for a, b in zip(p1, back)),
