@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import producer
 from tests.corpus import rows, write_manifest
-from tests.test_faults import Stack, wait_for
+from tests.faults.stack import Stack, wait_for
 from tests.workers import WorkerProcess, is_ready_line
 
 pytestmark = pytest.mark.slow
