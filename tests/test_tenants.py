@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,10 @@ def test_keys_are_created_listed_and_revoked_from_the_cli_and_kept_only_as_diges
         ("key.revoke", key_id), ("key.create", admin.split("_")[1]), ("key.create", key_id)
     ]
     assert all(e["key_name"].startswith("cli:") for e in trail)
+    kept = producer("prune", "--audit-older-than", "1d", "--dry-run", env=env, check=True).stdout
+    assert kept.startswith("would delete 0 audit event(s) from before ")
+    nothing = producer("prune", env=env)
+    assert nothing.returncode == 3 and "say what to prune: --jobs-older-than AGE, --audit-older-than AGE" in nothing.stderr
 
 
 # --- tenants -----------------------------------------------------------------------------------------
@@ -166,6 +171,7 @@ def test_what_a_request_makes_is_its_tenants_and_a_batchs_output_files_are_its_b
 def test_keys_sessions_and_the_audit_trail_in_the_ledger(ledger_url):
     """On both databases: digests only, revoked keys and their sessions end, expired sessions are nothing."""
     from rerankq.store.audit import AuditLog
+    from rerankq.store.clock import now
     from rerankq.store.keys import KeyError_, env_actor
 
     store, trail = KeyStore(ledger_url), AuditLog(ledger_url)
@@ -194,6 +200,15 @@ def test_keys_sessions_and_the_audit_trail_in_the_ledger(ledger_url):
     events = trail.events()
     assert [(e.action, e.object_id, e.key_id, e.tenant, e.client) for e in events] == [("job.cancel", "j1", row.id, "a", "127.0.0.1")]
     assert trail.events(viewer=actor) == events and trail.events(tenant="b") == []
+    trail.record(actor, "job.submit", "j0", None)
+    with trail.session.begin() as s:  # an event from 400 days ago
+        from sqlalchemy import update
+
+        from rerankq.store.models import AuditEvent
+
+        s.execute(update(AuditEvent).where(AuditEvent.object_id == "j0").values(at=now() - timedelta(days=400)))
+    assert trail.prune(365 * 86400, dry_run=True)[0] == 1 and len(trail.events()) == 2
+    assert trail.prune(365 * 86400)[0] == 1 and trail.events() == events  # only the old one went
 
 
 

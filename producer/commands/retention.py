@@ -27,18 +27,41 @@ def _age(value: str, option: str) -> float:
 
 @friendly
 def prune(
-    jobs_older_than: Annotated[str, typer.Option("--jobs-older-than", help="an age with its unit: e.g. 30d, 12h (s, m, h, d, w)")],
+    jobs_older_than: Annotated[
+        str | None, typer.Option("--jobs-older-than", help="an age with its unit: e.g. 30d, 12h (s, m, h, d, w)")
+    ] = None,
+    audit_older_than: Annotated[
+        str | None, typer.Option("--audit-older-than", help="also delete audit-trail events older than this, e.g. 365d")
+    ] = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Delete finished jobs (and their chunks and scores) older than the age given, and batch files as old.
+    """Delete finished jobs (and their chunks and scores) older than the age given, and batch files as old;
+    with --audit-older-than, audit-trail events older than that age too (the trail is kept until then).
 
     Queued and running jobs, and jobs with a chunk still running, are never touched."""
+    from producer.errors import InputError
+    from producer.job_control import ledger
+
+    if jobs_older_than is None and audit_older_than is None:
+        raise InputError("say what to prune: --jobs-older-than AGE, --audit-older-than AGE, or both")
+    verb = "would delete" if dry_run else "deleted"
+    if audit_older_than is not None:
+        from rerankq.settings import get_settings
+        from rerankq.store.audit import AuditLog
+
+        ledger()  # the ledger's revision checked, as every command does
+        audit = AuditLog(get_settings().database, get_settings().connect_timeout, check=False)
+        events, cutoff = audit.prune(_age(audit_older_than, "--audit-older-than"), dry_run)
+        print(f"{verb} {events:,} audit event(s) from before {cutoff:%Y-%m-%d %H:%M:%S} UTC")
+    if jobs_older_than is not None:
+        _prune_jobs(_age(jobs_older_than, "--jobs-older-than"), dry_run, verb)
+
+
+def _prune_jobs(older_than: float, dry_run: bool, verb: str) -> None:
     from producer.job_control import ledger
     from rerankq.store.retention import prune_jobs
 
-    older_than = _age(jobs_older_than, "--jobs-older-than")
     r = prune_jobs(ledger(), older_than, dry_run)
-    verb = "would delete" if dry_run else "deleted"
     print(f"{verb} {len(r.jobs)} job(s) finished before {r.cutoff:%Y-%m-%d %H:%M:%S} UTC: {r.chunks:,} chunk(s), {r.scores:,} score row(s)")
     for job_id in r.jobs:
         print(f"  {job_id}")

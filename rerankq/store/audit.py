@@ -1,12 +1,13 @@
 """The audit trail: who (key id and name, tenant, client address) submitted, cancelled, deleted or
-retried what, and when. Rows are only ever added; `producer audit` and GET /v1/audit (admin) read them."""
+retried what, and when. Rows are only ever added, and removed only by age (`producer prune --audit-older-than`);
+`producer audit` and GET /v1/audit (admin) read them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 
 from rerankq.store.actor import Actor, tenant_filter
 from rerankq.store.base import LedgerBase
@@ -49,3 +50,11 @@ class AuditLog(LedgerBase):
                 AuditRow(aware(e.at), e.key_id, e.key_name, e.tenant, e.action, e.object_id, e.client)  # type: ignore[arg-type]
                 for e in s.scalars(stmt)
             ]
+
+    def prune(self, older_than: float, dry_run: bool = False) -> tuple[int, datetime]:
+        """Remove (or with ``dry_run`` count) the events older than ``older_than`` seconds: (count, cutoff)."""
+        cutoff = now() - timedelta(seconds=older_than)
+        with self.session.begin() as s:
+            if dry_run:
+                return s.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.at < cutoff)) or 0, cutoff
+            return s.execute(delete(AuditEvent).where(AuditEvent.at < cutoff)).rowcount or 0, cutoff
