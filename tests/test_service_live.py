@@ -300,34 +300,43 @@ def test_console_try_it_shows_the_ranked_result(live, browser):
 
 
 def test_console_shows_a_running_jobs_progress_moving(live, browser):
+    """The pages re-render their rows as the job moves, so every read finds its element afresh and a read that
+    meets an element just replaced (StaleElementReferenceException) is tried again, not failed."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    def wait(seconds: float) -> WebDriverWait:
+        return WebDriverWait(browser, seconds, 0.2, ignored_exceptions=(StaleElementReferenceException,))
+
+    def fresh(read):  # noqa: ANN001, ANN202 - a read of elements that a re-render may replace mid-read
+        return wait(30).until(lambda d: (read(d),))[0]
 
     job = live.submit(n_queries=150, docs=20, chunk_size=40, name="nightly-console")
     browser.get(live.url + "/")
     row = f'tr[data-job="{job}"]'
-    WebDriverWait(browser, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    wait(60).until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
 
     def scored() -> int:
         cells = browser.find_elements(By.CSS_SELECTOR, f"{row} td.scored")
         return int(cells[0].text.split("/")[0].replace(",", "").strip()) if cells else -1
 
-    first = WebDriverWait(browser, 120, 0.2).until(lambda d: scored() if scored() > 0 else None)
-    WebDriverWait(browser, 120, 0.2).until(lambda d: scored() > first)
-    state = browser.find_element(By.CSS_SELECTOR, f"{row} td.state").text
+    first = wait(120).until(lambda d: scored() if scored() > 0 else None)
+    wait(120).until(lambda d: scored() > first)
+    state = fresh(lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.state").text)
     assert state in ("running", "completed")
     if state == "running":
         _screenshot(browser, "console.png")
 
     browser.get(f"{live.url}/jobs/{job}")
-    WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "state").text == "completed")
-    assert browser.find_element(By.CSS_SELECTOR, '[data-chunk-state="done"]').text == "75"
+    wait(60).until(lambda d: d.find_element(By.ID, "state").text == "completed")
+    assert fresh(lambda d: d.find_element(By.CSS_SELECTOR, '[data-chunk-state="done"]').text) == "75"
     browser.find_element(By.ID, "query-id").send_keys("q0003")
     browser.find_element(By.CSS_SELECTOR, "#query-form button").click()
-    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "query-results").is_displayed())
-    ranks = [r.find_elements(By.TAG_NAME, "td")[0].text for r in browser.find_elements(By.CSS_SELECTOR, "#query-results tbody tr")]
+    wait(30).until(lambda d: d.find_element(By.ID, "query-results").is_displayed())
+    ranks = fresh(lambda d: [r.find_elements(By.TAG_NAME, "td")[0].text for r in d.find_elements(By.CSS_SELECTOR, "#query-results tbody tr")])
     assert ranks == [str(i) for i in range(1, 21)]
-    assert "20 documents scored for query q0003" in browser.find_element(By.ID, "query-message").text
+    assert "20 documents scored for query q0003" in fresh(lambda d: d.find_element(By.ID, "query-message").text)
 
 
 def _screenshot(browser, name: str) -> None:
