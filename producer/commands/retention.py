@@ -35,8 +35,7 @@ def prune(
     ] = None,
     dry_run: DryRun = False,
 ) -> None:
-    """Delete finished jobs (and their chunks and scores) older than the age given, and batch files as old;
-    with --audit-older-than, audit-trail events older than that age too (the trail is kept until then).
+    """Delete finished jobs (and their chunks and scores) older than the age given, and batch files as old; with --audit-older-than, audit-trail events older than that age too (the trail is kept until then).
 
     Queued and running jobs, and jobs with a chunk still running, are never touched."""
     from producer.errors import InputError
