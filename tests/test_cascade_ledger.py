@@ -42,7 +42,7 @@ def test_cascade_hands_top_pairs_to_the_second_model(store: Ledger):
     assert store.finish_chunk(job, msg.chunk_id, rows, then)
     assert store.status(job).state.value == "running", "stage 2 is still to come"
 
-    (second,) = store.unsent(job)
+    (second,) = store.claim_unsent(job)
     assert (second.model, second.stage, second.top, second.context) == (LARGE, 2, None, None)
     assert isinstance(store.begin_chunk(job, second.chunk_id, "w-small", SMALL, "a" * 64), Misrouted)
     assert store.begin_chunk(job, second.chunk_id, "w-large", LARGE, "b" * 64) is None
@@ -92,7 +92,7 @@ def test_pairs_a_worker_took_from_the_cache_count_as_reused(store: Ledger):
     results = [PairScore(i / 10) for i in range(7)]
     rows = [ScoreRow(k.query_id, k.doc_id, r.score, None) for k, r in zip(keyed, results)]
     assert store.finish_chunk(job, msg.chunk_id, rows, stage2_chunk(msg.spec, keyed, top_pairs(keyed, results, 1)), reused=6)
-    (second,) = store.unsent(job)
+    (second,) = store.claim_unsent(job)
     store.begin_chunk(job, second.chunk_id, "w-large", LARGE, "b" * 64)
     keyed2 = load_pairs(second.spec)
     assert store.finish_chunk(job, second.chunk_id, [ScoreRow(k.query_id, k.doc_id, 0.5, None) for k in keyed2], reused=2)
@@ -104,3 +104,37 @@ def test_pairs_a_worker_took_from_the_cache_count_as_reused(store: Ledger):
     assert "1 scored, 6 reused, 0 failed, 7 total" in console.export_text()
     assert not store.finish_chunk(job, msg.chunk_id, rows, reused=6), "a second delivery counts nothing twice"
     assert store.status(job).pairs_reused == 6
+
+
+def test_stage2_chunks_are_claimed_once_by_threads_finishing_stage1_at_once(store: Ledger):
+    """Seen on a clean run: two threads finished stage-1 chunks 14 ms apart, each sent every unsent stage-2
+    chunk of the job, and one stage-2 chunk reached the second model twice. Claiming is one conditional update."""
+    import threading
+
+    specs = [InlineSpec.model_validate({"pairs": _pairs(f"q{n}", 4)}) for n in range(6)]
+    job, msgs = store.create_job(
+        kind="inline", chunks=[NewChunk(s.model_dump(mode="json"), 4) for s in specs], model=SMALL, then_model=LARGE, then_top=2
+    )  # fmt: skip
+    for msg in msgs:
+        store.begin_chunk(job, msg.chunk_id, "w-small", SMALL, "a" * 64)
+        keyed = load_pairs(msg.spec)
+        results = [PairScore(i / 10) for i in range(len(keyed))]
+        rows = [ScoreRow(k.query_id, k.doc_id, r.score, None) for k, r in zip(keyed, results)]
+        assert store.finish_chunk(job, msg.chunk_id, rows, stage2_chunk(msg.spec, keyed, top_pairs(keyed, results, 2)))
+    start, claimed, errors = threading.Barrier(4), [], []
+
+    def claim() -> None:
+        start.wait()
+        try:
+            claimed.extend(m.chunk_id for m in store.claim_unsent(job))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(claimed) == len(set(claimed)) == 6, claimed
+    assert store.claim_unsent(job) == [], "a claimed chunk is never claimed again"

@@ -184,18 +184,18 @@ def _score_missing(
 
 
 def _send_unsent(job_id: str, ledger: Ledger, request) -> None:  # noqa: ANN001
-    """Send the chunks a cascade's stage 1 just handed on (the sweeper re-sends any a crash leaves)."""
+    """Send the chunks a cascade's stage 1 just handed on, each claimed in the ledger first so that two
+    threads finishing stage-1 chunks at once never send one twice (the sweeper re-sends any a crash leaves)."""
     from rerankq.broker import BATCH_PRIORITY, publish
 
-    messages = with_db_retry(ledger.unsent, job_id)
+    messages = with_db_retry(ledger.claim_unsent, job_id)
+    if not messages:
+        return
     priority = (request.delivery_info or {}).get("priority")
     try:
-        sent = publish(app, messages, get_settings().queue, BATCH_PRIORITY if priority is None else priority)
+        publish(app, messages, get_settings().queue, BATCH_PRIORITY if priority is None else priority)
     except Exception as exc:  # the broker is away: the ledger holds them pending; the sweeper sends them
-        sent = getattr(exc, "sent", [])
         log.warning("stage2_publish_failed", job_id=job_id, error=str(exc)[:200])
-    if sent:
-        with_db_retry(ledger.mark_enqueued, sent)
 
 
 def _send_on(task, misrouted: Misrouted, ledger: Ledger, ctx: dict) -> dict:  # noqa: ANN001

@@ -71,21 +71,30 @@ class Recovery(LedgerBase):
             ).all()
             return [self._message(chunk, job) for chunk, job in rows]
 
-    def unsent(self, job_id: str) -> list[ChunkMessage]:
-        """Pending chunks of a live job never sent to the broker: a cascade's stage-2 chunks as stage-1
-        chunks finish (the sweeper sends any that a crash left unsent)."""
-        with self.session() as s:
-            rows = s.execute(
-                select(Chunk, Job)
-                .join(Job, Job.id == Chunk.job_id)
+    def claim_unsent(self, job_id: str) -> list[ChunkMessage]:
+        """Pending chunks of a live job never sent to the broker (a cascade's stage-2 chunks as stage-1 chunks
+        finish), claimed for sending by stamping ``enqueued_at`` in one conditional update: two threads that
+        finish stage-1 chunks at once each get only the chunks the other has not claimed, so no chunk is sent
+        twice. A claimed chunk whose message never reaches the broker is pending with no message: the sweeper
+        re-sends it (``unheld_pending``)."""
+        live = select(Job.id).where(Job.id == job_id, Job.state.in_(_LIVE_JOB))
+        with self.session.begin() as s:
+            ids = s.scalars(
+                update(Chunk)
                 .where(
                     Chunk.job_id == job_id,
-                    Job.state.in_(_LIVE_JOB),
+                    Chunk.job_id.in_(live),
                     Chunk.state == "pending",
                     Chunk.worker.is_(None),
                     Chunk.enqueued_at.is_(None),
                 )
-                .order_by(Chunk.seq)
+                .values(enqueued_at=now())
+                .returning(Chunk.id)
+            ).all()
+            if not ids:
+                return []
+            rows = s.execute(
+                select(Chunk, Job).join(Job, Job.id == Chunk.job_id).where(Chunk.id.in_(ids)).order_by(Chunk.seq)
             ).all()
             return [self._message(chunk, job) for chunk, job in rows]
 
