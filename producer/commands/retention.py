@@ -39,7 +39,6 @@ def prune(
 
     Queued and running jobs, and jobs with a chunk still running, are never touched."""
     from producer.errors import InputError
-    from producer.job_control import ledger
 
     if jobs_older_than is None and audit_older_than is None:
         raise InputError("say what to prune: --jobs-older-than AGE, --audit-older-than AGE, or both")
@@ -48,8 +47,8 @@ def prune(
         from rerankq.settings import get_settings
         from rerankq.store.audit import AuditLog
 
-        ledger()  # the ledger's revision checked, as every command does
-        audit = AuditLog(get_settings().database, get_settings().connect_timeout, check=False)
+        settings = get_settings()
+        audit = AuditLog(settings.database, settings.connect_timeout)  # checks the ledger's revision, as Ledger does
         events, cutoff = audit.prune(_age(audit_older_than, "--audit-older-than"), dry_run)
         print(f"{verb} {events:,} audit event(s) from before {cutoff:%Y-%m-%d %H:%M:%S} UTC")
     if jobs_older_than is not None:
