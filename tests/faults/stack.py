@@ -119,6 +119,15 @@ class Stack:
         assert status["pairs_scored"] == len(expected) == status["pairs_total"]
         COUNTS["scenarios"] += 1
 
+    def completes_with_a_new_worker(self, job_id: str, expected: set) -> None:
+        """A fresh worker takes the job to completed, every pair exactly once; it leaves after."""
+        fresh = self.worker().wait_ready()
+        try:
+            assert self.wait_state(job_id, ("completed",)) == "completed"
+            self.assert_exactly_once(job_id, expected)
+        finally:
+            fresh.terminate()
+
     def wait_state(self, job_id: str, states: tuple[str, ...], timeout: float = 400) -> str:
         return wait_for(lambda: (s := self.state(job_id)) in states and s, timeout, f"job {job_id} in {states}")
 

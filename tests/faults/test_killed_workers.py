@@ -23,14 +23,9 @@ def test_kill9_mid_chunk_is_redelivered_to_a_new_worker(stack):
     wait_for(lambda: any(not h["alive"] and f":{first.proc.pid}:" in h["worker_id"] for h in held()), 60, "presumed dead")
     text = producer("status", job, env=stack.env, check=True).stdout
     assert "presumed dead" in text and f":{first.proc.pid}:" in text
-    second = stack.worker().wait_ready()
-    try:
-        assert stack.wait_state(job, ("completed",)) == "completed"
-        stack.assert_exactly_once(job, expected)
-        redelivered = stack.sql("SELECT attempts, state FROM chunks WHERE id=:c", c=victim.id)[0]
-        assert tuple(redelivered) == (2, "done")
-    finally:
-        second.terminate()
+    stack.completes_with_a_new_worker(job, expected)
+    redelivered = stack.sql("SELECT attempts, state FROM chunks WHERE id=:c", c=victim.id)[0]
+    assert tuple(redelivered) == (2, "done")
 
 
 def test_two_workers_one_killed_mid_chunk(stack, steady):

@@ -15,12 +15,7 @@ def test_sigterm_warm_shutdown_loses_nothing(stack):
     busy = wait_for(lambda: stack.running_chunk(job, leaving.proc.pid), what="a running chunk")
     assert leaving.terminate(timeout=120) == 0
     assert stack.sql("SELECT state FROM chunks WHERE id=:c", c=busy.id)[0][0] in ("done", "running")
-    successor = stack.worker().wait_ready()
-    try:
-        assert stack.wait_state(job, ("completed",)) == "completed"
-        stack.assert_exactly_once(job, expected)
-    finally:
-        successor.terminate()
+    stack.completes_with_a_new_worker(job, expected)
 
 
 def test_dead_engine_exits_the_worker_and_loses_nothing(stack):
@@ -36,12 +31,7 @@ def test_dead_engine_exits_the_worker_and_loses_nothing(stack):
     assert '"engine_dead"' in doomed.log()
     assert stack.state(job) in ("queued", "running")
     assert not any(c.state == "failed" for c in stack.chunks(job))
-    fresh = stack.worker().wait_ready()
-    try:
-        assert stack.wait_state(job, ("completed",)) == "completed"
-        stack.assert_exactly_once(job, expected)
-    finally:
-        fresh.terminate()
+    stack.completes_with_a_new_worker(job, expected)
 
 
 def test_pickled_message_is_refused(stack, tmp_path):
