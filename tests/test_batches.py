@@ -11,6 +11,7 @@ import json
 import math
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -261,15 +262,26 @@ def test_service_restarted_and_worker_killed_mid_batch(stack):
     stack.workers.append(second)
     lines = [rerank_line(f"big-{i}", f"query {i} über 🚀", [f"document {i}.{j} — текст {j}" for j in range(40)]) for i in range(60)]
     path = write_jsonl(stack.tmp / "big.jsonl", lines)
-    out = producer("submit", str(path), "--chunk-size", "80", env=stack.env, check=True)
-    job = out.stdout.strip().splitlines()[-1]
-    batch_id = f"batch_{job}"
-    stack.stop_service()
-    stack.start_service()
     first = stack.workers[0]
-    wait_for(lambda: f":{first.proc.pid}:" in json.dumps(requests.get(f"{stack.url}/v1/jobs/{job}", timeout=10).json()["holders"]),
-             120, "the first worker holding a chunk")  # fmt: skip
-    first.kill9()
+    # Both workers paused (they hold nothing) while the batch is queued and the service restarts: on a loaded
+    # machine the two had scored every chunk before the first was seen holding one. Then the first alone goes
+    # on until it is seen holding a chunk and is killed; the second scores the rest.
+    for w in (first, second):
+        os.kill(w.proc.pid, signal.SIGSTOP)
+    try:
+        out = producer("submit", str(path), "--chunk-size", "80", env=stack.env, check=True)
+        job = out.stdout.strip().splitlines()[-1]
+        batch_id = f"batch_{job}"
+        stack.stop_service()
+        stack.start_service()
+    finally:
+        os.kill(first.proc.pid, signal.SIGCONT)
+    try:
+        wait_for(lambda: f":{first.proc.pid}:" in json.dumps(requests.get(f"{stack.url}/v1/jobs/{job}", timeout=10).json()["holders"]),
+                 120, "the first worker holding a chunk")  # fmt: skip
+        first.kill9()
+    finally:
+        os.kill(second.proc.pid, signal.SIGCONT)
     done = stack.finished(batch_id, 300)
     assert done.status == "completed" and done.request_counts.completed == 60
     got = jsonl(stack.client.files.content(done.output_file_id).text)
