@@ -119,7 +119,19 @@ class Settings(BaseSettings):
     )
     session_seconds: float = Field(12 * 3600.0, gt=0, description="how long a console sign-in lasts")
     max_interactive_backlog: int = Field(
-        64, ge=1, description="interactive chunks waiting in the broker before /v1/rerank answers 429"
+        64, ge=1, description="live requests waiting for a worker of their model (per model; interactive chunks "
+        "without a live lane) before /v1/rerank answers 429"
+    )
+    live_lane: bool = Field(
+        True, description="workers also serve /v1/rerank requests from a live lane on Redis, ahead of batch prompts "
+        "in their running engine (worker/live_lane.py); false: such requests become one-chunk jobs"
+    )
+    live_in_flight: int = Field(
+        8, ge=1, description="live requests one worker scores at once; it takes no more from the lane until one ends"
+    )
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        "priority", description="vLLM's scheduler policy; priority: live prompts are scheduled at the next engine "
+        "step, ahead of batch prompts already waiting in the engine"
     )
     rerank_timeout: float = Field(120.0, gt=0, description="seconds /v1/rerank waits for the workers (then 504)")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")

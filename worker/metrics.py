@@ -5,7 +5,8 @@ device index (the first entry of CUDA_VISIBLE_DEVICES; 0 without one), so one se
 `CUDA_VISIBLE_DEVICES=i celery -A worker worker -Q gpu` line; RERANKQ_METRICS_PORT=0 takes any free
 port. The port is logged at start (``metrics_listening``).
 
-The task reports each scored chunk with ``observe_chunk(pairs, tokens, seconds)``; nothing else.
+The task reports each scored chunk with ``observe_chunk(pairs, tokens, seconds)``, the live lane each
+request with ``observe_live(outcome, pairs, seconds)``; nothing else.
 Every metric carries a ``model`` label (the worker's RERANKQ_MODEL), so a fleet of several models
 can be read per model."""
 
@@ -33,6 +34,15 @@ TOKENS = Counter("rerankq_worker_tokens_scored", "Prompt tokens scored by this w
 CHUNK_SECONDS = Histogram(
     "rerankq_worker_chunk_duration_seconds", "Time to score one chunk (reading pairs to scores)", ["model"],
     buckets=CHUNK_BUCKETS,
+)  # fmt: skip
+LIVE_REQUESTS = Counter(
+    "rerankq_worker_live_requests", "Live-lane requests taken, by outcome (scored, cancelled, skipped, error)",
+    ["model", "outcome"],
+)  # fmt: skip
+LIVE_PAIRS = Counter("rerankq_worker_live_pairs", "Pairs of live-lane requests scored", ["model"])
+LIVE_SECONDS = Histogram(
+    "rerankq_worker_live_duration_seconds", "Time from taking a live request to its scores", ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )  # fmt: skip
 
 
@@ -121,6 +131,15 @@ def observe_chunk(pairs: int, tokens: int, seconds: float) -> None:
     TOKENS.labels(model).inc(tokens)
     CHUNK_SECONDS.labels(model).observe(seconds)
     busy.add(seconds)
+
+
+def observe_live(outcome: str, pairs: int, seconds: float) -> None:
+    """One live request taken from the lane and ended: scored, cancelled, skipped (cancelled before it began) or error."""
+    model = _model()
+    LIVE_REQUESTS.labels(model, outcome).inc()
+    if outcome == "scored":
+        LIVE_PAIRS.labels(model).inc(pairs)
+        LIVE_SECONDS.labels(model).observe(seconds)
 
 
 def metrics_port(base: int, visible_devices: str | None) -> int:

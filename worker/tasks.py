@@ -53,6 +53,7 @@ class _State:
     reranker: Reranker | None = None
     liveness: object | None = None  # worker.liveness.Liveness once started
     context: ScoringContext | None = None  # score-cache keys of this worker's scores (rerankq/score_key.py)
+    lane: object | None = None  # worker.live_lane.LiveLane once the engine is ready (RERANKQ_LIVE_LANE)
 
 
 state = _State()
@@ -89,7 +90,13 @@ def _engine_info(settings) -> dict:  # noqa: ANN001
         "max_num_batched_tokens": settings.max_num_batched_tokens,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "served_model_names": served_names(settings.served_model_name),  # requests naming these reach it
+        "live_lane": live_lane_on(settings),  # the service sends /v1/rerank to its lane (worker/live_lane.py)
     }
+
+
+def live_lane_on(settings) -> bool:  # noqa: ANN001
+    """The live lane needs Redis as the broker (Kombu's SQLite broker has no lists to pull from)."""
+    return settings.live_lane and settings.broker.startswith(("redis://", "rediss://", "unix://"))
 
 
 @worker_init.connect
@@ -133,6 +140,10 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
         except Exception as exc:
             log.warning("score_context_not_recorded", error=str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
     _consume_own_queues(sender or app, settings)
+    if live_lane_on(settings):
+        from worker.live_lane import LiveLane
+
+        state.lane = LiveLane(settings, state.reranker, WORKER_ID).start()
     ready: dict = {"fingerprint": state.context.digest} if state.context else {}
     if memory := gpu_memory_used():  # reserved by the engine at load, and held: the workers page shows it
         ready["engine"] = {**_engine_info(settings), "gpu_memory_bytes": sum(memory.values())}
@@ -221,6 +232,12 @@ def _stop_worker(sender=None, **_: object) -> None:  # noqa: ANN001
             state.liveness.stop()  # type: ignore[attr-defined]
         except Exception as exc:
             log.warning("deregister_failed", error=str(exc)[:200])
+    if state.lane is not None:
+        try:
+            state.lane.stop()  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning("live_lane_stop_failed", error=str(exc)[:200])
+        state.lane = None
     if state.reranker is not None:
         try:
             state.reranker.close()

@@ -7,6 +7,7 @@ from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 
 from producer.job_control import ledger
+from producer.live_client import LiveClient
 from producer.service import audit, batches, console, errors, files, jobs, metrics, rerank, score
 from producer.service.limits import BodyLimit
 from producer.service.security import Guard
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.audit = AuditLog(settings.database, settings.connect_timeout, check=False)
     app.state.login_throttle = Throttle()
     app.state.metrics = metrics.ServiceMetrics(settings, app.state.ledger, app.state.registry)
+    app.state.live = LiveClient(settings)  # the live lane's Redis side (producer/live_client.py)
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])

@@ -24,6 +24,7 @@ from schemas import JobState
 log = get_logger("rerankq.service")
 router = APIRouter(tags=["metrics"])
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+LIVE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
 class LedgerCollector(Collector):
@@ -83,6 +84,24 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+        # The live lane (producer/service/rerank.py) keeps nothing per request in the ledger: these are its record.
+        self.live_requests = Counter(
+            "rerankq_live_requests", "Live-lane /v1/rerank and /v1/score requests by model and outcome "
+            "(ok, full: 429, timeout: 504, cancelled: client gone, no_worker, error)", ["model", "outcome"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.live_pairs = Counter("rerankq_live_pairs", "Pairs scored through the live lane", ["model"], registry=self.registry)
+        self.live_latency = Histogram(
+            "rerankq_live_duration_seconds", "Time to answer a live-lane request (pushed to reply), answered ones",
+            ["model"], buckets=LIVE_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+
+    def observe_live(self, model: str, outcome: str, pairs: int, seconds: float) -> None:
+        self.live_requests.labels(model, outcome).inc()
+        if outcome == "ok":
+            self.live_pairs.labels(model).inc(pairs)
+            self.live_latency.labels(model).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -2,27 +2,32 @@
 in producer/service/score.py, /score and /v1/score. Bodies and responses are vLLM's (producer/scoring.py
 reads them, as batch lines are read).
 
-The request becomes a one-chunk inline job sent at the interactive priority: it goes through the
-queue to the GPU workers like any job, and a worker takes it before its next batch chunk. The
-endpoint waits by polling the ledger in a thread with ``asyncio.sleep`` between polls, so the event
-loop keeps serving while a request waits."""
+A request goes to its model's live lane (rerankq/live.py, producer/live_client.py) when a live worker of
+the model runs one (its registry entry says ``live_lane``): it enters that worker's running engine ahead of
+the night's batch prompts, and leaves no job, chunk or partition behind; Prometheus counts it
+(producer/service/metrics.py). Otherwise (workers without the lane, a broker other than Redis) it becomes a
+one-chunk inline job at the interactive priority, which a worker takes before its next batch chunk; the
+endpoint then polls the ledger in a thread with ``asyncio.sleep`` between polls."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
+from redis.exceptions import RedisError
 
-from producer.errors import InputError
+from producer.errors import BrokerUnavailable, InputError
 from producer.interactive import rerank_results, submit_interactive
-from producer.queueing import interactive_backlog
+from producer.live_client import ClientGone, LaneFull, LaneTimeout, WorkerFailed, is_redis
+from producer.queueing import interactive_backlog, safe_url
 from producer.scoring import Scored, Scoring, prepare, rerank_response
 from producer.service.errors import Overloaded, ServiceError
 from producer.submission import for_model
 from producer.waiting import describe_workers, no_worker_runs
-from rerankq.routing import resolve_model, served_names
+from rerankq.routing import normalize_model, resolve_model, served_names
 from rerankq.settings import Settings
 from schemas import InlinePair, RerankBody
 from schemas.rerank_body import ScoreBody
@@ -65,23 +70,26 @@ def _submit(pairs: list[InlinePair], settings: Settings) -> str:
 WORKER_CHECK_SECONDS = 2.0  # while a request waits, how often the registry is read again
 
 
-async def _workers_now(request: Request, settings: Settings) -> tuple[bool, str]:
-    """Whether a live worker runs the request's model, and in words why not or what the workers do
-    (`producer.waiting`, as the CLI says it)."""
+async def _workers_now(request: Request, settings: Settings) -> tuple[bool, str, bool]:
+    """Whether a live worker runs the request's model, in words why not or what the workers do
+    (`producer.waiting`, as the CLI says it), and whether one of them runs a live lane."""
     workers = await asyncio.to_thread(request.app.state.registry.workers, settings.worker_dead_after)
     missing = no_worker_runs(settings.model, workers)
-    return missing is None, missing or describe_workers(workers, settings.model)
+    model = normalize_model(settings.model)
+    lane = any(w.alive and w.model == model and (w.engine or {}).get("live_lane") for w in workers)
+    return missing is None, missing or describe_workers(workers, settings.model), lane
 
 
-async def _require_a_worker(request: Request, settings: Settings, job_id: str | None = None) -> str:
-    """503 at once when no live worker runs the model (nothing would ever score the request); the words otherwise."""
-    alive, words = await _workers_now(request, settings)
+async def _require_a_worker(request: Request, settings: Settings, job_id: str | None = None) -> tuple[str, bool]:
+    """503 at once when no live worker runs the model (nothing would ever score the request); else the
+    words and whether a worker of the model runs a live lane."""
+    alive, words, lane = await _workers_now(request, settings)
     if not alive:
         if job_id is not None:
             await asyncio.to_thread(request.app.state.ledger.cancel, job_id)
         others = words.startswith("no worker runs")  # workers run other models: vLLM's 404 for a model it does not serve
         raise ServiceError(404 if others else 503, words)
-    return words
+    return words, lane
 
 
 async def _wait(request: Request, job_id: str, settings: Settings) -> None:
@@ -94,7 +102,7 @@ async def _wait(request: Request, job_id: str, settings: Settings) -> None:
         if status.state.terminal:
             return
         if time.monotonic() >= deadline:
-            _, words = await _workers_now(request, settings)
+            _, words, _ = await _workers_now(request, settings)
             await asyncio.to_thread(store.cancel, job_id)
             raise ServiceError(
                 504,
@@ -116,16 +124,84 @@ async def score_request(body: RerankBody | ScoreBody, request: Request) -> tuple
         workers = await asyncio.to_thread(request.app.state.registry.workers, base.worker_dead_after)
         settings = for_model(base, resolve_model(body.model, base.model, base.served_model_name, [w for w in workers if w.alive]))
     prepared = await asyncio.to_thread(prepare, body, "q0", settings)
-    await _require_a_worker(request, settings)
+    _, lane = await _require_a_worker(request, settings)
+    if lane and is_redis(settings.broker):
+        scored, request_id = await _score_live(request, prepared, settings)
+    else:
+        scored, request_id = await _score_as_job(request, prepared, settings)
+    failed = next((r for r in scored if r.error is not None), None)
+    if failed is not None:
+        side = "documents" if isinstance(body, RerankBody) else body.form[1]
+        raise InputError(f"field '{side}[{failed.index}]': {failed.error}")
+    name = body.model or next(iter(served_names(base.served_model_name)), None) or settings.model
+    return prepared, [Scored(r.index, r.score, r.logit) for r in scored], name, request_id
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    index: int
+    score: float | None
+    logit: float | None
+    error: str | None
+
+
+async def _score_as_job(request: Request, prepared: Scoring, settings: Settings) -> tuple[list[_Result], str]:
+    """Workers without a live lane: a one-chunk job, waited for in the ledger; its results best first."""
     job_id = await asyncio.to_thread(_submit, prepared.pairs, settings)
     await _wait(request, job_id, settings)
     ranked = await asyncio.to_thread(rerank_results, job_id, [p.document for p in prepared.pairs], settings)
-    failed = next((r for r in ranked if r.error is not None), None)
-    if failed is not None:
-        side = "documents" if isinstance(body, RerankBody) else body.form[1]
-        raise InputError(f"field '{side}[{failed.doc_id}]': {failed.error}")
-    name = body.model or next(iter(served_names(base.served_model_name)), None) or settings.model
-    return prepared, [Scored(int(r.doc_id), r.score, r.logit) for r in ranked], name, job_id
+    return [_Result(int(r.doc_id), r.score, r.logit, r.error) for r in ranked], job_id
+
+
+async def _score_live(request: Request, prepared: Scoring, settings: Settings) -> tuple[list[_Result], str]:
+    """Through the model's live lane (no ledger row); its results best first, ranked as jobs rank (log-odds,
+    ties by the document's position in byte order)."""
+    metrics, model = request.app.state.metrics, normalize_model(settings.model)
+    started = time.perf_counter()
+
+    async def still_served() -> None:
+        if time.monotonic() >= checked[0] + WORKER_CHECK_SECONDS:  # the last worker may have died meanwhile
+            checked[0] = time.monotonic()
+            await _require_a_worker(request, settings)
+
+    checked = [time.monotonic()]
+    outcome = "error"
+    try:
+        request_id, scores = await request.app.state.live.ask(
+            prepared.pairs, settings, gone=request.is_disconnected, between=still_served
+        )
+        outcome = "ok"
+    except LaneFull as full:
+        outcome = "full"
+        raise Overloaded(
+            f"the interactive queue is full ({full.waiting} requests waiting for a worker, "
+            f"RERANKQ_MAX_INTERACTIVE_BACKLOG={settings.max_interactive_backlog}); retry shortly"
+        ) from None
+    except LaneTimeout:
+        outcome = "timeout"
+        _, words, _ = await _workers_now(request, settings)
+        raise ServiceError(
+            504, f"no worker scored the request within {settings.rerank_timeout:g} s (RERANKQ_RERANK_TIMEOUT); {words}"
+        ) from None
+    except ClientGone:
+        outcome = "cancelled"
+        raise ServiceError(499, "the client closed the connection; the request was cancelled") from None
+    except WorkerFailed as exc:
+        raise ServiceError(500, f"the worker could not score the request: {exc}") from None
+    except ServiceError as exc:
+        outcome = "no_worker" if exc.status in (404, 503) else "error"
+        raise
+    except (RedisError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot reach the broker {safe_url(settings.broker)}: {str(exc)[:200]}") from None
+    finally:
+        metrics.observe_live(model, outcome, len(prepared.pairs), time.perf_counter() - started)
+    results = [_Result(i, s.score, s.logit, s.error) for i, s in enumerate(scores)]
+    ok = sorted((r for r in results if r.error is None), key=lambda r: (-_rank_value(r), str(r.index).encode()))
+    return ok + [r for r in results if r.error is not None], request_id
+
+
+def _rank_value(r: _Result) -> float:
+    return r.logit if r.logit is not None else (r.score if r.score is not None else float("-inf"))
 
 
 async def rerank(body: RerankBody, request: Request) -> dict:

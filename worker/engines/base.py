@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from rerankq.families.base import PairBuilder
 from rerankq.log_odds import log_odds, probability
 from rerankq.prompt import Pair, Prompt
+from worker.engines.serial import SerialExecutor
 from worker.prompt_pool import PromptPool
 
 # Pairs per slice as a chunk starts: the engine gets its first prompts after a few milliseconds of
@@ -45,6 +46,16 @@ class PairScore:
     truncated: bool = False
     tokens: int = 0  # prompt tokens scored (worker metrics)
     logit: float | None = None  # log-odds of yes: what ranks follow
+
+
+@dataclass(eq=False)
+class Pending:
+    """A request's prompts handed to the engine and not yet collected (``Reranker.start``)."""
+
+    prompts: list[Prompt]
+    ok: list[int]
+    future: Future[list[float]] | None
+    done: bool = field(default=False)
 
 
 def gives_log_odds(engine: object) -> bool:
@@ -82,10 +93,12 @@ class Reranker:
         self._lock = threading.Lock()
         self._pool: PromptPool | None = None
         self._pool_broken = False
-        self._serial: ThreadPoolExecutor | None = None
+        self._serial: SerialExecutor | None = None
         self._raw = gives_log_odds(engine)
+        # an engine's submit_log_odds takes ``priority`` when it says so (VllmEngine); serial engines always do
+        self._priorities = bool(getattr(engine, "priorities", False))
         if not callable(getattr(engine, "submit_log_odds", None)):
-            self._serial = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rerankq-engine")
+            self._serial = SerialExecutor()
 
     # ---------------------------------------------------------------- scoring
     def score(self, pairs: Sequence[Pair]) -> list[PairScore]:
@@ -115,13 +128,41 @@ class Reranker:
                     self._cancel(future)
             raise
 
-    def _submit(self, prompts: list[list[int]], type_starts: list[int | None] | None = None) -> Future[list[float]]:
+    # ---------------------------------------------------------------- the live lane (worker/live_lane.py)
+    def start(self, pairs: Sequence[Pair], priority: int = 0) -> Pending:
+        """Build a few pairs' prompts on the calling thread (the recipe ``score`` uses) and hand them to the
+        engine at once, at ``priority`` (below 0: ahead of batch prompts); ``collect`` waits for the scores."""
+        prompts = self.builder.build(pairs)
+        ok = [i for i, p in enumerate(prompts) if p.token_ids is not None]
+        starts = [prompts[i].token_type_start for i in ok] if self.builder.token_types else None
+        future = self._submit([prompts[i].token_ids for i in ok], starts, priority) if ok else None  # type: ignore[misc]
+        return Pending(prompts, ok, future)
+
+    def collect(self, pending: Pending, timeout: float | None = None) -> list[PairScore]:
+        """The scores of ``start``'s pairs, in order (raises what the engine raised, or CancelledError/
+        EngineClosed after ``abort``; TimeoutError after ``timeout`` seconds, the request still running)."""
+        if pending.future is not None:
+            pending.future.result(timeout)
+        pending.done = True
+        return self._collect(pending.prompts, pending.ok, pending.future)
+
+    def abort(self, pending: Pending) -> None:
+        """Stop spending the engine's time on ``start``'s prompts: dropped if not begun, aborted if running
+        (vLLM); a serial engine's call that already runs finishes."""
+        if pending.future is not None and not pending.future.done():
+            self._cancel(pending.future)
+
+    def _submit(
+        self, prompts: list[list[int]], type_starts: list[int | None] | None = None, priority: int = 0
+    ) -> Future[list[float]]:
         """``type_starts``: families with token types (BERT) say where each prompt's document starts; the
         engine takes them as ``type_starts=`` (the vLLM and transformers engines do)."""
         extra = {"type_starts": type_starts} if type_starts is not None else {}
         if self._serial is not None:
             call = self.engine.log_odds if self._raw else self.engine.score_prompts  # type: ignore[attr-defined]
-            return self._serial.submit(call, prompts, **extra)
+            return self._serial.submit(call, prompts, priority=priority, **extra)
+        if priority and self._priorities:
+            extra["priority"] = priority
         return self.engine.submit_log_odds(prompts, **extra)  # type: ignore[attr-defined]
 
     def _cancel(self, future: Future[list[float]]) -> None:

@@ -12,6 +12,11 @@ The request interface (``LLMEngine.add_request`` / ``step`` / ``abort_request`` 
 ``vllm.inputs.tokens_input`` prompt and ``PoolingParams(task="classify")``) is what ``LLM.classify``
 itself uses in vLLM 0.26 and 0.32, and it keeps at most ``2 x max_num_seqs`` requests in the engine,
 as ``LLM.classify`` does: the scheduler's per-step cost grows with its queue.
+
+Priorities (the live lane, worker/live_lane.py): a batch submitted with a ``priority`` below 0 goes to the
+front of the queue and into the engine at the next fill, whatever the limit, so it joins the very next
+engine step; when vLLM's scheduler runs the ``priority`` policy (RERANKQ_SCHEDULING_POLICY), its requests
+also carry that priority, so the scheduler takes them ahead of batch prompts already waiting inside the engine.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class _Batch:
     prompts: Sequence[Sequence[int]]
     future: Future[list[float]]
     type_starts: Sequence[int | None] | None = None  # token types (BERT): where each document starts
+    priority: int = 0  # below 0: ahead of every batch prompt (vLLM: lower is scheduled first)
     scores: list[float] = field(default_factory=list)
     remaining: int = 0
     next_index: int = 0  # the next prompt to hand to the engine
@@ -72,16 +78,19 @@ class EngineLoop:
         self._closing = False
         self._ready: Future[None] = Future()
         self.llm: Any = None
+        self.priorities = False  # whether vLLM's scheduler takes request priorities (its policy is "priority")
         self._thread = threading.Thread(target=self._run, args=(make_llm,), name=name, daemon=True)
         self._thread.start()
         self._ready.result()  # the engine's load error, if any, raised in the loading thread
 
     # ------------------------------------------------------------------ callers (any thread)
-    def submit(self, prompts: Sequence[Sequence[int]], type_starts: Sequence[int | None] | None = None) -> Future[list[float]]:
+    def submit(
+        self, prompts: Sequence[Sequence[int]], type_starts: Sequence[int | None] | None = None, priority: int = 0
+    ) -> Future[list[float]]:
         """Queue prompts (token ids); the Future holds each prompt's log-odds, in order. ``type_starts``: per
         prompt, the position from which token type ids are 1 (BERT pairs), as vLLM's own score path passes
-        them (``compressed_token_type_ids``)."""
-        batch = _Batch(prompts, Future(), type_starts)
+        them (``compressed_token_type_ids``). ``priority`` below 0: ahead of every waiting batch (the live lane)."""
+        batch = _Batch(prompts, Future(), type_starts, priority)
         if not prompts:
             batch.future.set_result([])
             return batch.future
@@ -89,12 +98,17 @@ class EngineLoop:
         with self._cond:
             if self._closing:
                 raise EngineClosed("the engine is closed")
-            self._queue.append(batch)
+            if priority < 0:  # behind earlier urgent batches, ahead of every ordinary one
+                at = next((i for i, b in enumerate(self._queue) if b.priority >= 0), len(self._queue))
+                self._queue.insert(at, batch)
+            else:
+                self._queue.append(batch)
             self._cond.notify()
         return batch.future
 
     def cancel(self, future: Future[list[float]]) -> None:
-        """Drop a batch's remaining prompts (its other slices failed): the engine stops spending time on them."""
+        """Drop a batch's remaining prompts (its other slices failed, or its live request was cancelled): the
+        engine aborts those it holds and never starts the rest; the Future fails with EngineClosed."""
         with self._cond:
             for batch in itertools.chain(self._queue, (b for b, _ in self._owner.values())):
                 if batch.future is future:
@@ -121,7 +135,9 @@ class EngineLoop:
             from vllm.inputs import tokens_input
 
             engine = self.llm.llm_engine
-            limit = 2 * int(engine.vllm_config.scheduler_config.max_num_seqs)
+            scheduler = engine.vllm_config.scheduler_config
+            limit = 2 * int(scheduler.max_num_seqs)
+            self.priorities = str(getattr(scheduler, "policy", "fcfs")).lower().endswith("priority")
         except BaseException as exc:  # noqa: BLE001 - handed to the loading thread
             self._ready.set_exception(exc)
             return
@@ -153,18 +169,23 @@ class EngineLoop:
         self._shutdown()
 
     def _fill(self, engine: Any, params: Any, tokens_input: Callable[..., Any], limit: int) -> None:
-        """Top the engine up to ``limit`` requests from the queue, oldest batch first."""
-        while len(self._owner) < limit:
+        """Top the engine up to ``limit`` requests from the queue, oldest batch first; urgent batches (priority
+        below 0, at the queue's front) go in whole, past the limit."""
+        while True:
             with self._cond:
                 if not self._queue:
                     return
                 batch = self._queue[0]
+            urgent = batch.priority < 0
+            if not urgent and len(self._owner) >= limit:
+                return
             start = batch.next_index
-            end = min(len(batch.prompts), start + limit - len(self._owner))
+            end = len(batch.prompts) if urgent else min(len(batch.prompts), start + limit - len(self._owner))
+            extra = {"priority": batch.priority} if self.priorities and batch.priority else {}
             try:
                 for i in range(start, end):
                     rid = str(next(self._ids))
-                    engine.add_request(rid, tokens_input(list(batch.prompts[i])), _params(params, batch, i))
+                    engine.add_request(rid, tokens_input(list(batch.prompts[i])), _params(params, batch, i), **extra)
                     self._owner[rid] = (batch, i)
                     batch.in_engine.add(rid)
                     batch.next_index = i + 1

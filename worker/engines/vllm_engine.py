@@ -111,6 +111,8 @@ def engine_kwargs(settings: Settings, model_path: str, dtype: str, on_gpu: bool 
         enforce_eager=settings.enforce_eager,
         use_tqdm_on_load=False,  # a progress bar is no log line (worker logs are JSON lines)
     )
+    if settings.scheduling_policy != "fcfs":  # live requests go ahead of batch prompts waiting in the engine
+        kwargs["scheduling_policy"] = settings.scheduling_policy
     optional = {
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "max_num_batched_tokens": settings.max_num_batched_tokens,
@@ -166,8 +168,12 @@ class VllmEngine:
     def llm(self) -> Any:
         return self.loop.llm
 
-    def submit_log_odds(self, prompts: Sequence[list[int]], type_starts: Sequence[int | None] | None = None) -> Future[list[float]]:
-        return self.loop.submit(prompts, type_starts)
+    priorities = True  # submit_log_odds takes ``priority`` (the live lane's prompts go first)
+
+    def submit_log_odds(
+        self, prompts: Sequence[list[int]], type_starts: Sequence[int | None] | None = None, priority: int = 0
+    ) -> Future[list[float]]:
+        return self.loop.submit(prompts, type_starts, priority)
 
     def cancel(self, future: Future[list[float]]) -> None:
         self.loop.cancel(future)
