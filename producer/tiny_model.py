@@ -100,7 +100,7 @@ CROSS_ENCODER_CONFIGS: dict[str, dict] = {
         id2label={0: "LABEL_0"}, label2id={"LABEL_0": 0},
     ),
 }  # fmt: skip
-FAMILY_CHOICES = ("qwen3", *CROSS_ENCODER_CONFIGS)
+FAMILY_CHOICES = ("qwen3", *CROSS_ENCODER_CONFIGS, "gte")
 
 
 def write_tiny_cross_encoder(directory: str | Path, family: str, seed: int = 0) -> Path:
@@ -138,8 +138,16 @@ def write_tiny_cross_encoder(directory: str | Path, family: str, seed: int = 0) 
 
 
 def write_tiny(directory: str | Path, family: str = "qwen3", seed: int = 0) -> Path:
-    """``producer dev tiny-model``: the Qwen3-Reranker checkpoint, or a cross-encoder of ``family``."""
-    return write_tiny_model(directory, seed) if family == "qwen3" else write_tiny_cross_encoder(directory, family, seed)
+    """``producer dev tiny-model``: the Qwen3-Reranker checkpoint, or a cross-encoder of ``family`` (``gte``: mGTE)."""
+    if family == "qwen3":
+        return write_tiny_model(directory, seed)
+    if family == "gte":
+        from producer.tiny_gte import write_tiny_gte
+
+        path = write_tiny_gte(directory, seed)
+        (path / _MARKER).write_text(json.dumps({"seed": seed, "family": family}))
+        return path
+    return write_tiny_cross_encoder(directory, family, seed)
 
 
 def ensure_tiny(directory: str | Path, family: str = "qwen3", seed: int = 0) -> Path:

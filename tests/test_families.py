@@ -3,7 +3,8 @@
 Cross-encoders are judged against sentence-transformers' CrossEncoder and transformers' own tokenizer on
 tiny random checkpoints shaped like the real ones (`producer dev tiny-model --family bert|xlm-roberta`);
 a worker on a checkpoint of no family refuses to start and names the supported ones; a cascade from a
-cross-encoder to Qwen3-Reranker runs as one job."""
+cross-encoder to Qwen3-Reranker runs as one job. mGTE (`--family gte`), whose config class is hub code, is judged
+against transformers' own port of it, read as its card reads it (the raw logit)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from tests.corpus import rows, write_manifest
 from tests.workers import WorkerProcess
 
 ROOT = Path.home() / ".cache" / "rerankq"
-CROSS = {"bert": "bert-cross-encoder", "xlm-roberta": "xlm-roberta-cross-encoder"}
+CROSS = {"bert": "bert-cross-encoder", "xlm-roberta": "xlm-roberta-cross-encoder", "gte": "gte-cross-encoder"}
 MAX_LENGTH = 256
 
 
@@ -85,6 +86,7 @@ def test_pairs_are_the_tokenizers_own(checkpoints, family):
     from transformers import AutoTokenizer
 
     path = checkpoints[family]
+    family_of(path).prepare()  # mGTE: config.json's model_type "new" is rerankq's config class, not hub code
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     pairs = corpus_pairs()
     for max_length in (512, 64):
@@ -121,6 +123,7 @@ def test_max_length_is_capped_at_the_models_positions(checkpoints):
     assert builder_for(checkpoints["xlm-roberta"], 8192).max_length == 8192  # 8194 positions, 2 skipped
     assert builder_for(checkpoints["xlm-roberta"], 9000).max_length == 8192
     assert builder_for(checkpoints["bert"], 300).max_length == 300
+    assert builder_for(checkpoints["gte"], 9000).max_length == 8192  # rotary: max_position_embeddings
 
 
 def test_prompt_helpers_build_each_familys_prompts(checkpoints):
@@ -176,18 +179,20 @@ def test_families_never_share_a_scoring_context(checkpoints):
     assert contexts["qwen3"].prompt_recipe == "qwen3-reranker-card/1"  # Qwen3's cached scores stay valid
     assert contexts["bert"].prompt_recipe == "cross-encoder-pair/bert/1"
     assert contexts["xlm-roberta"].prompt_recipe == "cross-encoder-pair/xlm-roberta/1"
+    assert contexts["gte"].prompt_recipe == "cross-encoder-pair/gte/1"
     assert contexts["bert"].max_length == 512 and contexts["xlm-roberta"].max_length == 8192
-    assert len({c.digest for c in contexts.values()}) == 3
+    assert len({c.digest for c in contexts.values()}) == len(contexts)
     # The recipe alone separates them: the same files under another family's recipe are another context.
     bert = contexts["bert"]
     assert replace(bert, prompt_recipe=contexts["xlm-roberta"].prompt_recipe).digest != bert.digest
     pair = Pair("q", "d")
-    assert len({c.key(pair) for c in contexts.values()}) == 3
+    assert len({c.key(pair) for c in contexts.values()}) == len(contexts)
 
 
 def test_engine_call_follows_the_family(checkpoints):
-    """Qwen3-Reranker loads with its no/yes head overrides; cross-encoders load as they are, never with prefix
-    caching (bidirectional attention), whatever the settings ask."""
+    """Qwen3-Reranker loads with its no/yes head overrides; cross-encoders load as they are (mGTE as vLLM's
+    GteNewForSequenceClassification), never with prefix caching (bidirectional attention), whatever the settings
+    ask, and never running code shipped with the checkpoint."""
     from worker.engines.vllm_engine import HF_OVERRIDES, engine_kwargs
 
     settings = Settings(model="m", dtype="float32", numerics="deterministic", enable_prefix_caching=True)
@@ -195,27 +200,59 @@ def test_engine_call_follows_the_family(checkpoints):
     assert qwen["hf_overrides"] == HF_OVERRIDES and qwen["enable_prefix_caching"] is True
     for family in CROSS:
         kwargs = engine_kwargs(settings, "m", "float32", on_gpu=True, family=family_of(checkpoints[family]))
-        assert "hf_overrides" not in kwargs and kwargs["enable_prefix_caching"] is False
-        assert kwargs["runner"] == "pooling"
+        overrides = {"architectures": ["GteNewForSequenceClassification"]} if family == "gte" else None
+        assert kwargs.get("hf_overrides") == overrides and kwargs["enable_prefix_caching"] is False
+        assert kwargs["runner"] == "pooling" and not kwargs.get("trust_remote_code")
 
 
-# --- fidelity: the engines against sentence-transformers' CrossEncoder -----------------------------------------------
-@pytest.mark.slow
-@pytest.mark.parametrize("family", list(CROSS))
-def test_engines_score_as_cross_encoder_does(checkpoints, family):
-    """vLLM (CPU build) and transformers give CrossEncoder's score (sigmoid of the one logit) within 1e-5,
-    and its raw logit as the log-odds, over the corpus (long documents cut at 512 tokens, as CrossEncoder cuts them)."""
+# --- fidelity: the engines against each card's reference ----------------------------------------------------------
+def cross_encoder_reference(path: Path, pairs: list[Pair]) -> tuple[list[float], list[float]]:
+    """sentence-transformers' CrossEncoder: its score (sigmoid of the one logit) and its raw logit."""
     from sentence_transformers import CrossEncoder
 
-    from worker.engines import load_reranker
-
-    path = checkpoints[family]
-    pairs = corpus_pairs()
     texts = [(p.query, p.document) for p in pairs]
     model = CrossEncoder(str(path), device="cpu", max_length=512)
     probability = model.predict(texts, batch_size=8, convert_to_numpy=True).tolist()
     logits = model.predict(texts, batch_size=8, activation_fn=lambda x: x, convert_to_numpy=True).tolist()
+    return probability, logits
+
+
+def gte_card_reference(path: Path, pairs: list[Pair]) -> tuple[list[float], list[float]]:
+    """gte-multilingual-reranker-base's card: ``tokenizer(pairs, padding=True, truncation=..., max_length=512)``,
+    ``model(**inputs).logits.view(-1).float()`` (raw). Its model is the hub's code; here transformers' own port
+    of mGTE over the same files (CrossEncoder cannot load the hub's config class offline)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from rerankq.families.gte import load_reference, prepare
+
+    prepare()
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = load_reference(str(path), torch.float32).eval()
+    logits: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(pairs), 8):
+            batch = pairs[start : start + 8]
+            inputs = tokenizer([p.query for p in batch], [p.document for p in batch], padding=True,
+                               truncation="only_second", return_tensors="pt", max_length=512)  # fmt: skip
+            logits += model(**inputs, return_dict=True).logits.view(-1).float().tolist()
+    return [1 / (1 + math.exp(-x)) for x in logits], logits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", list(CROSS))
+def test_engines_score_as_the_card_does(checkpoints, family):
+    """vLLM (CPU build) and transformers give the card's reference within 1e-5 over the corpus (long documents
+    cut at 512 tokens, as the reference cuts them): CrossEncoder's score (sigmoid of the one logit) for BERT and
+    XLM-RoBERTa, the raw logit for mGTE (its card's activation), each family's log-odds its raw logit."""
+    from worker.engines import load_reranker
+
+    path = checkpoints[family]
+    pairs = corpus_pairs()
+    reference = gte_card_reference if family == "gte" else cross_encoder_reference
+    probability, logits = reference(path, pairs)
     assert max(probability) - min(probability) > 0.05  # random weights, but scores that differ
+    raw = family_of(path).activation == "raw"
     for engine in ("vllm", "hf"):
         settings = Settings(model=str(path), engine=engine, dtype="float32", max_length=512, enforce_eager=True)
         reranker = load_reranker(settings)
@@ -226,7 +263,7 @@ def test_engines_score_as_cross_encoder_does(checkpoints, family):
         for pair, r, p, x in zip(pairs, results, probability, logits):
             assert r.error is None, (engine, pair, r.error)
             assert abs(r.score - p) <= 1e-5, (engine, family, r.score, p)
-            assert abs(r.logit - x) <= 1e-4, (engine, family, r.logit, x)
+            assert abs(r.logit - x) <= (1e-5 if raw else 1e-4), (engine, family, r.logit, x)
             assert r.score == pytest.approx(1 / (1 + math.exp(-r.logit)), abs=1e-12)
         assert any(r.truncated for r in results)
 

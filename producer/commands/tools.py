@@ -46,12 +46,12 @@ def tiny_model(
     directory: Annotated[Path, typer.Argument(help="where the model's files go (created if missing)")],
     seed: Annotated[int, typer.Option(help="seed of the random weights")] = 0,
     family: Annotated[
-        str, typer.Option(help="qwen3 (Qwen3-Reranker, the real tokenizer), bert or xlm-roberta (cross-encoders)")
+        str, typer.Option(help="qwen3 (Qwen3-Reranker, the real tokenizer), bert, xlm-roberta or gte (cross-encoders)")
     ] = "qwen3",
 ) -> None:
     """Write a random-weight reranker for offline tests and demos.
 
-    Qwen3-Reranker with the real Qwen3 tokenizer, or a BERT or XLM-RoBERTa cross-encoder shaped like the real ones, with a small tokenizer trained offline.
+    Qwen3-Reranker with the real Qwen3 tokenizer, or a BERT, XLM-RoBERTa or mGTE cross-encoder shaped like the real ones, with a small tokenizer trained offline.
     """
     from producer.tiny_model import FAMILY_CHOICES, write_tiny
 

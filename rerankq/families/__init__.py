@@ -12,11 +12,11 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from rerankq.families import bert, qwen3_reranker, xlm_roberta
+from rerankq.families import bert, gte, qwen3_reranker, xlm_roberta
 from rerankq.families.base import Family, PairBuilder, UnsupportedModel
 from rerankq.settings import DEFAULT_INSTRUCTION
 
-FAMILIES: tuple[Family, ...] = (qwen3_reranker.FAMILY, bert.FAMILY, xlm_roberta.FAMILY)
+FAMILIES: tuple[Family, ...] = (qwen3_reranker.FAMILY, bert.FAMILY, xlm_roberta.FAMILY, gte.FAMILY)
 
 __all__ = [
     "FAMILIES",

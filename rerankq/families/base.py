@@ -52,7 +52,7 @@ class Family:
     recipe: str
     takes: str  # what pairs may hold: "text" (images later, with Qwen3-VL)
     reference: str  # what the fidelity tests compare against
-    activation: str  # score from log-odds: "sigmoid"
+    activation: str  # what the card reports: "sigmoid" of the log-odds, or "raw" (the logit itself)
     make_builder: MakeBuilder
     head: str  # "causal-yes-no" | "sequence-classification"
     token_types: bool = False  # pairs carry token type ids (BERT): the engine is told where the document starts
@@ -63,6 +63,9 @@ class Family:
     position_limit: Callable[[dict], int | None] = field(default=lambda config: None)  # tokens the model can see
     # (instruction, query, max_length) -> True when they surely leave room for a document (no tokenizer)
     head_surely_fits: Callable[[str, str, int], bool] = field(default=lambda instruction, query, max_length: False)
+    prepare: Callable[[], None] = field(default=lambda: None)  # before an engine loads the checkpoint
+    # (model_path, torch dtype) -> the transformers reference model; None: AutoModelFor… from config.json
+    load_reference: Callable[[str, Any], Any] | None = None
 
     def matches(self, config: dict) -> bool:
         return any(a in self.architectures for a in config.get("architectures") or ())

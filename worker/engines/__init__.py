@@ -18,6 +18,7 @@ def load_reranker(settings: Settings) -> Reranker:
     raises UnsupportedModel naming the families (the worker then records ``failed`` with it)."""
     model_path = resolve_model(settings.model)
     family = family_of(model_path)
+    family.prepare()  # e.g. mGTE's config class, so no engine runs code shipped with the checkpoint
     max_length = max_length_for(model_path, settings.max_length)
     if max_length != settings.max_length:
         settings = settings.model_copy(update={"max_length": max_length})

@@ -25,7 +25,10 @@ class HfEngine:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.classifier = family.head == "sequence-classification"
         auto = AutoModelForSequenceClassification if self.classifier else AutoModelForCausalLM
-        self.model = auto.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
+        if family.load_reference is not None:  # a family whose config.json transformers cannot read as it is
+            self.model = family.load_reference(model_path, getattr(torch, dtype)).to(self.device)
+        else:
+            self.model = auto.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
         self.model.eval()
         self.yes_id, self.no_id = yes_id, no_id
         self.batch_tokens = settings.hf_batch_tokens
