@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 from sqlalchemy import text
 
-from producer.export import row_batches
+from producer.export import check_exportable, row_batches
 from producer.parallel_pieces import WHOLE, Piece
 from producer.table_files import Format, table_writer
 from rerankq.store.ledger import Ledger
@@ -58,8 +58,12 @@ def _with(store: Ledger, piece: Piece) -> str:
 
 
 def _resolve(store: Ledger, old_job: str, job: str) -> tuple[str, str]:
-    """Both jobs' full ids, each given by its id or a unique prefix (UnknownJob otherwise)."""
-    return store.resolve_job(old_job), store.resolve_job(job)
+    """Both jobs' full ids, each given by its id or a unique prefix (UnknownJob otherwise), both whole
+    (``check_exportable``)."""
+    ids = store.resolve_job(old_job), store.resolve_job(job)
+    for job_id in ids:
+        check_exportable(store.status(job_id))
+    return ids
 
 
 def _moves_kept(keep_moves: bool, top_k: int | None) -> str:

@@ -44,19 +44,22 @@ def text_head(instruction: str | None, query: str | None) -> bytes:
 class _Chunk(Generic[Run]):
     runs: list[Run] = field(default_factory=list)
     pairs: int = 0
+    heads: set = field(default_factory=set)  # the texts it holds (kept only where chunks are taken out early)
 
 
 class ChunkPacker(Generic[Run]):
     """Runs (opaque to it: segments, row numbers or pairs) with their pair count and text heads, in
     submission order, packed into chunks; see the module docstring."""
 
-    def __init__(self, chunk_size: int, growth: int = GROWTH):
+    def __init__(self, chunk_size: int, growth: int = GROWTH, streaming: bool = False):
         self.size = chunk_size
         self.cap = growth * chunk_size
         self._chunks: list[_Chunk[Run] | None] = []
         self._parent: list[int] = []  # union-find over chunk indexes: a merged chunk points to its survivor
         self._home: dict[Hashable, int] = {}  # text head -> (a chunk merged into) the chunk holding it
         self._open: int | None = None
+        self._live: dict[int, None] = {}  # chunks not merged away nor taken out, in order
+        self._track = streaming  # heads kept per chunk, to forget those of chunks ``take_closed`` takes out
 
     def _find(self, i: int) -> int:
         while self._parent[i] != i:
@@ -67,11 +70,12 @@ class ChunkPacker(Generic[Run]):
     def _new(self) -> int:
         self._chunks.append(_Chunk())
         self._parent.append(len(self._parent))
+        self._live[len(self._chunks) - 1] = None
         return len(self._chunks) - 1
 
     def add(self, run: Run, pairs: int, heads: Iterable[Hashable]) -> None:
         heads = set(heads)
-        homes = sorted({self._find(self._home[h]) for h in heads if h in self._home})
+        homes = sorted({c for c in (self._find(self._home[h]) for h in heads if h in self._home) if self._chunks[c] is not None})
         room = [c for c in homes if self._pairs(c) + pairs <= self.cap]
         if room:  # its text is in an earlier chunk (two, for a run of several instructions: they merge)
             target = room[0]
@@ -87,6 +91,8 @@ class ChunkPacker(Generic[Run]):
         assert chunk is not None
         chunk.runs.append(run)
         chunk.pairs += pairs
+        if self._track:
+            chunk.heads |= heads
         for h in heads:  # a text whose chunk was full starts again here: later runs of it join this one
             self._home[h] = target
 
@@ -98,9 +104,32 @@ class ChunkPacker(Generic[Run]):
         assert merged is not None and into is not None
         into.runs.extend(merged.runs)
         into.pairs += merged.pairs
+        into.heads |= merged.heads
         self._chunks[other], self._parent[other] = None, target
+        self._live.pop(other, None)
         if self._open == other:
             self._open = target
+
+    def take_closed(self) -> list[tuple[list[Run], int]]:
+        """The chunks no later run can join but by its text (all but the open one, and that one too once
+        full), taken out for a streaming submission to send now (producer/streaming.py). A later run of a
+        text one of them holds starts that text's next chunk, as a text past ``GROWTH`` does: its copies
+        are then scored once per chunk (bit for bit alike under batch invariance, the GPU default)."""
+        out = []
+        for i in list(self._live):
+            chunk = self._chunks[i]
+            if chunk is None or (i == self._open and chunk.pairs < self.size):
+                continue
+            if chunk.pairs:
+                out.append((chunk.runs, chunk.pairs))
+            for h in chunk.heads:
+                if h in self._home and self._find(self._home[h]) == i:
+                    del self._home[h]
+            self._chunks[i] = None
+            self._live.pop(i)
+            if self._open == i:
+                self._open = None
+        return out
 
     def chunks(self) -> list[tuple[list[Run], int]]:
         """Each chunk's runs (in the order added, merged chunks after) and its number of pairs."""

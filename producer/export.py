@@ -17,6 +17,7 @@ from producer.parallel_pieces import WHOLE, Piece
 from producer.table_files import Format, table_writer
 from rerankq.store.ledger import Ledger
 from rerankq.store.models import Score
+from schemas import JobStatus
 
 EXPORT_SCHEMA = pa.schema(
     [
@@ -46,11 +47,24 @@ def export_schema(store: Ledger, job_id: str) -> pa.Schema:
     """The export's columns, with the job's model and scoring context in the file's metadata: which
     model (and which exact files and numerics) every score in it came from. Also checks the job exists."""
     st = store.status(job_id)  # UnknownJob for an unknown id
+    check_exportable(st)
     meta = {"rerankq.job_id": job_id, "rerankq.model": st.model or "", "rerankq.score_context": st.score_context or ""}
     if st.then_model:
         meta |= {"rerankq.then_model": st.then_model, "rerankq.then_top": str(st.then_top), "rerankq.then_context": st.then_context or ""}
         return CASCADE_SCHEMA.with_metadata(meta)
     return EXPORT_SCHEMA.with_metadata(meta)
+
+
+def check_exportable(st: JobStatus) -> None:
+    """InputError for a job whose manifest was never recorded whole: still being submitted, or refused for
+    a bad row found after its first chunks were queued (producer/streaming.py). Its scores are a part of a
+    manifest, never what a full run would write."""
+    if not st.submitting:
+        return
+    if st.state.terminal:
+        why = f": {st.errors[0].splitlines()[0]}" if st.errors else ""
+        raise InputError(f"job {st.job_id} is {st.state.value} and was never fully submitted: nothing is exported from it{why}")
+    raise InputError(f"job {st.job_id} is still being submitted ({st.pairs_total:,} pairs recorded so far): export it once it has ended")
 
 
 def _ranked_select(store: Ledger, job_id: str, cascade: bool, piece: Piece, query_id: str | None = None) -> Select:

@@ -66,14 +66,13 @@ class Problems:
     def messages(self) -> list[str]:
         return [message for _, message in sorted(self._kept, reverse=True)]
 
-    def raise_if_any(self, uri: str) -> None:
+    def raise_if_any(self, uri: str, rejected: str = "nothing was submitted") -> None:
         if self.count:
-            more = f"\n  … and {self.count - len(self.messages)} more" if self.count > len(self.messages) else ""
-            raise ManifestError(
-                f"manifest {uri} rejected, nothing was submitted: {self.count} problem(s)\n  "
-                + "\n  ".join(self.messages)
-                + more
-            )
+            raise ManifestError(self.report(uri, rejected))
+
+    def report(self, uri: str, rejected: str = "nothing was submitted") -> str:
+        more = f"\n  … and {self.count - len(self.messages)} more" if self.count > len(self.messages) else ""
+        return f"manifest {uri} rejected, {rejected}: {self.count} problem(s)\n  " + "\n  ".join(self.messages) + more
 
 
 @dataclass
@@ -248,11 +247,36 @@ def _text_heads(instructions: list, queries: list) -> list[bytes]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedBatch:
+    """One checked batch of a manifest file: rows ``first_row`` … of file ``file_index`` (``file_rows`` in
+    all), its columns decoded, each row's resolved instruction and (instruction, query) text head."""
+
+    file_index: int
+    file: ManifestFile
+    file_rows: int
+    first_row: int
+    values: dict[str, list]
+    instructions: list
+    heads: list[bytes]
+
+
+class _NoPlan:
+    """The planner of a pass whose caller plans chunks itself (producer/streaming.py)."""
+
+    def rows(self, file_index: int, start: int, stop: int, heads: Iterable[bytes] = ()) -> None:
+        pass
+
+    def end_query(self) -> None:
+        pass
+
+
 class CheckedManifest:
     """One streaming pass over a manifest: ``batches()`` yields each batch's decoded columns, checked,
     in manifest order, while no problem has been found (the caller stages score-cache keys from them:
     producer/submission.py), and goes on checking the rest without yielding once one has, so that
-    ``plan()`` lists every problem (ManifestError) or returns the plan."""
+    ``plan()`` lists every problem (ManifestError) or returns the plan. ``stream()`` is the same pass
+    for a caller that records as it reads (``plan=False``: it plans the chunks itself)."""
 
     def __init__(
         self,
@@ -262,18 +286,35 @@ class CheckedManifest:
         chunk_size: int | None = None,
         instruction: str | None = None,
         builder: BuilderSource = None,
+        plan: bool = True,
     ):
         self.uri = normalize_uri(uri)
         check_allowed(self.uri, settings)
         self.settings, self.instruction, self.builder = settings, instruction, builder
         self.problems = Problems()
         self.planner = ChunkPlanner(chunk_size or settings.chunk_size)
-        self.tracker = _QueryTracker(self.planner, self.problems, builder, settings.max_length)
+        planner = self.planner if plan else _NoPlan()
+        self.tracker = _QueryTracker(planner, self.problems, builder, settings.max_length)  # type: ignore[arg-type]
         self.total = 0
         self.sizes: list[tuple[ManifestFile, int]] = []
         self._read = False
 
     def batches(self) -> Iterator[dict[str, list]]:
+        return (batch.values for batch in self.stream() if batch is not None)
+
+    def stream(self) -> Iterator[CheckedBatch | None]:
+        """Each checked batch while no problem has been found; at the first problem one None (the caller
+        stops recording), then the rest checked without yielding; ``raise_problems()`` after it."""
+        announced = False
+        for batch in self._walk():
+            if self.problems.count:
+                if not announced:
+                    announced = True
+                    yield None
+            elif batch is not None:
+                yield batch
+
+    def _walk(self) -> Iterator[CheckedBatch | None]:
         fs, files = list_files(self.uri, self.settings)
         problems, tracker = self.problems, self.tracker
         for file_index, mf in enumerate(files):
@@ -282,11 +323,13 @@ class CheckedManifest:
             except ManifestError as exc:
                 problems.add(mf.path, None, None, str(exc).removeprefix(f"{mf.path}: "))
                 self.sizes.append((mf, 0))
+                yield None
                 continue
             self.sizes.append((mf, pf.metadata.num_rows))
             before = problems.count  # problems of earlier files must not stop this file's checks
             columns = _check_schema(mf.path, pf.schema_arrow, problems)
             if set(REQUIRED_COLUMNS) - set(columns) or problems.count > before:
+                yield None
                 continue
             row = 0
             batches = pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
@@ -307,8 +350,7 @@ class CheckedManifest:
                     for i, q in enumerate(values["query"]):
                         if q:
                             tracker.check_query_fits(mf.path, row + i, instr[i], q)
-                if not problems.count:
-                    yield values
+                yield CheckedBatch(file_index, mf, pf.metadata.num_rows, row, values, instr, heads)
                 row += batch.num_rows
             self.total += row
         self._read = True
@@ -318,16 +360,19 @@ class CheckedManifest:
         if not self._read:
             for _ in self.batches():
                 pass
-        problems = self.problems
-        if not problems.count and self.total == 0:
-            problems.add(self.uri, None, None, "the manifest has no rows")
-        problems.raise_if_any(self.uri)
+        self.raise_problems()
         chunks = []
         for segments, pairs in self.planner.finish():
             spec = ManifestSpec(uri=self.uri, instruction=self.instruction, segments=self._segments(segments))
             chunks.append(NewChunk(spec=spec.model_dump(mode="json"), pairs=pairs))
         return ManifestPlan(uri=self.uri, pairs=self.total, queries=self.tracker.queries, chunks=chunks, files=self.sizes)
 
+
+    def raise_problems(self, rejected: str = "nothing was submitted") -> None:
+        """ManifestError listing every problem (after the whole pass), ``rejected`` saying what became of the job."""
+        if not self.problems.count and self.total == 0:
+            self.problems.add(self.uri, None, None, "the manifest has no rows")
+        self.problems.raise_if_any(self.uri, rejected)
 
     def _segments(self, spans: list[list[int]]) -> list[ManifestSegment]:
         """A chunk's rows, one segment per file: a range, or (runs of a repeated query text from

@@ -53,9 +53,11 @@ def check_broker(settings: Settings) -> None:
 
 
 def enqueue(
-    messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None, *, priority: int | None = None
+    messages: Sequence[ChunkMessage], store: Ledger, settings: Settings | None = None, *, priority: int | None = None,
+    mark: bool = True,
 ) -> int:
-    """Publish chunk messages (JSON) on the queue; the ledger records when each went out.
+    """Publish chunk messages (JSON) on the queue; the ledger records when each went out (``mark=False``:
+    their chunks were recorded as sent already, in the transaction that recorded them).
 
     ``priority``: BATCH_PRIORITY (default) or INTERACTIVE_PRIORITY, taken first by the workers
     (rerankq/broker.py names the Redis list of each)."""
@@ -73,7 +75,7 @@ def enqueue(
             f"(or run `producer resume {messages[0].job_id}`)"
         ) from None
     finally:
-        if sent:
+        if sent and mark:
             store.mark_enqueued(sent)
     return len(sent)
 

@@ -8,7 +8,6 @@ in SQL (``rerankq/store/``), and only then enqueued (``producer/queueing.py``)."
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from producer.chunk_plans import inline_chunks
 from producer.errors import InputError
 from producer.job_control import ledger
 from producer.queueing import check_broker, enqueue
-from producer.reuse import choose_context, record_manifest, record_pairs, stage_keys
+from producer.reuse import choose_context, record_pairs
 from rerankq.egress import Allow, check_webhook_url
 from rerankq.logs import get_logger
 from rerankq.routing import normalize_model
@@ -47,8 +46,13 @@ def submit_manifest(
     model: str | None = None,
     then: str | None = None,
     notify: str | None = None,
+    on_job: Callable[[str], None] | None = None,
 ) -> str:
-    """Validate the whole manifest, record the job, enqueue its chunks; returns the job id.
+    """Check the manifest, record the job and enqueue its chunks piece by piece (producer/streaming.py):
+    workers start on the first chunks while the rest is still read. Returns the job id once the whole
+    manifest is recorded; ``on_job`` is told it as soon as the job exists (``producer status`` then shows
+    it ``submitting``). A bad row raises ManifestError with every problem's file, row and field, the job
+    (if its first pieces were recorded) refused: failed, its queued chunks cancelled, nothing exported.
 
     ``model``: the model that scores the job (default: the settings' RERANKQ_MODEL); only its workers
     take the job's chunks. ``then``: a cascade, ``MODEL:top=K``: each query's K best pairs are then
@@ -59,6 +63,7 @@ def submit_manifest(
     cascade's workers look the cache up themselves (each chunk must keep all of a query's pairs).
     ``report`` receives a line on what was reused, or why nothing was."""
     from producer.manifest import CheckedManifest
+    from producer.streaming import submit_stream
 
     settings = for_model(settings or get_settings(), model)
     cascade = parse_then(then) if then else {}
@@ -66,33 +71,22 @@ def submit_manifest(
     store = ledger(settings)
     context, why_not = _reuse_context(store, settings, reuse and not cascade)
     checked = CheckedManifest(
-        manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings)
+        manifest, settings, chunk_size=chunk_size, instruction=instruction, builder=_prompt_builder(settings), plan=False
     )
-    if context is None:
-        plan = checked.plan()
-        job_id = _record_and_enqueue(
-            store, settings, kind="manifest", chunks=plan.chunks, name=name, manifest=plan.uri, instruction=instruction,
-            notify=notify, **cascade,
-        )  # fmt: skip
-        if why_not and report is not None:  # said once the job is recorded: a rejected manifest prints one error line
+    check_broker(settings)  # before anything is recorded
+    done = submit_stream(
+        checked, store, settings, context, chunk_size=chunk_size or settings.chunk_size, on_job=on_job, name=name,
+        notify=notify, **cascade,
+    )  # fmt: skip
+    if report is not None:  # said once the job is recorded: a rejected manifest prints one error line
+        if context is not None:
+            report(
+                f"reused {done.reused:,} of {done.pairs:,} pairs from the score cache (context {context[:12]}); "
+                f"{done.chunks} chunk(s) to score"
+            )
+        elif why_not:
             report(why_not)
-        return job_id
-    check_broker(settings)
-    with ReuseStage(store, settings.cache_touch_interval) as stage:  # the manifest's keys, for one lookup
-        t0 = time.perf_counter()
-        for values in checked.batches():
-            stage_keys(stage, context, values, instruction)
-        plan = checked.plan()  # every row checked: raises before anything is recorded
-        log.info("reuse_staged", pairs=stage.count, validate_and_stage_s=round(time.perf_counter() - t0, 2))
-        job_id, messages, reused, total = record_manifest(
-            stage, context, plan.uri, plan.files, instruction=instruction, name=name,
-            chunk_size=chunk_size or settings.chunk_size, model=settings.model, notify=notify,
-        )  # fmt: skip
-        if messages:
-            enqueue(messages, store, settings)
-        stage.touch()  # after the job is queued: best effort
-    _reused(report, reused, total, messages, context)
-    return job_id
+    return done.job_id
 
 
 def submit_pairs(

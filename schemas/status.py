@@ -58,6 +58,10 @@ class JobStatus(BaseModel):
     pairs_scored: int
     pairs_failed: int
     pairs_reused: int = 0  # copied from the score cache at submission: never scored by this job's workers
+    # True while the manifest is still being read and recorded (pairs_total: the pairs recorded so far; its
+    # chunks are scored meanwhile); stays true on a job refused for a bad row found late (state failed) or
+    # whose submitter died. Nothing is exported from such a job.
+    submitting: bool = False
     model: str | None = None  # the model that scores it (None: a job recorded before jobs named one)
     score_context: str | None = None  # the scoring context all its scores come from, once known
     instruction: str | None = None  # the job's instruction (rows may carry their own)

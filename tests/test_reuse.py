@@ -394,9 +394,11 @@ def test_prune_cache_by_last_use(env, tmp_path, tiny_model):
     assert store.status(submit_manifest(str(m), settings=settings)).pairs_reused == 10
 
 
-def test_bad_manifest_with_reuse_records_nothing(env, tmp_path, tiny_model, monkeypatch):
-    """Reuse writes the job's rows while it streams (PostgreSQL): a bad row later on rolls all of it back."""
+def test_bad_manifest_with_reuse_refuses_the_job(env, tmp_path, tiny_model, monkeypatch):
+    """Reuse records the job piece by piece (producer/streaming.py): a bad row in a later piece refuses the
+    job, with its row and field, and nothing is exported from it; a bad first piece records nothing."""
     import producer.manifest
+    from producer.errors import InputError
 
     monkeypatch.setattr(producer.manifest, "BATCH_ROWS", 5)  # the bad row comes batches after the first
     store, settings = env
@@ -409,12 +411,16 @@ def test_bad_manifest_with_reuse_records_nothing(env, tmp_path, tiny_model, monk
     bad = write_manifest(tmp_path / "bad.parquet", cols, row_group_size=5)
     from rerankq.manifest_source import ManifestError
 
-    with pytest.raises(ManifestError, match="is an empty string"):
+    with pytest.raises(ManifestError, match=r"refused.*\n.*row 23 field 'document': is an empty string"):
         submit_manifest(str(bad), settings=settings)
-    assert {j.job_id for j in store.list_jobs()} == jobs_before
-    from sqlalchemy import func, select
-
-    from rerankq.store.models import Score
-
-    with store.session() as s:
-        assert s.scalar(select(func.count()).select_from(Score)) == 24
+    (refused,) = [j for j in store.list_jobs() if j.job_id not in jobs_before]
+    assert refused.state == JobState.failed and refused.submitting
+    assert "row 23 field 'document'" in refused.errors[0]
+    assert not refused.chunks.pending and not refused.chunks.running
+    with pytest.raises(InputError, match="never fully submitted"):
+        list(iter_ranked(store, refused.job_id))
+    cols["document"][0] = ""  # in the first piece: refused before anything is recorded
+    first = write_manifest(tmp_path / "first.parquet", cols, row_group_size=5)
+    with pytest.raises(ManifestError, match="nothing was submitted"):
+        submit_manifest(str(first), settings=settings)
+    assert len(store.list_jobs()) == len(jobs_before) + 1

@@ -60,11 +60,13 @@ def submit(
             if "no worker" in note:
                 say(note)
         raise typer.Exit(follow_with_progress(batch.job_id, None) if wait else 0)
+    # The id is printed as soon as the job exists, while the rest of the manifest is still recorded (workers
+    # already score its first chunks; `producer status` says `submitting`); stdout holds only the id, so
+    # `JOB=$(producer submit ...)` works with --wait too.
     job_id = submit_manifest(
         manifest, instruction=instruction, name=name, chunk_size=chunk_size, reuse=reuse, report=say, model=model, then=then,
-        notify=notify,
+        notify=notify, on_job=lambda job: print(job, flush=True),
     )
-    print(job_id, flush=True)  # stdout holds only the id: `JOB=$(producer submit ...)` works with --wait too
     from producer.commands.keys import audit_cli
 
     audit_cli("job.submit", job_id)

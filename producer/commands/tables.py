@@ -20,11 +20,21 @@ def pairs_done(j: JobStatus) -> str:
     return f"{done:,} / {j.pairs_total:,}" + (f" ({j.pairs_reused:,} reused)" if j.pairs_reused else "")
 
 
+def state_label(j: JobStatus, long: bool = False) -> str:
+    """The job's state, and whether its manifest is still being recorded (``submitting``) or never was whole
+    (refused for a bad row found late, cancelled or stopped while submitting: nothing is exported from it)."""
+    if not j.submitting:
+        return j.state.value
+    if j.state.terminal:
+        return f"{j.state.value}, never fully submitted" if long else f"{j.state.value} (partial)"
+    return f"{j.state.value}, submitting: {j.pairs_total:,} pairs recorded so far" if long else "submitting"
+
+
 def jobs_table(jobs: list[JobStatus], width: int) -> Table:
     """One row per job. Where the five columns do not fit in ``width``, each job's name and creation
     time go on a second line under its id (a long name wraps at its spaces), and its pairs wrap at theirs."""
     names = [visible(j.name or "", lines=False) for j in jobs]  # a user's: shown inert, on one line
-    rows = [(j.job_id, j.state.value, pairs_done(j), utc(j.created_at)[:16], name) for j, name in zip(jobs, names)]
+    rows = [(j.job_id, state_label(j), pairs_done(j), utc(j.created_at)[:16], name) for j, name in zip(jobs, names)]
     heads = ("job", "state", "pairs", "created (UTC)", "name")
     natural = [max(len(cell) for cell in column) for column in zip(heads, *rows)]
     options = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "padding": (0, 1, 0, 0)}
@@ -52,7 +62,7 @@ def status_table(st: JobStatus, waiting: str | None = None) -> Table:
     rows: list[tuple[str, RenderableType]] = [
         ("job", st.job_id),
         ("name", visible(st.name or "", lines=False)),  # a user's: shown inert, on one line
-        ("state", st.state.value),
+        ("state", state_label(st, long=True)),
         ("pairs", f"{st.pairs_scored:,} scored, {st.pairs_reused:,} reused, {st.pairs_failed:,} failed, {st.pairs_total:,} total"),
         ("chunks", _chunks(st)),
         ("created", utc(st.created_at)),

@@ -114,7 +114,7 @@ class ChunkWrites(LedgerBase):
             reused = reused if (chunk.stage or 1) == 1 else 0  # stage 2 re-scores pairs stage 1 counted
             chunk.scored, chunk.pair_errors = len(rows) - errors - reused, errors
             job.pairs_reused = (job.pairs_reused or 0) + reused
-            _finalize(s, job)
+            finalize(s, job)
             return True
 
     def chunk_attempt_failed(self, job_id: str, chunk_id: int, error: str, final: bool) -> None:
@@ -126,13 +126,16 @@ class ChunkWrites(LedgerBase):
             chunk.error = error
             if final:
                 chunk.state, chunk.finished_at = "failed", now()
-                _finalize(s, job)
+                finalize(s, job)
             else:
                 chunk.state = "pending"
 
 
-def _finalize(s: Session, job: Job) -> None:
-    """Once no chunk is live: completed, completed_with_errors or failed (a cancelled job stays so)."""
+def finalize(s: Session, job: Job) -> None:
+    """Once no chunk is live: completed, completed_with_errors or failed (a cancelled job stays so, and a job
+    still being submitted, or refused while it was, cannot end here: producer/streaming.py ends it)."""
+    if job.submitting:
+        return
     states = dict(
         s.execute(select(Chunk.state, func.count()).where(Chunk.job_id == job.id).group_by(Chunk.state)).all()
     )
@@ -147,3 +150,6 @@ def _finalize(s: Session, job: Job) -> None:
         job.state = JobState.completed_with_errors
     job.finished_at = now()
     record_job_end(s, job)  # its webhook event, in the transaction that ends it
+
+
+_finalize = finalize  # the name bench/ledger_load.py imports

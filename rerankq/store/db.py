@@ -94,7 +94,7 @@ def alembic_config(url: str):  # noqa: ANN201 - alembic.config.Config
 
 # The migration head this code needs, written out: reading alembic's script directory costs every
 # command ~0.2 s of imports and parsing. tests/test_ledger.py checks it is alembic's head.
-HEAD_REVISION = "0011_tenants"
+HEAD_REVISION = "0012_streaming_submit"
 
 
 def head_revision() -> str:

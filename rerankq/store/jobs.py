@@ -41,6 +41,7 @@ class JobWrites(LedgerBase):
         job_id: str | None = None,
         also: Callable[[Session, str], None] | None = None,
         messages: bool = True,
+        submitting: bool = False,
     ) -> tuple[str, list[ChunkMessage]]:
         """Job and chunks in one transaction; the messages to enqueue come back with their ids.
 
@@ -56,7 +57,7 @@ class JobWrites(LedgerBase):
             kind=kind, name=name, manifest=manifest, instruction=instruction, score_context=score_context,
             model=normalize_model(model) if model else None,
             then_model=normalize_model(then_model) if then_model else None, then_top=then_top if then_model else None,
-            notify=notify or None, owner=owner_of_new(),
+            notify=notify or None, owner=owner_of_new(), submitting=submitting,
         )  # fmt: skip
         if session is not None:
             return job_id, self._create_job(session, job_id, chunks, pairs_reused, fields, also, messages)
@@ -91,7 +92,7 @@ class JobWrites(LedgerBase):
             else:
                 s.expunge(row)
         job.pairs_total, job.chunks_total = pairs + pairs_reused, count
-        if not count:  # every pair reused: complete at once, and notified like any job
+        if not count and not fields["submitting"]:  # every pair reused: complete at once, and notified like any job
             job.state, job.started_at, job.finished_at = JobState.completed, t, t
             s.flush()
             record_job_end(s, job)

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Double,
     ForeignKey,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -52,6 +54,10 @@ class Job(Base):
     # The tenant of the API key that made it (rerankq/store/actor.py); NULL: the operator's (CLI, RERANKQ_API_KEY,
     # an open service), seen only by admin keys. A batch is its job's tenant's.
     owner: Mapped[str | None] = mapped_column(Text, index=True)
+    # True while its manifest is still being read and recorded piece by piece (producer/streaming.py): the
+    # job cannot end and nothing is exported from it. Stays true on a job refused for a bad row found late
+    # (state failed) and on one whose submitter died (cancel it; submitting again reuses what was scored).
+    submitting: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Chunk(Base):

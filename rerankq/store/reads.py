@@ -123,6 +123,7 @@ class Reads(LedgerBase):
             pairs_scored=scored,
             pairs_failed=failed,
             pairs_reused=job.pairs_reused or 0,
+            submitting=bool(job.submitting),
             model=job.model,
             score_context=job.score_context,
             instruction=job.instruction,
