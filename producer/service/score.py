@@ -1,7 +1,7 @@
 """POST /score and /v1/score: vLLM's score API. Any of its four body forms (``text_1``/``text_2``,
 ``queries``/``documents``, ``queries``/``items``, ``data_1``/``data_2``), 1 to N or N to N; the answer is
 vLLM's ScoreResponse, one score per pair in the request's order. Scored as /v1/rerank scores
-(producer/service/rerank.py): one interactive chunk through the workers."""
+(producer/service/rerank.py): through the live lane into a worker's running engine."""
 
 from __future__ import annotations
 
