@@ -1,7 +1,7 @@
 """Submission with reuse: pairs whose score is cached under the workers' scoring context are copied
-into the job's scores at once; only the others are chunked, enqueued and scored. ``producer/submission.py``
-drives: it stages each checked batch's keys here (``stage_keys``), then records the job over the misses
-(``record_manifest``, ``record_pairs``) and enqueues it.
+into the job's scores at once; only the others are chunked, enqueued and scored. Which context: here
+(``choose_context``). A manifest is looked up piece by piece as it is recorded (producer/streaming.py,
+rerankq/store/submissions.py); inline pairs are staged and recorded here (``record_pairs``).
 
 Where the lookup happens: in the producer, against the SQL ledger, under a context **recorded by a
 worker** (``score_contexts``, written when its engine has loaded). The producer may run where the
@@ -21,25 +21,23 @@ live worker to tell) means no reuse: every pair is scored, and the reason is rep
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from producer.chunk_plans import ChunkPacker, inline_chunks
+from producer.chunk_plans import inline_chunks
 from rerankq.model_files import local_model_path
 from rerankq.score_key import configured, model_fingerprint, pair_keys
-from rerankq.settings import DEFAULT_INSTRUCTION, Settings
+from rerankq.settings import Settings
 from rerankq.store.contexts import recorded_contexts
 from rerankq.store.ledger import Ledger
 from rerankq.store.records import NewChunk
 from rerankq.store.reuse_stage import ReuseStage
-from schemas import InlinePair, ManifestSegment, ManifestSpec
+from schemas import InlinePair
 
 if TYPE_CHECKING:  # pyarrow (under manifest_source) loads only where a manifest is read
     from sqlalchemy.orm import Session
 
-    from rerankq.manifest_source import ManifestFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,82 +70,6 @@ def choose_context(store: Ledger, settings: Settings) -> ContextChoice:
             f"({', '.join(d[:12] for d in digests)}); start workers, or pin the model files here",
         )
     return ContextChoice(digests[0], f"context {digests[0][:12]}")
-
-
-# --- manifests ------------------------------------------------------------------------------------
-class _MissPlanner:
-    """Chunks over the rows left to score (global row numbers, in order): each query's run whole, a
-    repeated query text with its first chunk (producer/chunk_plans.py; a key's first 8 bytes stand
-    for its instruction and query)."""
-
-    def __init__(self, files: list[tuple[str, int, int]], uri: str, instruction: str | None, chunk_size: int):
-        self.files, self.uri, self.instruction = files, uri, instruction
-        self.packer: ChunkPacker[list[int]] = ChunkPacker(chunk_size)
-        self.starts = []
-        at = 0
-        for _, _, rows in files:
-            self.starts.append(at)
-            at += rows
-
-    def _spec(self, rows: list[int]) -> NewChunk:
-        segments: list[ManifestSegment] = []
-        by_file: dict[int, list[int]] = {}
-        for g in rows:
-            f = bisect.bisect_right(self.starts, g) - 1
-            by_file.setdefault(f, []).append(g - self.starts[f])
-        for f, local in by_file.items():
-            path, size, file_rows = self.files[f]
-            start, stop = local[0], local[-1] + 1
-            dense = stop - start == len(local)
-            segments.append(
-                ManifestSegment(path=path, start=start, stop=stop, size=size, file_rows=file_rows, rows=None if dense else local)
-            )
-        spec = ManifestSpec(uri=self.uri, segments=segments, instruction=self.instruction)
-        return NewChunk(spec=spec.model_dump(mode="json"), pairs=len(rows))
-
-    def plan(self, misses: Iterator[tuple[int, str, bytes]]) -> list[NewChunk]:
-        run: list[int] = []
-        heads: set[bytes] = set()
-        current: str | None = None
-        for seq, qid, key in misses:
-            if qid != current and run:
-                self.packer.add(run, len(run), heads)
-                run, heads = [], set()
-            current = qid
-            run.append(seq)
-            heads.add(bytes(key[:8]))
-        if run:
-            self.packer.add(run, len(run), heads)
-        return [self._spec(sorted(g for r in runs for g in r)) for runs, _ in self.packer.chunks()]
-
-
-def stage_keys(stage: ReuseStage, context: str, values: dict[str, list], instruction: str | None) -> None:
-    """A checked manifest batch's score-cache keys, staged for the lookup (``values``: its columns)."""
-    n = len(values["query_id"])
-    rows = values.get("instruction") or [None] * n
-    instructions = [r if r is not None else instruction for r in rows]
-    keys = pair_keys(context, instructions, values["query"], values["document"], DEFAULT_INSTRUCTION)
-    stage.add(keys, values["query_id"], values["doc_id"])
-
-
-def record_manifest(
-    stage: ReuseStage,
-    context: str,
-    uri: str,
-    files: Sequence[tuple[ManifestFile, int]],
-    *,
-    instruction: str | None,
-    name: str | None,
-    chunk_size: int,
-    model: str,
-    notify: str | None = None,
-) -> tuple[str, list, int, int]:
-    """The job, recorded with its staged pairs' hits copied and chunks over the misses only
-    (``files``: the manifest's files and their row counts)."""
-    planner = _MissPlanner([(mf.path, mf.size, rows) for mf, rows in files], uri, instruction, chunk_size)
-    return stage.record(
-        planner.plan, context, kind="manifest", name=name, manifest=uri, instruction=instruction, model=model, notify=notify
-    )
 
 
 # --- inline pairs ---------------------------------------------------------------------------------
