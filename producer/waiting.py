@@ -57,7 +57,15 @@ def describe_workers(workers: Sequence[WorkerStatus], model: str | None = None) 
 
 def waiting_for(status: JobStatus, workers: Sequence[WorkerStatus]) -> str:
     """One line: the job's state and what it waits for (a worker to start, to load, to be free), counting
-    only the workers that may score it: those of its model and, once pinned, of its scoring context."""
+    only the workers that may score it: those of its model and, once pinned, of its scoring context; and,
+    while its manifest is still being recorded (producer/streaming.py), that too."""
+    line = _waiting_for(status, workers)
+    if status.submitting and not status.state.terminal:
+        line += f"; still being submitted ({status.pairs_total:,} pairs recorded so far)"
+    return line
+
+
+def _waiting_for(status: JobStatus, workers: Sequence[WorkerStatus]) -> str:
     state = status.state.value
     if status.state.terminal:
         return state

@@ -294,6 +294,7 @@ def test_a_submitter_killed_mid_way_leaves_a_true_ledger(env, tmp_path, tiny_mod
     shown = json.loads(run_producer("status", job_id, "--json", env=env_vars, check=True).stdout)
     assert shown["submitting"] is True
     assert "submitting" in run_producer("list", env=env_vars, check=True).stdout
+    assert f"submitting: {st.pairs_total} pairs recorded so far" in run_producer("status", job_id, env=env_vars, check=True).stdout
     assert run_producer("export", job_id, "--out", str(tmp_path / "x.parquet"), env=env_vars).returncode == 3
     run_producer("cancel", job_id, env=env_vars, check=True)
     st = store.status(job_id)
