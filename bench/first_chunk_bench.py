@@ -11,7 +11,7 @@ workers' clocks, on this same host. ``producer_cpu_s``: the submit process's use
 (/usr/bin/time), its per-pair cost on a shared host where wall times say little.
 
     PYTHONPATH=. python bench/first_chunk_bench.py --url postgresql+psycopg://postgres@127.0.0.1:5432/test \
-        --pairs 2000000 --before 59a61dd
+        --pairs 2000000 --before 59a61dd [--no-night2 | --cached-night1]
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def first_times(db: str, job: str, t0: float, scored_timeout: float) -> dict:
     }
 
 
-def submit(variant: str, night: str, manifest: Path, env: dict, db: str, pairs: int, rows: list) -> str:
+def submit(
+    variant: str, night: str, manifest: Path, env: dict, db: str, pairs: int, rows: list, scored_timeout: float = 600
+) -> str:
     """`producer submit`, timed, with its peak RSS and the first-chunk times; returns the job id."""
     t0 = time.time()
     p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", PRODUCER, "submit", str(manifest), "--name", night], cwd=REPO,
@@ -73,7 +75,7 @@ def submit(variant: str, night: str, manifest: Path, env: dict, db: str, pairs: 
         "variant": variant, "night": night, "pairs": pairs, "submit_s": round(seconds, 1),
         "us_per_pair": round(seconds / pairs * 1e6, 2), "producer_cpu_s": round(cpu, 1),
         "cpu_us_per_pair": round(cpu / pairs * 1e6, 2), "peak_rss_mb": round(int(rss_kb) / 1024),
-        **first_times(db, job, t0, 600),
+        **first_times(db, job, t0, scored_timeout),
     }  # fmt: skip
     rows.append(row)
     print(json.dumps(row), flush=True)
@@ -100,6 +102,11 @@ def run_variant(variant: str, code: Path, nights: tuple[Path, Path], args: argpa
     try:
         subprocess.run([sys.executable, "-c", "import sys; from rerankq.store.db import upgrade; upgrade(sys.argv[1])", db],
                        cwd=code, env=env, check=True)  # fmt: skip
+        if args.cached_night1:  # night 1 as if scored: its context and every key cached (bench/reuse_bench.py), no worker
+            fill = "import sys; from pathlib import Path; from bench.reuse_bench import fill_cache; fill_cache(sys.argv[1], sys.argv[2], Path(sys.argv[3]))"
+            subprocess.run([sys.executable, "-c", fill, db, args.model, str(nights[0])], cwd=code, env=env, check=True)
+            submit(variant, "night-2 (reuse; night 1 cached, no worker)", nights[1], env, db, args.pairs, rows, scored_timeout=0)
+            return
         for i in range(args.workers):
             log = open(work / f"{variant}-worker{i}.log", "wb")  # noqa: SIM115
             procs.append(subprocess.Popen(
@@ -128,6 +135,7 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=16384)
     ap.add_argument("--before", help="an earlier commit to measure in the same run (a git worktree)")
     ap.add_argument("--no-night2", dest="night2", action="store_false", help="night 1 only (no wait, no reuse night)")
+    ap.add_argument("--cached-night1", action="store_true", help="no workers: night 1's keys put in the cache, night 2 submitted with reuse")
     ap.add_argument("--model", default=str(Path.home() / ".cache/rerankq/tiny-qwen3-reranker"))
     args = ap.parse_args()
 

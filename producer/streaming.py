@@ -178,7 +178,7 @@ def submit_stream(
         if submission is not None:
             submission.close()
     log.info(
-        "submission_streamed", job_id=job_id, pairs=checked.total, reused=reused, chunks=submission.seq,
+        "submission_streamed", job_id=job_id, pairs=checked.total, reused=reused, chunks=submission.chunks,
         chunks_sent=publish.sent, submit_s=round(time.perf_counter() - started, 2),
     )  # fmt: skip
     if publish.failed is not None:
@@ -186,7 +186,7 @@ def submit_stream(
             f"{publish.failed}; job {job_id} is recorded whole: the sweeper re-sends its unsent chunks "
             f"(or run `producer resume {job_id}`)"
         )
-    return Submitted(job_id, checked.total, reused, submission.seq)
+    return Submitted(job_id, checked.total, reused, submission.chunks)
 
 
 def _piece(batch: CheckedBatch, context: str | None, instruction: str | None) -> tuple[PieceRows, list[bytes]]:

@@ -336,3 +336,29 @@ def test_a_real_worker_scores_the_first_chunk_before_the_last_file_is_read(tiny_
 
         get_engine(url).dispose()
         drop_database(POSTGRES_URL, url)
+
+
+def test_a_cascade_hands_on_stage_2_chunks_while_it_is_submitted(env, tmp_path, monkeypatch, tiny_model):
+    """A stage-1 chunk finishing during the submission records its stage-2 chunk (the next number under the
+    job's lock, as the submission numbers its own): no number is taken twice, and the job ends after both."""
+    from rerankq.store.records import NewChunk, ScoreRow
+
+    store, settings = env
+    manifest, cols = three_files(tmp_path)
+    held = HeldFile(monkeypatch, "part-002.parquet")
+    sub = Submitting(manifest, settings, then=f"{tiny_model}:top=2")
+    wait_for(lambda: first_chunk_queued(store, settings, sub.job_id), 120, "the first chunk queued")
+    wait_for(held.reached.is_set, 120, "the submission to reach the last file")
+    first = store.resumable(sub.job_id)[0]
+    assert store.begin_chunk(sub.job_id, first.chunk_id, "test:1", str(tiny_model)) is None
+    keyed = load_pairs(first.spec)
+    top = [k for k in keyed][:2]
+    stage2 = NewChunk({"kind": "inline", "pairs": [{"query_id": k.query_id, "doc_id": k.doc_id, "query": k.pair.query,
+                                                    "document": k.pair.document} for k in top]}, len(top))  # fmt: skip
+    assert store.finish_chunk(sub.job_id, first.chunk_id, [ScoreRow(k.query_id, k.doc_id, 0.5, None) for k in keyed], then=stage2)
+    held.release()
+    assert sub.outcome() == sub.job_id
+    with store.session() as s:
+        seqs = list(s.scalars(select(Chunk.seq).where(Chunk.job_id == sub.job_id)))
+    assert len(seqs) == len(set(seqs)) == store.status(sub.job_id).chunks_total
+    assert not store.status(sub.job_id).state.terminal, "its stage-2 chunk and the rest are still to score"

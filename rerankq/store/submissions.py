@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from rerankq.logs import get_logger
@@ -70,7 +70,7 @@ class Submission:
         self.store, self.job_id, self.context, self.touch_interval = store, job_id, context, touch_interval
         self.pg = store.dialect == "postgresql"
         self.conn = store.session.kw["bind"].connect()
-        self.seq = 0  # the next chunk's number in the job
+        self.chunks = 0  # chunks recorded
         self.reused = 0
         if context is not None:
             ddl = (
@@ -114,14 +114,18 @@ class Submission:
             if job is None or JobState(job.state).terminal:
                 raise SubmissionStopped(f"job {self.job_id} was {job.state if job else 'deleted'} while it was being submitted")
             t = now()
+            # Numbered under the job's lock, after its last chunk: a cascade's stage-1 chunk finishing meanwhile
+            # adds its stage-2 chunk the same way (rerankq/store/chunks.py), so the numbers never collide.
+            seq = s.scalar(select(func.coalesce(func.max(Chunk.seq), -1)).where(Chunk.job_id == self.job_id)) + 1
             for c in chunks:
                 row = Chunk(
-                    job_id=self.job_id, seq=self.seq, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0,
+                    job_id=self.job_id, seq=seq, state="pending", spec=c.spec, pairs=c.pairs, scored=0, pair_errors=0,
                     attempts=0, enqueued_at=t,
                 )  # fmt: skip
                 s.add(row)
                 s.flush()
-                self.seq += 1
+                seq += 1
+                self.chunks += 1
                 out.messages.append(self.store._message(row, job))
                 s.expunge(row)
             job.pairs_total += out.reused + sum(c.pairs for c in chunks)
