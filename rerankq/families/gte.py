@@ -10,6 +10,7 @@ own port of mGTE (``GteForSequenceClassification``), loaded from the same files.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,19 @@ def check(config: dict) -> str | None:
     return check_single_label(config)
 
 
+CHILD_HOOK = "rerankq.families.gte_config:register"
+HOOKS_ENV = "RERANKQ_CHILD_HOOKS"  # run by rerankq/child_guard/sitecustomize.py in vLLM's child processes
+
+
 def prepare() -> None:
-    """Before vLLM reads config.json: ``model_type: "new"`` is rerankq's NewConfig, not the hub's code."""
+    """Before vLLM reads config.json: ``model_type: "new"`` is rerankq's NewConfig, not the hub's code, here and
+    in the processes vLLM starts (its engine core reads config.json again)."""
     from rerankq.families.gte_config import register
 
     register()
+    hooks = [h for h in os.environ.get(HOOKS_ENV, "").split(",") if h]
+    if CHILD_HOOK not in hooks:
+        os.environ[HOOKS_ENV] = ",".join([*hooks, CHILD_HOOK])
 
 
 def load_reference(model_path: str, dtype: Any) -> Any:
