@@ -402,3 +402,28 @@ def test_batch_file_through_a_cross_encoder_worker(stack, tmp_path):
         assert results[0]["index"] == best
         for r in results:
             assert r["relevance_score"] == pytest.approx(want[r["index"]][0], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_rerank_through_an_mgte_worker(checkpoints, pg_url, redis_url, tmp_path):
+    """A worker on the mGTE checkpoint starts without the hub's code and `producer rerank` (/v1/rerank's path)
+    gives the card's raw logit as `logit`, its sigmoid as `score`, ranked by them."""
+    path = checkpoints["gte"]
+    migrate(pg_url)
+    env = base_env(path, pg_url, redis_url, RERANKQ_MAX_LENGTH=MAX_LENGTH)
+    worker = WorkerProcess(env, tmp_path / "worker-gte.log").start()
+    try:
+        worker.wait_ready()
+        docs = ["Beijing is the capital of China.", "Paris is the capital of France.", "量子计算 🚀", "water energy light"]
+        out = producer("rerank", "--query", "capital of China?", *sum((["--doc", d] for d in docs), []), "--json",
+                       "--model", str(path), "--timeout", "300", env=env, check=True)  # fmt: skip
+    finally:
+        worker.terminate()
+    ranked = json.loads(out.stdout)
+    probability, logits = gte_card_reference(path, [Pair("capital of China?", d) for d in docs])
+    assert [r["rank"] for r in ranked] == [1, 2, 3, 4]
+    assert [r["logit"] for r in ranked] == sorted((r["logit"] for r in ranked), reverse=True)
+    for r in ranked:
+        assert r["logit"] == pytest.approx(logits[int(r["doc_id"])], abs=1e-5)
+        assert r["score"] == pytest.approx(probability[int(r["doc_id"])], abs=1e-5)
+    assert "new-impl" not in worker.log()  # transformers never asked for the hub's code
