@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from producer.chunk_plans import ChunkPacker
@@ -57,7 +57,7 @@ class StreamPlanner:
         self.heads: set[bytes] = set()
         self.current: str | None = None
 
-    def feed(self, batch: CheckedBatch, misses: list[int], heads: list[bytes]) -> None:
+    def feed(self, batch: CheckedBatch, misses: list[int], heads: Sequence[bytes]) -> None:
         self.files[batch.file_index] = (batch.file.path, batch.file.size, batch.file_rows)
         qids, first = batch.values["query_id"], batch.first_row
         for i in misses:
@@ -153,7 +153,7 @@ def submit_stream(
                     on_job(job_id)
             rows, heads = _piece(batch, context, checked.instruction)
 
-            def plan(misses: list[int], batch: CheckedBatch = batch, heads: list[bytes] = heads) -> list[NewChunk]:
+            def plan(misses: list[int], batch: CheckedBatch = batch, heads: Sequence[bytes] = heads) -> list[NewChunk]:
                 planner.feed(batch, misses, heads)
                 return planner.closed()
 
@@ -189,14 +189,28 @@ def submit_stream(
     return Submitted(job_id, checked.total, reused, submission.chunks)
 
 
-def _piece(batch: CheckedBatch, context: str | None, instruction: str | None) -> tuple[PieceRows, list[bytes]]:
+def _piece(batch: CheckedBatch, context: str | None, instruction: str | None) -> tuple[PieceRows, Sequence[bytes]]:
     """A piece's rows for the ledger and each row's planning head: its cache key's first 8 bytes (the
     instruction and query part) with reuse, else its text head."""
     values = batch.values
     if context is None:
         return PieceRows(values["query_id"], values["doc_id"]), batch.heads
     keys = pair_keys(context, batch.instructions, values["query"], values["document"], DEFAULT_INSTRUCTION)
-    return PieceRows(values["query_id"], values["doc_id"], keys), [bytes(k[:8]) for k in keys]
+    return PieceRows(values["query_id"], values["doc_id"], keys), _Heads(keys)
+
+
+class _Heads(Sequence[bytes]):
+    """A piece's keys' first 8 bytes (their instruction and query part), cut only for the misses the
+    planner asks about."""
+
+    def __init__(self, keys: Sequence[bytes]):
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
+        return bytes(self.keys[i][:8])
 
 
 def _refused(job_id: str, cancelled: int | None) -> str:

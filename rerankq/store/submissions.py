@@ -99,14 +99,12 @@ class Submission:
         due: list[bytes] = []
         with Session(bind=self.conn, expire_on_commit=False) as s, s.begin():
             if self.context is not None and n:
-                gens = self._lookup(s, n)
-                misses = [i for i, g in enumerate(gens) if g is None]
-                hit_gens = {g for g in gens if g is not None}
+                cutoff = day_of(now()) - max(1, round(self.touch_interval / DAY))
+                misses, hit_gens, due_rows = self._lookup(s, cutoff)
                 out.reused = n - len(misses)
                 if hit_gens:
                     mark_used(s, hit_gens, now())
-                    cutoff = day_of(now()) - max(1, round(self.touch_interval / DAY))
-                    due = [rows.keys[i] for i, g in enumerate(gens) if g is not None and g < cutoff]  # type: ignore[index]
+                due = [rows.keys[i] for i in due_rows]  # type: ignore[index]
             else:
                 misses = list(range(n))
             chunks = plan(misses)
@@ -178,8 +176,11 @@ class Submission:
         finally:
             cur.close()
 
-    def _lookup(self, s: Session, n: int) -> list[int | None]:
-        """Each staged pair's cache generation (None: a miss), its hit copied into the job's scores, in ``s``."""
+    def _lookup(self, s: Session, due: int) -> tuple[list[int], set[int], list[int]]:
+        """The staged pairs' hits copied into the job's scores, in ``s``; returns the misses (indexes, in
+        order), the hits' cache generations, and the hits whose generation is older than ``due`` (to re-home).
+        Only those rows come back: on a night that reuses 95 %, a twentieth of the piece."""
+        params = {"job": self.job_id, "chunk": REUSED_CHUNK, "due": due}
         if self.pg:
             rows = s.execute(
                 text(
@@ -187,13 +188,19 @@ class Submission:
                     "LEFT JOIN LATERAL (SELECT c.score, c.logit, c.gen FROM score_cache c WHERE c.key = b.key LIMIT 1) x ON true), "
                     f"copied AS (INSERT INTO {partition_name(self.job_id)} (job_id, query_id, doc_id, chunk_id, score, logit, error) "
                     "SELECT :job, query_id, doc_id, :chunk, score, logit, NULL FROM j WHERE score IS NOT NULL RETURNING 1) "
-                    "SELECT seq, gen FROM j"
+                    "SELECT seq, gen FROM j WHERE score IS NULL OR gen < :due "
+                    "UNION ALL SELECT -1, gen FROM (SELECT DISTINCT gen FROM j WHERE score IS NOT NULL) g"
                 ),
-                {"job": self.job_id, "chunk": REUSED_CHUNK},
+                params,
             ).all()
         else:
             rows = s.execute(
-                text("SELECT st.seq, c.gen FROM piece_keys st LEFT JOIN score_cache c ON c.key = st.key")
+                text(
+                    "SELECT st.seq, c.gen FROM piece_keys st LEFT JOIN score_cache c ON c.key = st.key "
+                    "WHERE c.key IS NULL OR c.gen < :due "
+                    "UNION ALL SELECT -1, gen FROM (SELECT DISTINCT c.gen FROM piece_keys st JOIN score_cache c ON c.key = st.key)"
+                ),
+                params,
             ).all()
             s.execute(
                 text(
@@ -201,12 +208,11 @@ class Submission:
                     "SELECT :job, st.query_id, st.doc_id, :chunk, c.score, c.logit, NULL "
                     "FROM piece_keys st JOIN score_cache c ON c.key = st.key"
                 ),
-                {"job": self.job_id, "chunk": REUSED_CHUNK},
+                params,
             )
-        gens: list[int | None] = [None] * n
-        for seq, gen in rows:
-            gens[seq] = gen
-        return gens
+        misses = sorted(seq for seq, gen in rows if seq >= 0 and gen is None)
+        gens = {gen for seq, gen in rows if seq < 0}
+        return misses, gens, [seq for seq, gen in rows if seq >= 0 and gen is not None]
 
     def _touch(self, keys: list[bytes]) -> None:
         """Re-home reused entries whose generation came due (as ``ReuseStage.touch``): after the piece's
