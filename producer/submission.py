@@ -1,10 +1,12 @@
 """Submitting work: a Parquet manifest or inline pairs become a recorded job and queued chunks.
 
-Everything is checked before anything is written: a rejected submission leaves no job behind. This
-module drives one forward path, each step calling only the ones after it: the manifest is read and
-every row checked (``producer/manifest.py`` over ``rerankq/manifest_source.py``), the checked rows'
-keys are looked up in the score cache (``producer/reuse.py``), the job and its chunks are recorded
-in SQL (``rerankq/store/``), and only then enqueued (``producer/queueing.py``)."""
+A manifest goes one forward path (``submit_manifest``, under the CLI, the Python API and the service):
+read and checked piece by piece (``producer/manifest.py`` over ``rerankq/manifest_source.py``), each
+piece's keys looked up in the score cache, its hits and the chunks it closes recorded in one transaction
+and those chunks queued at once (``producer/streaming.py``, ``rerankq/store/submissions.py``,
+``producer/queueing.py``). A bad row in the first piece records nothing; one found later refuses the job.
+Inline pairs are all checked first, then recorded in one transaction (``producer/reuse.py``,
+``rerankq/store/``) and only then enqueued."""
 
 from __future__ import annotations
 
