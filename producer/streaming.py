@@ -35,6 +35,7 @@ from schemas import ChunkMessage, ManifestSegment, ManifestSpec
 
 log = get_logger("rerankq.streaming")
 Row = tuple[int, int]  # (file index, row in that file)
+KEY_HEAD = 8  # a cache key's first bytes, standing for its instruction and query (rerankq/score_key.py)
 
 
 @dataclass
@@ -57,16 +58,20 @@ class StreamPlanner:
         self.heads: set[bytes] = set()
         self.current: str | None = None
 
-    def feed(self, batch: CheckedBatch, misses: list[int], heads: Sequence[bytes]) -> None:
+    def feed(self, batch: CheckedBatch, misses: list[int], heads: Sequence[bytes], cut: int | None = None) -> None:
+        """The piece's misses (indexes into it, in order); ``heads``: each row's text head, or its cache key
+        whose first ``cut`` bytes stand for its instruction and query."""
         self.files[batch.file_index] = (batch.file.path, batch.file.size, batch.file_rows)
-        qids, first = batch.values["query_id"], batch.first_row
+        qids, first, f = batch.values["query_id"], batch.first_row, batch.file_index
+        run, seen = self.run, self.heads
         for i in misses:
             qid = qids[i]
-            if qid != self.current and self.run:
+            if qid != self.current and run:
                 self._end_run()
+                run, seen = self.run, self.heads
             self.current = qid
-            self.run.append((batch.file_index, first + i))
-            self.heads.add(heads[i])
+            run.append((f, first + i))
+            seen.add(heads[i][:cut] if cut else heads[i])
 
     def _end_run(self) -> None:
         self.packer.add(self.run, len(self.run), self.heads)
@@ -154,7 +159,7 @@ def submit_stream(
             rows, heads = _piece(batch, context, checked.instruction)
 
             def plan(misses: list[int], batch: CheckedBatch = batch, heads: Sequence[bytes] = heads) -> list[NewChunk]:
-                planner.feed(batch, misses, heads)
+                planner.feed(batch, misses, heads, KEY_HEAD if context is not None else None)
                 return planner.closed()
 
             publish(submission.record(rows, plan).messages)
@@ -190,27 +195,13 @@ def submit_stream(
 
 
 def _piece(batch: CheckedBatch, context: str | None, instruction: str | None) -> tuple[PieceRows, Sequence[bytes]]:
-    """A piece's rows for the ledger and each row's planning head: its cache key's first 8 bytes (the
-    instruction and query part) with reuse, else its text head."""
+    """A piece's rows for the ledger and each row's planning head: its cache key (whose first ``KEY_HEAD``
+    bytes are the instruction and query part) with reuse, else its text head."""
     values = batch.values
     if context is None:
         return PieceRows(values["query_id"], values["doc_id"]), batch.heads
     keys = pair_keys(context, batch.instructions, values["query"], values["document"], DEFAULT_INSTRUCTION)
-    return PieceRows(values["query_id"], values["doc_id"], keys), _Heads(keys)
-
-
-class _Heads(Sequence[bytes]):
-    """A piece's keys' first 8 bytes (their instruction and query part), cut only for the misses the
-    planner asks about."""
-
-    def __init__(self, keys: Sequence[bytes]):
-        self.keys = keys
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
-        return bytes(self.keys[i][:8])
+    return PieceRows(values["query_id"], values["doc_id"], keys), keys
 
 
 def _refused(job_id: str, cancelled: int | None) -> str:

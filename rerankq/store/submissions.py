@@ -181,18 +181,21 @@ class Submission:
         order), the hits' cache generations, and the hits whose generation is older than ``due`` (to re-home).
         Only those rows come back: on a night that reuses 95 %, a twentieth of the piece."""
         params = {"job": self.job_id, "chunk": REUSED_CHUNK, "due": due}
-        if self.pg:
-            rows = s.execute(
-                text(
+        if self.pg:  # psycopg's own cursor: tuples, not a SQLAlchemy row per miss (night 1: every pair)
+            cur = s.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cur.execute(
                     "WITH j AS (SELECT b.seq, b.query_id, b.doc_id, x.score, x.logit, x.gen FROM piece_keys b "
                     "LEFT JOIN LATERAL (SELECT c.score, c.logit, c.gen FROM score_cache c WHERE c.key = b.key LIMIT 1) x ON true), "
                     f"copied AS (INSERT INTO {partition_name(self.job_id)} (job_id, query_id, doc_id, chunk_id, score, logit, error) "
-                    "SELECT :job, query_id, doc_id, :chunk, score, logit, NULL FROM j WHERE score IS NOT NULL RETURNING 1) "
-                    "SELECT seq, gen FROM j WHERE score IS NULL OR gen < :due "
-                    "UNION ALL SELECT -1, gen FROM (SELECT DISTINCT gen FROM j WHERE score IS NOT NULL) g"
-                ),
-                params,
-            ).all()
+                    "SELECT %(job)s, query_id, doc_id, %(chunk)s, score, logit, NULL FROM j WHERE score IS NOT NULL RETURNING 1) "
+                    "SELECT seq, gen FROM j WHERE score IS NULL OR gen < %(due)s "
+                    "UNION ALL SELECT -1, gen FROM (SELECT DISTINCT gen FROM j WHERE score IS NOT NULL) g",
+                    params,
+                )
+                rows = cur.fetchall()
+            finally:
+                cur.close()
         else:
             rows = s.execute(
                 text(
@@ -210,7 +213,8 @@ class Submission:
                 ),
                 params,
             )
-        misses = sorted(seq for seq, gen in rows if seq >= 0 and gen is None)
+        misses = [seq for seq, gen in rows if seq >= 0 and gen is None]
+        misses.sort()
         gens = {gen for seq, gen in rows if seq < 0}
         return misses, gens, [seq for seq, gen in rows if seq >= 0 and gen is not None]
 
