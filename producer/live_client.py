@@ -26,6 +26,7 @@ from rerankq.live import (
 from rerankq.settings import Settings
 from schemas import InlinePair
 
+READ_TIMEOUT = 30.0  # seconds a Redis reply may take to arrive
 WAIT_STEP = 0.5  # seconds per BLPOP: between two, the client's connection and the workers are looked at again
 
 
@@ -61,7 +62,9 @@ class LiveClient:
 
     def _client(self) -> aioredis.Redis:
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self.url, socket_connect_timeout=self.timeout)
+            # redis-py's default read timeout (5 s) failed replies on a loaded host whose event loop was slow to
+            # read them; BLPOP's own timeout bounds each wait, this only a Redis that stops answering.
+            self._redis = aioredis.Redis.from_url(self.url, socket_connect_timeout=self.timeout, socket_timeout=READ_TIMEOUT)
         return self._redis
 
     async def close(self) -> None:

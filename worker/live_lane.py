@@ -63,7 +63,10 @@ class LiveLane:
         """Take no more requests; let those in flight finish (they are short) for up to ``timeout`` seconds."""
         self._stop.set()
         self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        deadline = time.monotonic() + timeout
+        while self._running and time.monotonic() < deadline:
+            time.sleep(CHECK_SECONDS)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # never hangs a warm shutdown on a stuck request
 
     # ------------------------------------------------------------------ the pulling thread
     def _run(self) -> None:

@@ -5,6 +5,7 @@ vLLM's ScoreResponse, one score per pair in the request's order. Scored as /v1/r
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Body, Request
@@ -46,7 +47,7 @@ async def score(request: Request, body: ScoreBody = Body(openapi_examples={"quer
     started = time.perf_counter()
     prepared, scored, model, job_id = await score_request(body, request)
     request.app.state.metrics.rerank_latency.observe(time.perf_counter() - started)
-    return score_response(prepared, scored, model, f"score-{job_id}")
+    return await asyncio.to_thread(score_response, prepared, scored, model, f"score-{job_id}")  # usage: tokenizing
 
 
 for _path, _hidden in (("/v1/score", False), ("/score", True)):
