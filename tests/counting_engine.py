@@ -1,4 +1,4 @@
-"""The real vLLM engine, counting the prompts that reach it: proof of what reuse kept off the GPU.
+"""A real engine (tests/wrapped_engine.py), counting the prompts that reach it: proof of what reuse kept off the GPU.
 
 Loaded by real workers through the custom-engine setting (RERANKQ_ENGINE=tests.counting_engine:factory);
 each call appends the number of prompts scored to the file named by RERANKQ_TEST_COUNT_FILE."""
@@ -8,20 +8,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from rerankq.model_files import resolve_dtype
 from rerankq.settings import Settings
-from worker.engines.vllm_engine import VllmEngine
+from tests.wrapped_engine import inner_engine
 
 
 class CountingEngine:
-    name = "vllm+count"
+    name = "count"
 
     def __init__(self, settings: Settings, model_path: str):
-        self.inner = VllmEngine(settings, model_path, resolve_dtype(settings.dtype, model_path, "vllm"))
+        self.inner = inner_engine(settings, model_path)
         self.path = os.environ["RERANKQ_TEST_COUNT_FILE"]
 
-    def score_prompts(self, prompts: Sequence[list[int]]) -> list[float]:
-        scores = self.inner.score_prompts(prompts)
+    def log_odds(self, prompts: Sequence[list[int]], **kwargs) -> list[float]:
+        scores = self.inner.log_odds(prompts, **kwargs)
         with open(self.path, "a") as f:
             f.write(f"{len(prompts)}\n")
         return scores

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import importlib
 
-from rerankq.families import builder_for, family_of, max_length_for
+from rerankq.families import Family, builder_for, family_of, max_length_for
+from rerankq.families.base import PairBuilder
 from rerankq.model_files import resolve_dtype, resolve_model
 from rerankq.settings import Settings
 from worker.engines.base import Engine, PairScore, Reranker
 
-__all__ = ["Engine", "PairScore", "Reranker", "load_reranker"]
+__all__ = ["Engine", "PairScore", "Reranker", "build_engine", "load_reranker"]
 
 
 def load_reranker(settings: Settings) -> Reranker:
@@ -23,21 +24,24 @@ def load_reranker(settings: Settings) -> Reranker:
     if max_length != settings.max_length:
         settings = settings.model_copy(update={"max_length": max_length})
     builder = builder_for(model_path, max_length)
+    reranker = Reranker(builder, build_engine(settings, model_path, family, builder), settings.pipeline_pairs)
+    reranker.warm()
+    return reranker
+
+
+def build_engine(settings: Settings, model_path: str, family: Family, builder: PairBuilder) -> Engine:
+    """The engine ``settings.engine`` names, for a checkpoint of ``family`` (test engines wrap it too)."""
     if settings.engine == "vllm":
         from worker.engines.vllm_engine import VllmEngine
 
-        engine: Engine = VllmEngine(settings, model_path, resolve_dtype(settings.dtype, model_path, "vllm"), family)
-    elif settings.engine == "hf":
+        return VllmEngine(settings, model_path, resolve_dtype(settings.dtype, model_path, "vllm"), family)
+    if settings.engine == "hf":
         from worker.engines.hf_engine import HfEngine
 
         dtype = resolve_dtype(settings.dtype, model_path, "hf")
         ids = (getattr(builder, "yes_id", None), getattr(builder, "no_id", None))
-        engine = HfEngine(settings, model_path, dtype, *ids, family=family)
-    elif ":" in settings.engine:
+        return HfEngine(settings, model_path, dtype, *ids, family=family)
+    if ":" in settings.engine:
         module, _, attr = settings.engine.partition(":")
-        engine = getattr(importlib.import_module(module), attr)(settings, model_path)
-    else:
-        raise ValueError(f"RERANKQ_ENGINE={settings.engine!r}: expected vllm, hf or module:factory")
-    reranker = Reranker(builder, engine, settings.pipeline_pairs)
-    reranker.warm()
-    return reranker
+        return getattr(importlib.import_module(module), attr)(settings, model_path)
+    raise ValueError(f"RERANKQ_ENGINE={settings.engine!r}: expected vllm, hf or module:factory")
