@@ -8,8 +8,10 @@ import platform
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -118,3 +120,13 @@ def stop_process_groups(procs: Sequence[subprocess.Popen], timeout: float = 60) 
             p.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def start_worker(index: int, cwd: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """`celery -A worker worker -Q gpu` as users run it, named w<index> (several on one host), in a process group of
+    its own (stop_process_groups), its output in ``log_path``."""
+    log = open(log_path, "wb")  # noqa: SIM115 - the worker writes to it for its whole life
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO", "-n", f"w{index}@%h"],
+        cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 sys.path.insert(0, str(REPO))
 
-from bench.common import libpq, stop_process_groups  # noqa: E402
+from bench.common import libpq, start_worker, stop_process_groups  # noqa: E402
 from bench.reuse_bench import write_nights  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
 from tests.services import PrivateRedis  # noqa: E402
@@ -107,12 +107,7 @@ def run_variant(variant: str, code: Path, nights: tuple[Path, Path], args: argpa
             subprocess.run([sys.executable, "-c", fill, db, args.model, str(nights[0])], cwd=code, env=env, check=True)
             submit(variant, "night-2 (reuse; night 1 cached, no worker)", nights[1], env, db, args.pairs, rows, scored_timeout=0)
             return
-        for i in range(args.workers):
-            log = open(work / f"{variant}-worker{i}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO", "-n", f"w{i}@%h"],
-                cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            ))  # fmt: skip
+        procs += [start_worker(i, code, env, work / f"{variant}-worker{i}.log") for i in range(args.workers)]
         logs = [work / f"{variant}-worker{i}.log" for i in range(args.workers)]
         while sum(" ready." in p.read_text(errors="replace") for p in logs) < args.workers:
             time.sleep(1)

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 sys.path.insert(0, str(REPO))
 
-from bench.common import libpq, stop_process_groups  # noqa: E402
+from bench.common import libpq, start_worker, stop_process_groups  # noqa: E402
 from bench.reuse_bench import write_nights  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
 from tests.services import PrivateRedis  # noqa: E402
@@ -73,12 +73,7 @@ def main() -> None:
         upgrade(db)
         store = Ledger(db)
         t0 = time.perf_counter()
-        for i in range(args.workers):
-            log = open(work / f"worker{i}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO", "-n", f"w{i}@%h"],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            ))  # fmt: skip
+        procs += [start_worker(i, REPO, env, work / f"worker{i}.log") for i in range(args.workers)]
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             ready = sum(" ready." in (work / f"worker{i}.log").read_text(errors="replace") for i in range(args.workers))
