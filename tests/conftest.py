@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 
 from producer.tiny_model import ensure_tiny_model
 from rerankq.store.ledger import Ledger
-from tests.services import POSTGRES_URL, REDIS_URL, create_database, drop_database
+from tests.services import POSTGRES_URL, REDIS_URL, create_database, drop_database, redis_client
 
 TINY_DIR = Path(os.environ.get("RERANKQ_TEST_MODEL_CACHE", Path.home() / ".cache" / "rerankq" / "tiny-qwen3-reranker"))
 _redis_db = itertools.count(1)
@@ -53,7 +52,7 @@ def _redis_db_number() -> int:
 def redis_url() -> str:
     """A Redis database number of this module's own, emptied first."""
     url = f"{REDIS_URL}/{_redis_db_number()}"
-    redis.Redis.from_url(url).flushdb()
+    redis_client(url).flushdb()
     return url
 
 

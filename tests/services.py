@@ -23,6 +23,12 @@ import redis
 POSTGRES_URL = os.environ.get("RERANKQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+def redis_client(url: str) -> redis.Redis:
+    """A test's Redis client. redis-py 8 reads with a 5 s timeout by default, which a loaded CI host's
+    Redis (one of several busy processes on two cores) has overrun: a test waits up to a minute instead."""
+    return redis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,7 +99,7 @@ class PrivateRedis:
         self.start()
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        return redis_client(self.url)
 
 
 def _pg_bin(name: str) -> str:

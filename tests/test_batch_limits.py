@@ -13,7 +13,6 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
@@ -24,6 +23,7 @@ from producer.errors import InputError
 from rerankq.settings import Settings
 from tests.conftest import migrate
 from tests.polling import wait_for
+from tests.services import redis_client
 
 HOOK = "http://127.0.0.1:9/hook"  # never delivered here: the tests read the ledger's outbox
 
@@ -46,7 +46,7 @@ def db(pg_url: str) -> str:
 
 @pytest.fixture()
 def settings(db: str, redis_url: str, tiny_model: Path, tmp_path: Path) -> Settings:
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     return Settings(
         database_url=db, broker_url=redis_url, model=str(tiny_model), max_length=512, files_dir=tmp_path / "files",
         batch_max_lines=50, batch_max_line_bytes=4096, batch_max_error_lines=5, webhook_allow=["127.0.0.1"],
@@ -250,7 +250,7 @@ def test_a_failure_while_the_chunks_are_written_leaves_no_job_and_nothing_queued
     with engine.connect() as conn:
         assert conn.execute(text(count)).one() == before
     engine.dispose()
-    assert len(calls) > 6 and redis.Redis.from_url(redis_url).dbsize() == 0
+    assert len(calls) > 6 and redis_client(redis_url).dbsize() == 0
 
 
 @pytest.mark.parametrize("ledger", ["postgresql", "sqlite"])

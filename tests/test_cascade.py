@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from producer.tiny_model import ensure_tiny_model
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
 from tests.counting_engine import count
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -45,7 +44,7 @@ def stack(pg_url, tmp_path_factory):
     models = {"small": ensure_tiny_model(root / "tiny-qwen3-reranker-seed1", 1), "large": ensure_tiny_model(root / "tiny-qwen3-reranker-seed2", 2)}
     migrate(pg_url)
     broker = f"{REDIS_URL}/8"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     envs, workers, counts = {}, {}, {}
     for name, path in models.items():
         counts[name] = tmp / f"{name}.count"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -38,9 +38,8 @@ def stacks(tiny_model, pg_url, tmp_path_factory):
     for name, db, redis_db in (("sqlite", sqlite_url, 13), ("postgresql", pg_url, 14)):
         migrate(db)
         broker = f"{REDIS_URL}/{redis_db}"
-        import redis
 
-        redis.Redis.from_url(broker).flushdb()
+        redis_client(broker).flushdb()
         env = base_env(tiny_model, db, broker, RERANKQ_MAX_LENGTH=MAX_LENGTH)
         made[name] = (env, WorkerProcess(env, tmp / f"worker-{name}.log").start())
     for _, worker in made.values():

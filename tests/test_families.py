@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 import rerankq.torch_compat  # noqa: F401 - before transformers (hides mismatched torchvision)
 from producer.tiny_model import ensure_tiny, ensure_tiny_model
@@ -26,6 +25,7 @@ from rerankq.score_key import context_for
 from rerankq.settings import Settings
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
+from tests.services import redis_client
 from tests.workers import WorkerProcess
 
 ROOT = Path.home() / ".cache" / "rerankq"
@@ -293,7 +293,7 @@ def stack(checkpoints, pg_url, redis_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("families")
     models = {"cross": checkpoints["xlm-roberta"], "qwen": ensure_tiny_model(ROOT / "tiny-qwen3-reranker-seed2", 2)}
     migrate(pg_url)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     envs = {name: base_env(path, pg_url, redis_url, RERANKQ_MAX_LENGTH=MAX_LENGTH) for name, path in models.items()}
     workers = {name: WorkerProcess(envs[name], tmp / f"worker-{name}.log").start() for name in models}
     for w in workers.values():

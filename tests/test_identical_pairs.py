@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from producer.chunk_plans import ChunkPacker, inline_chunks
 from producer.manifest import plan_manifest
@@ -21,7 +20,7 @@ from schemas import InlinePair
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import text, write_manifest
 from tests.counting_engine import count
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 from tests.workers import WorkerProcess
 
 MAX_LENGTH = 512
@@ -103,7 +102,7 @@ def stack(tiny_model, pg_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("identical")
     migrate(pg_url)
     broker = f"{REDIS_URL}/13"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     counts = tmp / "engine.count"
     env = base_env(
         tiny_model, pg_url, broker, RERANKQ_MAX_LENGTH=MAX_LENGTH, RERANKQ_ENGINE="tests.counting_engine:factory",

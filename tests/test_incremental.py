@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
 from tests.counting_engine import count
 from tests.nightly import night2
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -30,7 +29,7 @@ def stacks(tiny_model, pg_url, tmp_path_factory):
     for name, db, redis_db in (("sqlite", f"sqlite:///{tmp / 'ledger.db'}", 11), ("postgresql", pg_url, 12)):
         migrate(db)
         broker = f"{REDIS_URL}/{redis_db}"
-        redis.Redis.from_url(broker).flushdb()
+        redis_client(broker).flushdb()
         counts = tmp / f"engine-{name}.count"
         env = base_env(
             tiny_model, db, broker, RERANKQ_MAX_LENGTH=MAX_LENGTH, RERANKQ_ENGINE="tests.counting_engine:factory",

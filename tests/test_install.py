@@ -81,7 +81,7 @@ def test_readme_install_line_gives_a_working_install(tmp_path: Path) -> None:
     upgraded = run(readme_line("producer db upgrade"), env, home, 120)
     assert upgraded.returncode == 0, upgraded.stderr
 
-    subprocess.run([str(venv / "bin" / "python"), "-c", f"import redis; redis.Redis.from_url('{REDIS_URL}/15').flushdb()"])
+    subprocess.run([str(venv / "bin" / "python"), "-c", f"import redis; redis_client('{REDIS_URL}/15').flushdb()"])
     log_path = tmp_path / "worker.log"
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(

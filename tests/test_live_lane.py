@@ -13,13 +13,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from rerankq.live import LIVE_PRIORITY, LivePair, LiveReply, LiveRequest, cancel_key, lane_key, reply_key
 from rerankq.settings import Settings
 from tests.conftest import migrate
 from tests.polling import wait_for
+from tests.services import redis_client
 
 
 # --- the engine loop ----------------------------------------------------------------------------------
@@ -148,12 +148,12 @@ def lane(tiny_model: Path, redis_url: str):  # noqa: ANN201
     from worker.engines.base import Reranker
     from worker.live_lane import LiveLane
 
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     settings = Settings(model=str(tiny_model), broker_url=redis_url, max_length=512, live_in_flight=2)
     engine = HeldEngine()
     reranker = Reranker(PromptBuilder.from_model(str(tiny_model), 512), engine, pipeline_pairs=0)
     lane = LiveLane(settings, reranker, "test-worker").start()
-    yield SimpleNamespace(engine=engine, settings=settings, redis=redis.Redis.from_url(redis_url), key=lane.key)
+    yield SimpleNamespace(engine=engine, settings=settings, redis=redis_client(redis_url), key=lane.key)
     lane.stop()
 
 
@@ -219,7 +219,7 @@ def test_a_worker_takes_no_more_than_its_room(lane):
 def settings(tmp_path: Path, redis_url: str, tiny_model: Path) -> Settings:
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
     migrate(db)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     return Settings(
         database_url=db, broker_url=redis_url, model=str(tiny_model), max_length=512, rerank_timeout=1.0,
         max_interactive_backlog=2,
@@ -246,7 +246,7 @@ BODY = {"query": "capital of China?", "documents": ["Beijing", "Paris"]}
 
 def test_past_the_bound_429_and_a_timed_out_request_leaves_the_lane(settings):
     lane_worker(settings)
-    r = redis.Redis.from_url(settings.broker)
+    r = redis_client(settings.broker)
     key = lane_key(settings.queue, settings.model)
     with client(settings) as c:
         timed_out = c.post("/v1/rerank", json=BODY)
@@ -271,7 +271,7 @@ def test_past_the_bound_429_and_a_timed_out_request_leaves_the_lane(settings):
 
 def test_a_reply_answers_in_vllm_shape_best_first(settings):
     lane_worker(settings)
-    r = redis.Redis.from_url(settings.broker)
+    r = redis_client(settings.broker)
     key = lane_key(settings.queue, settings.model)
 
     def worker() -> None:  # what worker/live_lane.py does, by hand
@@ -301,4 +301,4 @@ def test_workers_without_a_lane_still_get_jobs_and_no_worker_is_503(settings):
         lane_worker(settings, live=False)
         assert c.post("/v1/rerank", json=BODY).status_code == 504
         assert [j["state"] for j in c.get("/v1/jobs", params={"interactive": "true"}).json()] == ["cancelled"]
-    assert redis.Redis.from_url(settings.broker).llen(lane_key(settings.queue, settings.model)) == 0
+    assert redis_client(settings.broker).llen(lane_key(settings.queue, settings.model)) == 0

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 import requests
 
 from rerankq.live import LivePair, LiveRequest, cancel_key, lane_key, new_id, reply_key
 from tests.conftest import base_env, migrate
 from tests.corpus import rows, write_manifest
 from tests.polling import wait_for
-from tests.services import free_port, wait_port
+from tests.services import free_port, redis_client, wait_port
 from tests.workers import REPO, WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -51,7 +50,7 @@ class Stack:
         )  # fmt: skip
         wait_port(self.port, 60)
         self.worker.wait_ready()
-        self.redis = redis.Redis.from_url(broker)
+        self.redis = redis_client(broker)
         self.lane = lane_key("gpu", self.model)
 
     def rerank(self, query: str = Q, timeout: float = 120) -> requests.Response:

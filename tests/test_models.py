@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from producer.tiny_model import ensure_tiny_model, write_tiny_model
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows, write_manifest
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 from tests.workers import WorkerProcess
 
 pytestmark = pytest.mark.slow
@@ -53,7 +52,7 @@ def fleet(request, models, pg_url, tmp_path_factory):
     db = f"sqlite:///{tmp / 'ledger.db'}" if request.param == "sqlite" else pg_url
     migrate(db)
     broker = f"{REDIS_URL}/{5 if request.param == 'sqlite' else 6}"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     envs = {
         name: base_env(path, db, broker, RERANKQ_ENGINE="hf", RERANKQ_MAX_LENGTH=MAX_LENGTH, RERANKQ_HEARTBEAT_INTERVAL=1)
         for name, path in models.items()
@@ -145,7 +144,7 @@ def test_checkpoint_replaced_in_place_mid_job_never_mixes(models, pg_url, tmp_pa
     db = pg_url
     migrate(db)
     broker = f"{REDIS_URL}/7"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     env = base_env(
         model, db, broker, RERANKQ_ENGINE="hf", RERANKQ_MAX_LENGTH=MAX_LENGTH, RERANKQ_CHUNKS_IN_FLIGHT=1,
         RERANKQ_HEARTBEAT_INTERVAL=1,

@@ -14,11 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis
 
 from schemas import ChunkCounts, ChunkHolder, JobState, JobStatus, WorkerStatus
 from tests.conftest import migrate, producer
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 
 REPO = Path(__file__).resolve().parents[1]
 START_HINT = "no worker alive: start one with `celery -A worker worker -Q gpu`"
@@ -136,7 +135,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     migrate(url)
     broker = f"{REDIS_URL}/12"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     return {"RERANKQ_DATABASE_URL": url, "RERANKQ_BROKER_URL": broker, "COLUMNS": "80"}
 
 

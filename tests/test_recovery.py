@@ -20,6 +20,7 @@ from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.registry import Registry, WorkerInfo
 from schemas import InlinePair, InlineSpec
 from tests.conftest import migrate
+from tests.services import redis_client
 from worker.celery_app import make_app
 from worker.sweeper import Sweeper
 
@@ -174,7 +175,7 @@ def test_one_sweeper_at_a_time(registry, w):
 
 @pytest.fixture()
 def broker(redis_url) -> tuple[str, redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     client.flushdb()
     return redis_url, client
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 from sqlalchemy import select, update
 
 from producer.changes import diff, export_changes
@@ -38,7 +37,7 @@ from schemas import ChunkMessage, JobState
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
 from tests.nightly import night2
-from tests.services import POSTGRES_URL, REDIS_URL, create_database, drop_database
+from tests.services import POSTGRES_URL, REDIS_URL, create_database, drop_database, redis_client
 from worker.chunk_pairs import load_pairs
 
 MAX_LENGTH = 512
@@ -184,7 +183,7 @@ def env(request, tmp_path, tiny_model):
     url = f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite" else create_database(POSTGRES_URL)
     migrate(url)
     broker = f"{REDIS_URL}/{9 if request.param == 'sqlite' else 10}"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     settings = Settings(database_url=url, broker_url=broker, model=str(tiny_model), dtype="float32", max_length=MAX_LENGTH)
     yield Ledger(url), settings
     if request.param == "postgresql":
@@ -265,7 +264,7 @@ def test_fully_cached_job_is_complete_at_once_and_enqueues_nothing(env, tmp_path
     worker = FakeWorker(store, settings, tiny_model)
     first = submit_manifest(str(m), settings=settings)
     worker.run(first)
-    queue = redis.Redis.from_url(settings.broker)
+    queue = redis_client(settings.broker)
     before = queue.llen("gpu")
     again = submit_manifest(str(m), settings=settings)
     st = store.status(again)

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from schemas import ManifestSpec
 from tests.conftest import migrate, producer
 from tests.corpus import rows
 from tests.s3 import MotoS3
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 
 BUCKET, PREFIX = "corpus", "candidates"
 
@@ -34,7 +33,7 @@ def env(s3: MotoS3, tmp_path: Path) -> dict[str, str]:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     migrate(url)
     broker = f"{REDIS_URL}/11"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     return {"RERANKQ_DATABASE_URL": url, "RERANKQ_BROKER_URL": broker, **s3.env()}
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from rerankq.settings import Settings
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
-from tests.services import free_port
+from tests.services import free_port, redis_client
 
 KEY = "k3y-Sup3r-s3cret"
 
@@ -30,7 +29,7 @@ KEY = "k3y-Sup3r-s3cret"
 def settings(tmp_path: Path, redis_url: str, tiny_model: Path) -> Settings:
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
     migrate(db)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     return Settings(
         database_url=db, broker_url=redis_url, model=str(tiny_model), max_length=512, rerank_timeout=1.0,
         max_inline_pairs=50, max_request_bytes=64 * 1024, max_interactive_backlog=2, manifest_roots=[str(tmp_path)],
@@ -82,7 +81,7 @@ def test_bad_rerank_requests_name_the_field(settings, body, status, message):
     assert message in detail(r)
     error = r.json()["error"]  # OpenAI's and vLLM's shape, which the openai SDK reads
     assert (error["message"], error["code"], error["type"]) == (detail(r), 400, "BadRequestError")
-    assert redis.Redis.from_url(settings.broker).dbsize() == 0, "nothing enqueued"
+    assert redis_client(settings.broker).dbsize() == 0, "nothing enqueued"
 
 
 def test_invalid_json_and_oversize_bodies(settings):
@@ -102,7 +101,7 @@ def test_invalid_json_and_oversize_bodies(settings):
 
         r = c.post("/v1/rerank", content=chunked(), headers={"content-type": "application/json"})
         assert r.status_code == 413, r.text
-    assert redis.Redis.from_url(settings.broker).dbsize() == 0
+    assert redis_client(settings.broker).dbsize() == 0
 
 
 def alive_worker(settings: Settings, state: str = "ready") -> None:
@@ -149,7 +148,7 @@ def test_interactive_chunks_are_taken_before_batch_chunks(settings, tmp_path):
     batch = submit_manifest(str(manifest), chunk_size=5, settings=settings)
     request = check_rerank("q", ["a", "b"], settings=settings)
     interactive = submit_rerank(request, settings=settings)
-    r = redis.Redis.from_url(settings.broker)
+    r = redis_client(settings.broker)
     queue = model_queue(settings.queue, settings.model)
     assert queue.startswith("gpu.") and queue.endswith(f"-{hashlib.sha256(settings.model.encode()).hexdigest()[:8]}")
     lists = priority_lists(queue)

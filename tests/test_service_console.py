@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import update
 
 from producer import submit_manifest
@@ -38,7 +37,7 @@ from schemas import ChunkCounts, JobState, JobStatus
 from tests.conftest import migrate
 from tests.corpus import rows, write_manifest
 from tests.nightly import night2
-from tests.services import POSTGRES_URL, create_database, drop_database, free_port, wait_port
+from tests.services import POSTGRES_URL, create_database, drop_database, free_port, redis_client, wait_port
 from worker.chunk_pairs import load_pairs
 
 GIB = 2**30
@@ -180,10 +179,22 @@ def screenshot(browser, name: str) -> None:  # noqa: ANN001
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+def settled(read):  # noqa: ANN001, ANN201
+    """``read()`` again when a page's refresh replaced an element mid-read (StaleElementReferenceException)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(50):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return read()
+
+
 def cells(browser, selector: str) -> list[str]:  # noqa: ANN001
     from selenium.webdriver.common.by import By
 
-    return [c.text for c in browser.find_elements(By.CSS_SELECTOR, selector)]
+    return settled(lambda: [c.text for c in browser.find_elements(By.CSS_SELECTOR, selector)])
 
 
 def wait(browser, predicate, timeout: float = 20):  # noqa: ANN001, ANN201
@@ -412,7 +423,7 @@ def test_workers_page(console, browser):
         console.registry.heartbeat(worker)
     browser.get(console.url + "/workers")
     time.sleep(2.5)  # after the page's first refresh from /v1/workers
-    assert browser.find_element(By.ID, "summary").text == "1 worker loading its engine, 1 worker busy, 1 worker ready"
+    assert settled(lambda: browser.find_element(By.ID, "summary").text) == "1 worker loading its engine, 1 worker busy, 1 worker ready"
 
     def row(worker: str) -> list[str]:
         return cells(browser, f'tr[data-worker="{worker}"] td')
@@ -426,11 +437,14 @@ def test_workers_page(console, browser):
     assert re.search(r"\(5 min ago\)$", dead[8]), dead[8]
     assert all(TIME.match(c) for c in busy[7:] + loading[7:] + dead[7:])
     # grouped by model, a header per model with its live count, the live workers first within a model
-    rows = browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
-    order = [tr.get_attribute("data-model") or tr.get_attribute("data-worker") for tr in rows]
+    def table() -> tuple[list[str], list[str]]:
+        rows = browser.find_elements(By.CSS_SELECTOR, "#workers tbody tr")
+        order = [tr.get_attribute("data-model") or tr.get_attribute("data-worker") for tr in rows]
+        return order, [r.text for r in rows if r.get_attribute("data-model")]
+
+    order, headers = settled(table)
     groups = {console.settings.model: [*sorted([BUSY, LOADING]), DEAD], OTHER_MODEL: [OTHER]}
     assert order == [x for model, workers in sorted(groups.items()) for x in (model, *workers)], order
-    headers = [r.text for r in rows if r.get_attribute("data-model")]
     assert headers == [f"{m} · {2 if m == console.settings.model else 1} alive" for m in sorted(groups)]
     screenshot(browser, "console-workers.png")
 
@@ -575,7 +589,7 @@ def no_worker(tmp_path, tiny_model, redis_url):
     """A ledger whose only worker stopped: nothing would ever score a request."""
     url = f"sqlite:///{tmp_path / 'l.db'}"
     migrate(url)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), max_length=512, rerank_timeout=120)
     registry = Registry(url)
     registry.register(WorkerInfo("gpu-node-1:1:x", "gpu-node-1", 1, str(tiny_model), {}))
@@ -597,7 +611,7 @@ def test_rerank_with_no_worker_alive_is_503_at_once(no_worker):
     said = f"no worker alive: start one with `RERANKQ_MODEL={settings.model} celery -A worker worker -Q gpu`"
     assert r.json()["detail"] == said == no_worker_words(settings.model)
     assert NO_WORKER == "no worker alive: start one with `celery -A worker worker -Q gpu`", "the default model's"
-    assert redis.Redis.from_url(settings.broker).dbsize() == 0, "nothing enqueued"
+    assert redis_client(settings.broker).dbsize() == 0, "nothing enqueued"
     assert requests.get(base + "/v1/jobs?interactive=true", timeout=10).json() == [], "no job recorded"
     summary = requests.get(base + "/v1/workers/summary", timeout=10).json()
     assert summary == {"alive": False, "summary": said}

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 import producer.manifest
@@ -39,7 +38,7 @@ from tests.conftest import producer as run_producer
 from tests.corpus import rows, write_manifest
 from tests.nightly import night2
 from tests.polling import wait_for
-from tests.services import POSTGRES_URL, create_database, drop_database
+from tests.services import POSTGRES_URL, create_database, drop_database, redis_client
 from tests.test_reuse import MAX_LENGTH, FakeWorker, exported, fake_score
 from tests.workers import REPO, WorkerProcess
 from worker.chunk_pairs import load_pairs
@@ -52,7 +51,7 @@ def env(request, tmp_path, tiny_model, redis_url) -> Iterator[tuple[Ledger, Sett
     """A fresh ledger per test (a database of its own on PostgreSQL); the module's Redis database, emptied."""
     url = f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite" else create_database(POSTGRES_URL)
     migrate(url)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     settings = Settings(database_url=url, broker_url=redis_url, model=str(tiny_model), dtype="float32", max_length=MAX_LENGTH)
     yield Ledger(url), settings
     if request.param == "postgresql":
@@ -307,7 +306,7 @@ def test_a_real_worker_scores_the_first_chunk_before_the_last_file_is_read(tiny_
     its last file; the job then completes with every pair exactly once."""
     url = create_database(POSTGRES_URL)
     migrate(url)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     worker = WorkerProcess(base_env(tiny_model, url, redis_url, RERANKQ_MAX_LENGTH=MAX_LENGTH), tmp_path / "worker.log")
     try:
         worker.start().wait_ready()

@@ -17,7 +17,6 @@ from collections import defaultdict
 from datetime import timedelta
 
 import pytest
-import redis
 from sqlalchemy import update
 
 from producer.queueing import enqueue
@@ -31,6 +30,7 @@ from rerankq.store.records import NewChunk, ScoreRow
 from rerankq.store.registry import Registry, WorkerInfo
 from schemas import InlinePair, InlineSpec
 from tests.conftest import migrate
+from tests.services import redis_client
 from worker.celery_app import make_app
 from worker.sweeper import Sweeper
 
@@ -44,7 +44,7 @@ class BrokerMessages:
     """Every message pushed onto a Redis list of this test's database, by chunk (Redis MONITOR)."""
 
     def __init__(self, url: str):
-        self.client = redis.Redis.from_url(url, socket_timeout=None)  # quiet for minutes while a worker starts
+        self.client = redis_client(url, socket_timeout=None)  # quiet for minutes while a worker starts
         self.db = self.client.connection_pool.connection_kwargs.get("db", 0)
         self.by_chunk: dict[int, set[str]] = defaultdict(set)
         self._lock = threading.Lock()
@@ -94,7 +94,7 @@ def store(url) -> Ledger:
 
 @pytest.fixture()
 def settings(redis_url) -> Settings:
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     return Settings(broker_url=redis_url, heartbeat_interval=1, worker_dead_after=DEAD_AFTER, model=MODEL)
 
 
@@ -210,7 +210,7 @@ def test_a_lost_queue_costs_exactly_one_more_message(store, settings, sweeper, m
         scoring_chunk = consumer.begin(scoring)  # begun: held in the ledger by a live worker
         reserved = consumer.take()  # delivered to the worker, not begun yet: in kombu's `unacked` hash
         reserved_id = consumer.chunk(reserved)["chunk_id"]
-        client = redis.Redis.from_url(settings.broker)
+        client = redis_client(settings.broker)
         lost = set(ids) - {scoring_chunk["chunk_id"], reserved_id}
         for queue in (
             settings.queue,
@@ -248,7 +248,7 @@ def test_a_real_worker_sends_nothing_twice_and_heals_a_lost_queue(tiny_model, ur
     from tests.polling import wait_for
     from tests.workers import WorkerProcess
 
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)
     client.flushdb()
     env = base_env(  # the sweeper is the subject: the transformers engine loads in a third of vLLM's CPU time
         tiny_model, url, redis_url, RERANKQ_ENGINE="hf", RERANKQ_HEARTBEAT_INTERVAL=0.5, RERANKQ_WORKER_DEAD_AFTER=10,

@@ -17,14 +17,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from rerankq.settings import Settings
 from rerankq.store.keys import KeyStore
 from tests.conftest import migrate, producer
 from tests.corpus import rows, write_manifest
-from tests.services import free_port, wait_port
+from tests.services import free_port, redis_client, wait_port
 from tests.test_service_console import browser, serve  # noqa: F401 - the module's browser fixture
 
 LEGACY = "legacy-Adm1n-key"
@@ -34,7 +33,7 @@ LEGACY = "legacy-Adm1n-key"
 def settings(tmp_path: Path, redis_url: str, tiny_model: Path) -> Settings:
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
     migrate(db)
-    redis.Redis.from_url(redis_url).flushdb()
+    redis_client(redis_url).flushdb()
     data = tmp_path / "data"
     data.mkdir()
     return Settings(

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import redis
 
 from tests.conftest import base_env, migrate, producer
 from tests.corpus import rows
 from tests.s3 import MotoS3
-from tests.services import REDIS_URL
+from tests.services import REDIS_URL, redis_client
 from tests.workers import WorkerProcess, is_ready_line
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,7 @@ def test_worker_log_is_json_lines_and_rerank_says_what_it_waits_for(tiny_model, 
     db = f"sqlite:///{tmp_path / 'ledger.db'}"
     migrate(db)
     broker = f"{REDIS_URL}/10"
-    redis.Redis.from_url(broker).flushdb()
+    redis_client(broker).flushdb()
     env = base_env(tiny_model, db, broker, RERANKQ_MAX_LENGTH=512, **s3.env())
     columns = rows(n_queries=4, docs_per_query=(3, 6), seed=5, long_every=10**9)
     s3.put_manifest("corpus", "nightly", columns, files=2)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -24,11 +25,13 @@ from rerankq.live import LIVE_PRIORITY, REPLY_TTL, LiveReply, LiveRequest, LiveS
 from rerankq.logs import get_logger
 from rerankq.prompt import Pair
 from rerankq.settings import Settings
-from worker.engines.base import Pending, Reranker
+from worker.engines.base import PairScore, Pending, Reranker
 from worker.engines.engine_loop import EngineClosed
 from worker.metrics import observe_live
 
 log = get_logger("rerankq.live")
+# per pair, its (probability, log-odds) in the score cache under this worker's context, or None
+CacheLookup = Callable[[list[Pair]], list[tuple[float, float | None] | None]]
 CHECK_SECONDS = 0.1  # how often requests in flight are checked for a cancel mark, and the lane polled when idle
 
 
@@ -42,8 +45,15 @@ class _InFlight:
 class LiveLane:
     """Started once the engine is ready (worker/tasks.py); ``stop`` before the engine closes."""
 
-    def __init__(self, settings: Settings, reranker: Reranker, worker_id: str, client: redis.Redis | None = None):
-        self.reranker, self.worker_id = reranker, worker_id
+    def __init__(
+        self,
+        settings: Settings,
+        reranker: Reranker,
+        worker_id: str,
+        client: redis.Redis | None = None,
+        cached: CacheLookup | None = None,
+    ):
+        self.reranker, self.worker_id, self.cached = reranker, worker_id, cached
         self.key = lane_key(settings.queue, settings.model)
         self.capacity = settings.live_in_flight
         self.redis = client or redis.Redis.from_url(settings.broker, socket_timeout=30, health_check_interval=30)
@@ -121,10 +131,14 @@ class LiveLane:
             with self._lock:
                 self._running[request.id] = flight
             pairs = [Pair(p.query, p.document, p.instruction) for p in request.pairs]
-            flight.pending = self.reranker.start(pairs, priority=LIVE_PRIORITY)
-            if flight.cancelled.is_set():  # cancelled while its prompts were built
-                self.reranker.abort(flight.pending)
-            results = self._collect(flight)
+            known = self._known(pairs)
+            todo = list({pairs[i]: i for i, k in enumerate(known) if k is None}.values())  # each distinct miss once
+            if todo:
+                flight.pending = self.reranker.start([pairs[i] for i in todo], priority=LIVE_PRIORITY)
+                if flight.cancelled.is_set():  # cancelled while its prompts were built
+                    self.reranker.abort(flight.pending)
+            fresh = dict(zip((pairs[i] for i in todo), self._collect(flight) if todo else []))
+            results = [PairScore(k[0], logit=k[1]) if k is not None else fresh[p] for p, k in zip(pairs, known)]
             reply = LiveReply(
                 id=request.id, worker=self.worker_id,
                 results=[LiveScore(score=r.score, logit=r.logit, error=r.error, tokens=r.tokens) for r in results],
@@ -145,6 +159,18 @@ class LiveLane:
             self._room.release()
             observe_live(outcome, len(request.pairs), time.perf_counter() - started)
         self._reply(reply)
+
+    def _known(self, pairs: list[Pair]) -> list[tuple[float, float | None] | None]:
+        """What the score cache already holds: a pair a night (or a batch file) scored answers with that very
+        score, so the search box and the nightly export agree bit for bit; a cache that cannot be read costs
+        only the lookup (the pairs are scored)."""
+        if self.cached is None:
+            return [None] * len(pairs)
+        try:
+            return self.cached(pairs)
+        except Exception as exc:  # noqa: BLE001 - the database away must not fail live requests
+            log.warning("live_cache_unreadable", error=str(exc)[:200])
+            return [None] * len(pairs)
 
     def _collect(self, flight: _InFlight) -> list:
         """The scores, waiting in short steps so a cancellation (seen by the pulling thread, which has

@@ -143,7 +143,7 @@ def _start_worker(sender=None, **_: object) -> None:  # noqa: ANN001
     if live_lane_on(settings):
         from worker.live_lane import LiveLane
 
-        state.lane = LiveLane(settings, state.reranker, WORKER_ID).start()
+        state.lane = LiveLane(settings, state.reranker, WORKER_ID, cached=_live_cached).start()
     ready: dict = {"fingerprint": state.context.digest} if state.context else {}
     if memory := gpu_memory_used():  # reserved by the engine at load, and held: the workers page shows it
         ready["engine"] = {**_engine_info(settings), "gpu_memory_bytes": sum(memory.values())}
@@ -295,6 +295,15 @@ def with_db_retry(fn, *args, **kwargs):  # noqa: ANN001, ANN201
 
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:2000]
+
+
+def _live_cached(pairs: list[Pair]) -> list[tuple[float, float | None] | None]:
+    """The live lane's score-cache lookup, under this worker's own context (worker/live_lane.py)."""
+    if state.context is None or state.ledger is None or not pairs:
+        return [None] * len(pairs)
+    keys = state.context.keys(*zip(*[(p.instruction, p.query, p.document) for p in pairs]))
+    hits = cached_scores(state.ledger, keys, mark=False)
+    return [hits.get(k) if k is not None else None for k in keys]
 
 
 def _cache_keys(keyed: list) -> list:

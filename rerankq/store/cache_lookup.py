@@ -16,10 +16,13 @@ from rerankq.store.models import CachedScore
 BATCH = 1000
 
 
-def cached_scores(store: Ledger, keys: Sequence[bytes | None]) -> dict[bytes, tuple[float, float | None]]:
+def cached_scores(
+    store: Ledger, keys: Sequence[bytes | None], *, mark: bool = True
+) -> dict[bytes, tuple[float, float | None]]:
     """The cached (probability, log-odds) of each key the cache holds (keys in the scoring worker's own context). Their
     generations are marked used, as a submission's reuse marks them (rerankq/store/cache_gens.py), so
-    `cache prune` keeps what cascades still reuse."""
+    `cache prune` keeps what cascades still reuse; the live lane reads with ``mark=False``: a write per search-box
+    request would contend on one generation's row, and the nights that fill the cache keep it in use."""
     wanted = sorted({k for k in keys if k is not None})
     found: dict[bytes, tuple[float, float | None]] = {}
     gens: set[int] = set()
@@ -31,7 +34,7 @@ def cached_scores(store: Ledger, keys: Sequence[bytes | None]) -> dict[bytes, tu
             ):
                 found[key] = (score, logit)
                 gens.add(gen)
-    if gens:
+    if gens and mark:
         with store.session.begin() as s:
             mark_used(s, gens, now())
     return found

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import redis
 from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import producer
 from tests.corpus import rows
+from tests.services import redis_client
 
 SECRET = "S3cretPw-xyz"
 QUEUE = "gpu"
@@ -77,7 +77,7 @@ def assert_nothing_written(db_url: str | None, redis_url: str) -> None:
     from rerankq.broker import priority_lists
 
     for name in priority_lists(QUEUE).values():  # interactive and batch chunks have lists of their own
-        assert redis.Redis.from_url(redis_url).llen(name) == 0, f"a message was enqueued ({name!r})"
+        assert redis_client(redis_url).llen(name) == 0, f"a message was enqueued ({name!r})"
     if db_url is None:
         return
     engine = create_engine(db_url)

@@ -6,13 +6,13 @@ import json
 import os
 from pathlib import Path
 
-import redis
 from sqlalchemy import create_engine, text
 
 from tests.bad_input.refusals import (
     Stack,
     assert_nothing_written,
 )
+from tests.services import redis_client
 
 
 def test_credentials_never_appear_in_any_output(pg_stack: Stack, good_manifest: Path, tmp_path: Path):
@@ -33,7 +33,7 @@ def test_credentials_never_appear_in_any_output(pg_stack: Stack, good_manifest: 
         assert json.loads(outputs[1].stdout)["job_id"] == job
         assert "postgres:***@" in outputs[6].stdout and "cancelled" in outputs[8].stdout
     finally:
-        redis.Redis.from_url(pg_stack.redis_url).delete(queue)
+        redis_client(pg_stack.redis_url).delete(queue)
         engine = create_engine(pg_stack.db_url)
         with engine.begin() as conn:
             for table in ("scores", "chunks", "jobs"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import redis
 from sqlalchemy import create_engine, text
 
 from tests.bad_input.refusals import (
@@ -14,6 +13,7 @@ from tests.bad_input.refusals import (
     assert_clear_error,
     assert_refused,
 )
+from tests.services import redis_client
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_export_to_a_directory_that_does_not_exist(stack: Stack, good_manifest: 
         assert_clear_error(result, f"cannot write {target}: No such file or directory")
         assert not (tmp_path / "no").exists()
     finally:  # this test made a job on purpose: remove it, so the stack's end check holds
-        redis.Redis.from_url(stack.redis_url).delete("unused-export-test")
+        redis_client(stack.redis_url).delete("unused-export-test")
         engine = create_engine(stack.db_url)
         with engine.begin() as conn:
             for table in ("scores", "chunks", "jobs"):
