@@ -142,6 +142,13 @@ class HeldEngine:
         pass
 
 
+CACHED = {"Beijing is the capital.": (0.75, 1.0986122886681098)}  # a document the night scored: (P(yes), log-odds)
+
+
+def cached(pairs: list) -> list:  # noqa: ANN001 - the worker's score-cache lookup (worker/tasks.py: _live_cached)
+    return [CACHED.get(p.document) for p in pairs]
+
+
 @pytest.fixture()
 def lane(tiny_model: Path, redis_url: str):  # noqa: ANN201
     from rerankq.prompt import PromptBuilder
@@ -152,18 +159,22 @@ def lane(tiny_model: Path, redis_url: str):  # noqa: ANN201
     settings = Settings(model=str(tiny_model), broker_url=redis_url, max_length=512, live_in_flight=2)
     engine = HeldEngine()
     reranker = Reranker(PromptBuilder.from_model(str(tiny_model), 512), engine, pipeline_pairs=0)
-    lane = LiveLane(settings, reranker, "test-worker").start()
+    lane = LiveLane(settings, reranker, "test-worker", cached=cached).start()
     yield SimpleNamespace(engine=engine, settings=settings, redis=redis_client(redis_url), key=lane.key)
     lane.stop()
 
 
-def push(lane, documents: list[str], deadline: float | None = None) -> LiveRequest:  # noqa: ANN001
+def push(lane, documents: list[str], deadline: float | None = None, cancelled: bool = False) -> LiveRequest:  # noqa: ANN001
+    """A request on the lane; ``cancelled``: its client gone before any worker took it (the mark set first, or
+    the lane could take it between the push and the mark)."""
     from rerankq.live import new_id
 
     request = LiveRequest(
         id=new_id(), model=lane.settings.model, deadline=deadline or time.time() + 60,
         pairs=[LivePair(query="capital of China?", document=d) for d in documents],
     )  # fmt: skip
+    if cancelled:
+        lane.redis.set(cancel_key(request.id), b"1", ex=60)
     lane.redis.rpush(lane.key, request.model_dump_json())
     return request
 
@@ -186,8 +197,7 @@ def test_the_lane_scores_ahead_replies_and_aborts_a_cancelled_request(lane):
     wait_for(lambda: lane.engine.cancelled, 30, "the engine told to abort it")
     assert lane.engine.cancelled == [lane.engine.calls[1][2]]
 
-    waiting = push(lane, ["Beijing"])  # cancelled before any worker began it: never reaches the engine
-    lane.redis.set(cancel_key(waiting.id), b"1", ex=60)
+    waiting = push(lane, ["Beijing"], cancelled=True)  # cancelled before any worker began it: never reaches the engine
     expired = push(lane, ["Beijing"], deadline=time.time() - 1)  # nobody waits for it any more
     last = push(lane, ["Paris"])
     wait_for(lambda: len(lane.engine.calls) == 3, 30, "the last request in the engine")
@@ -197,6 +207,22 @@ def test_the_lane_scores_ahead_replies_and_aborts_a_cancelled_request(lane):
     for gone in (running, waiting, expired):
         assert not lane.redis.exists(reply_key(gone.id))
     assert lane.redis.llen(lane.key) == 0
+
+
+def test_cached_pairs_answer_from_the_cache_and_copies_reach_the_engine_once(lane):
+    """What a night scored answers with the cached score itself (the search box and the export agree bit for
+    bit); the misses reach the engine, each distinct pair once, and every copy gets its one result."""
+    request = push(lane, ["Paris", "Beijing is the capital.", "Paris", "Rome"])
+    wait_for(lambda: len(lane.engine.calls) == 1, 30, "the misses in the engine")
+    n, _, future = lane.engine.calls[0]
+    assert n == 2, "Paris once, Rome once; the cached document never reaches the engine"
+    future.set_result([2.0, -2.0])
+    reply = LiveReply.model_validate_json(lane.redis.blpop([reply_key(request.id)], timeout=30)[1])
+    assert [(r.score, r.logit) for r in reply.results][1] == CACHED["Beijing is the capital."]
+    assert [r.logit for r in reply.results] == [2.0, CACHED["Beijing is the capital."][1], 2.0, -2.0]
+    everything_cached = push(lane, ["Beijing is the capital."])
+    reply = LiveReply.model_validate_json(lane.redis.blpop([reply_key(everything_cached.id)], timeout=30)[1])
+    assert reply.error is None and reply.results[0].score == 0.75 and len(lane.engine.calls) == 1
 
 
 def test_a_worker_takes_no_more_than_its_room(lane):

@@ -61,6 +61,7 @@ class LiveLane:
         self._lock = threading.Lock()
         self._running: dict[str, _InFlight] = {}
         self._stop = threading.Event()
+        self._abandon = threading.Event()
         self._pool = ThreadPoolExecutor(self.capacity, thread_name_prefix="rerankq-live")
         self._thread = threading.Thread(target=self._run, name="rerankq-live-lane", daemon=True)
 
@@ -76,6 +77,7 @@ class LiveLane:
         deadline = time.monotonic() + timeout
         while self._running and time.monotonic() < deadline:
             time.sleep(CHECK_SECONDS)
+        self._abandon.set()  # requests still in flight give up their wait (their client times out)
         self._pool.shutdown(wait=False, cancel_futures=True)  # never hangs a warm shutdown on a stuck request
 
     # ------------------------------------------------------------------ the pulling thread
@@ -179,6 +181,9 @@ class LiveLane:
             try:
                 return self.reranker.collect(flight.pending, timeout=CHECK_SECONDS)  # type: ignore[arg-type]
             except FutureTimeout:
+                if self._abandon.is_set():  # the lane stopped: the pool thread must not outlive it
+                    self.reranker.abort(flight.pending)  # type: ignore[arg-type]
+                    raise EngineClosed("the worker is stopping") from None
                 if flight.cancelled.is_set():
                     raise CancelledError() from None
 
