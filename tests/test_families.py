@@ -76,6 +76,16 @@ def test_unsupported_checkpoints_are_refused_naming_the_families(checkpoints, tm
         family_of(two)
     with pytest.raises(UnsupportedModel, match="no readable config.json"):
         family_of(tmp_path)
+    jina = tmp_path / "jina-reranker-v2-shaped"  # XLM-RoBERTa by name, its own modeling code by auto_map
+    shutil.copytree(checkpoints["xlm-roberta"], jina)
+    config = json.loads((jina / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "jinaai/xlm-roberta-flash-implementation--configuration_xlm_roberta.XLMRobertaFlashConfig",
+        "AutoModelForSequenceClassification": "jinaai/xlm-roberta-flash-implementation--modeling_xlm_roberta.XLMRobertaForSequenceClassification",
+    }  # fmt: skip
+    (jina / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModel, match=r"xlm-roberta-cross-encoder\): it brings its own model code"):
+        family_of(jina)
 
 
 # --- the pair recipe ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer
 
 from rerankq.families.base import Family, PairBuilder
-from rerankq.families.cross_encoder import CrossEncoderBuilder, bert_positions, check_single_label, head_surely_fits
+from rerankq.families.cross_encoder import CrossEncoderBuilder, bert_positions, check_standard_head, head_surely_fits
 
 
 def _builder(tokenizer: Tokenizer, max_length: int, default_instruction: str, owned: bool) -> PairBuilder:
@@ -27,7 +27,7 @@ FAMILY = Family(
     prefix_caching=False,
     token_types=True,
     example="cross-encoder/ms-marco-MiniLM-L6-v2",
-    check=check_single_label,
+    check=check_standard_head,
     head_surely_fits=head_surely_fits,
     position_limit=bert_positions,
 )

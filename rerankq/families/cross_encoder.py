@@ -34,6 +34,19 @@ def check_single_label(config: dict) -> str | None:
     return None
 
 
+def check_standard_head(config: dict) -> str | None:
+    """``check_single_label``, and a checkpoint that brings its own model code (``auto_map``, as
+    jina-reranker-v2 does under the XLM-RoBERTa name) refused: its weights are not the standard head's, so
+    transformers would score it with freshly initialised layers."""
+    custom = (config.get("auto_map") or {}).get("AutoModelForSequenceClassification")
+    if custom:
+        return (
+            f"it brings its own model code (auto_map: {custom}), whose weights the standard "
+            f"{', '.join(config.get('architectures') or ())} does not read; rerankq does not run a checkpoint's code"
+        )
+    return check_single_label(config)
+
+
 class CrossEncoderBuilder:
     """Pairs as the tokenizer's pair template lays them out; ``token_types``: prompts say where the second
     segment starts (BERT's token_type_ids are 0 before it, 1 from it)."""

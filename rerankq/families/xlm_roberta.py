@@ -6,7 +6,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer
 
 from rerankq.families.base import Family, PairBuilder
-from rerankq.families.cross_encoder import CrossEncoderBuilder, check_single_label, head_surely_fits, roberta_positions
+from rerankq.families.cross_encoder import CrossEncoderBuilder, check_standard_head, head_surely_fits, roberta_positions
 
 
 def _builder(tokenizer: Tokenizer, max_length: int, default_instruction: str, owned: bool) -> PairBuilder:
@@ -26,7 +26,7 @@ FAMILY = Family(
     head="sequence-classification",
     prefix_caching=False,
     example="BAAI/bge-reranker-v2-m3",
-    check=check_single_label,
+    check=check_standard_head,
     head_surely_fits=head_surely_fits,
     position_limit=roberta_positions,
 )
