@@ -17,7 +17,6 @@ from worker.engines import Engine, build_engine
 
 def inner_engine(settings: Settings, model_path: str) -> Engine:
     family = family_of(model_path)
-    family.prepare()
     builder = builder_for(model_path, max_length_for(model_path, settings.max_length))
     name = os.environ.get("RERANKQ_TEST_INNER_ENGINE", "vllm")
     return build_engine(settings.model_copy(update={"engine": name}), model_path, family, builder)

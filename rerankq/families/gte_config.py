@@ -16,59 +16,41 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+# The fields of the hub's NewConfig, with its defaults (Alibaba-NLP/new-impl, configuration.py).
+NEW_CONFIG_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 30528,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "attention_probs_dropout_prob": 0.0,
+    "max_position_embeddings": 2048,
+    "type_vocab_size": 1,
+    "initializer_range": 0.02,
+    "layer_norm_type": "layer_norm",
+    "layer_norm_eps": 1e-12,
+    "position_embedding_type": "rope",
+    "rope_theta": 10000.0,
+    "rope_scaling": None,
+    "classifier_dropout": None,
+    "pack_qkv": True,
+    "unpad_inputs": False,
+    "use_memory_efficient_attention": False,
+    "logn_attention_scale": False,
+    "logn_attention_clip1": False,
+}
+
 
 class NewConfig(PretrainedConfig):
     model_type = "new"
 
-    def __init__(
-        self,
-        vocab_size: int = 30528,
-        hidden_size: int = 768,
-        num_hidden_layers: int = 12,
-        num_attention_heads: int = 12,
-        intermediate_size: int = 3072,
-        hidden_act: str = "gelu",
-        hidden_dropout_prob: float = 0.1,
-        attention_probs_dropout_prob: float = 0.0,
-        max_position_embeddings: int = 2048,
-        type_vocab_size: int = 1,
-        initializer_range: float = 0.02,
-        layer_norm_type: str = "layer_norm",
-        layer_norm_eps: float = 1e-12,
-        position_embedding_type: str = "rope",
-        rope_theta: float = 10000.0,
-        rope_scaling: dict | None = None,
-        classifier_dropout: float | None = None,
-        pack_qkv: bool = True,
-        unpad_inputs: bool = False,
-        use_memory_efficient_attention: bool = False,
-        logn_attention_scale: bool = False,
-        logn_attention_clip1: bool = False,
-        **kwargs: Any,
-    ):
+    def __init__(self, **kwargs: Any):
+        fields = {name: kwargs.pop(name, default) for name, default in NEW_CONFIG_DEFAULTS.items()}
         super().__init__(**kwargs)
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.max_position_embeddings = max_position_embeddings
-        self.type_vocab_size = type_vocab_size
-        self.initializer_range = initializer_range
-        self.layer_norm_type = layer_norm_type
-        self.layer_norm_eps = layer_norm_eps
-        self.position_embedding_type = position_embedding_type
-        self.rope_theta = rope_theta
-        self.rope_scaling = rope_scaling
-        self.classifier_dropout = classifier_dropout
-        self.pack_qkv = pack_qkv
-        self.unpad_inputs = unpad_inputs
-        self.use_memory_efficient_attention = use_memory_efficient_attention
-        self.logn_attention_scale = logn_attention_scale
-        self.logn_attention_clip1 = logn_attention_clip1
+        for name, value in fields.items():
+            setattr(self, name, value)
 
 
 def register() -> None:

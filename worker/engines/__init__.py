@@ -19,7 +19,6 @@ def load_reranker(settings: Settings) -> Reranker:
     raises UnsupportedModel naming the families (the worker then records ``failed`` with it)."""
     model_path = resolve_model(settings.model)
     family = family_of(model_path)
-    family.prepare()  # e.g. mGTE's config class, so no engine runs code shipped with the checkpoint
     max_length = max_length_for(model_path, settings.max_length)
     if max_length != settings.max_length:
         settings = settings.model_copy(update={"max_length": max_length})
@@ -31,6 +30,7 @@ def load_reranker(settings: Settings) -> Reranker:
 
 def build_engine(settings: Settings, model_path: str, family: Family, builder: PairBuilder) -> Engine:
     """The engine ``settings.engine`` names, for a checkpoint of ``family`` (test engines wrap it too)."""
+    family.prepare()  # e.g. mGTE's config class, so no engine runs code shipped with the checkpoint
     if settings.engine == "vllm":
         from worker.engines.vllm_engine import VllmEngine
 
