@@ -130,3 +130,19 @@ def start_worker(index: int, cwd: Path, env: dict[str, str], log_path: Path) -> 
         [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO", "-n", f"w{index}@%h"],
         cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+
+
+def fleet_env(code: Path, db: str, broker: str, model: str, chunk_size: int) -> dict[str, str]:
+    """The environment of a night on the fleet engine (bench/fleet_engine.py: a GPU's pace, no scores computed)."""
+    return {
+        **os.environ, "PYTHONPATH": str(code), "RERANKQ_DATABASE_URL": db, "RERANKQ_BROKER_URL": broker,
+        "RERANKQ_MODEL": model, "RERANKQ_ENGINE": "bench.fleet_engine:factory", "RERANKQ_DTYPE": "float32",
+        "RERANKQ_MAX_LENGTH": "512", "RERANKQ_LOG_JSON": "true", "RERANKQ_WARM_UP": "false",
+        "RERANKQ_CHUNK_SIZE": str(chunk_size),
+    }  # fmt: skip
+
+
+def wait_workers_ready(logs: Sequence[Path]) -> None:
+    """Until every worker's log says Celery's `` ready.``."""
+    while sum(" ready." in p.read_text(errors="replace") for p in logs) < len(logs):
+        time.sleep(1)

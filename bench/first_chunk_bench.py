@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 sys.path.insert(0, str(REPO))
 
-from bench.common import libpq, start_worker, stop_process_groups  # noqa: E402
+from bench.common import fleet_env, libpq, start_worker, stop_process_groups, wait_workers_ready  # noqa: E402
 from bench.reuse_bench import write_nights  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
 from tests.services import PrivateRedis  # noqa: E402
@@ -92,12 +91,7 @@ def run_variant(variant: str, code: Path, nights: tuple[Path, Path], args: argpa
     db, drop = scratch(args.url)
     redis = PrivateRedis()
     redis.start()
-    env = {
-        **os.environ, "PYTHONPATH": str(code), "RERANKQ_DATABASE_URL": db, "RERANKQ_BROKER_URL": redis.url,
-        "RERANKQ_MODEL": args.model, "RERANKQ_ENGINE": "bench.fleet_engine:factory", "RERANKQ_DTYPE": "float32",
-        "RERANKQ_MAX_LENGTH": "512", "RERANKQ_LOG_JSON": "true", "RERANKQ_WARM_UP": "false",
-        "RERANKQ_CHUNK_SIZE": str(args.chunk_size),
-    }  # fmt: skip
+    env = fleet_env(code, db, redis.url, args.model, args.chunk_size)
     procs: list[subprocess.Popen] = []
     try:
         subprocess.run([sys.executable, "-c", "import sys; from rerankq.store.db import upgrade; upgrade(sys.argv[1])", db],
@@ -107,10 +101,9 @@ def run_variant(variant: str, code: Path, nights: tuple[Path, Path], args: argpa
             subprocess.run([sys.executable, "-c", fill, db, args.model, str(nights[0])], cwd=code, env=env, check=True)
             submit(variant, "night-2 (reuse; night 1 cached, no worker)", nights[1], env, db, args.pairs, rows, scored_timeout=0)
             return
-        procs += [start_worker(i, code, env, work / f"{variant}-worker{i}.log") for i in range(args.workers)]
         logs = [work / f"{variant}-worker{i}.log" for i in range(args.workers)]
-        while sum(" ready." in p.read_text(errors="replace") for p in logs) < args.workers:
-            time.sleep(1)
+        procs += [start_worker(i, code, env, log) for i, log in enumerate(logs)]
+        wait_workers_ready(logs)
         job1 = submit(variant, "night-1", nights[0], env, db, args.pairs, rows)
         if args.night2:
             wait(job1, env)

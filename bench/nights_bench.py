@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER = str(Path(sys.executable).with_name("producer"))
 sys.path.insert(0, str(REPO))
 
-from bench.common import libpq, stop_process_groups  # noqa: E402
+from bench.common import fleet_env, libpq, start_worker, stop_process_groups, wait_workers_ready  # noqa: E402
 from bench.reuse_bench import write_nights  # noqa: E402
 from bench.write_bench import scratch  # noqa: E402
 from tests.services import PrivateRedis  # noqa: E402
@@ -78,24 +77,14 @@ def main() -> None:
     db, drop = scratch(args.url)
     redis = PrivateRedis()
     redis.start()
-    env = {
-        **os.environ, "PYTHONPATH": str(REPO), "RERANKQ_DATABASE_URL": db, "RERANKQ_BROKER_URL": redis.url,
-        "RERANKQ_MODEL": args.model, "RERANKQ_ENGINE": "bench.fleet_engine:factory", "RERANKQ_DTYPE": "float32",
-        "RERANKQ_MAX_LENGTH": "512", "RERANKQ_LOG_JSON": "true", "RERANKQ_WARM_UP": "false",
-        "RERANKQ_CHUNK_SIZE": str(args.chunk_size),
-    }  # fmt: skip
+    env = fleet_env(REPO, db, redis.url, args.model, args.chunk_size)
     procs: list[subprocess.Popen] = []
     steps: list[dict] = []
     try:
         upgrade(db)
-        for i in range(args.workers):
-            log = open(work / f"worker{i}.log", "wb")  # noqa: SIM115
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "gpu", "--loglevel", "INFO", "-n", f"w{i}@%h"],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            ))  # fmt: skip
-        while sum(" ready." in (work / f"worker{i}.log").read_text(errors="replace") for i in range(args.workers)) < args.workers:
-            time.sleep(1)
+        logs = [work / f"worker{i}.log" for i in range(args.workers)]
+        procs += [start_worker(i, REPO, env, log) for i, log in enumerate(logs)]
+        wait_workers_ready(logs)
         job1 = step("night 1: submit", ["submit", str(night1), "--name", "night-1"], env, steps).strip().split()[-1]
         step("night 1: wait (workers score)", ["wait", job1, "--timeout", "7200"], env, steps)
         print(json.dumps({"after": "night 1", **sizes(db)}), flush=True)
