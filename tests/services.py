@@ -23,10 +23,10 @@ import redis
 POSTGRES_URL = os.environ.get("RERANKQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def redis_client(url: str) -> redis.Redis:
+def redis_client(url: str, **options: object) -> redis.Redis:
     """A test's Redis client. redis-py 8 reads with a 5 s timeout by default, which a loaded CI host's
     Redis (one of several busy processes on two cores) has overrun: a test waits up to a minute instead."""
-    return redis.Redis.from_url(url, socket_timeout=60, socket_connect_timeout=10)
+    return redis.Redis.from_url(url, **{"socket_timeout": 60, "socket_connect_timeout": 10, **options})
 
 
 def free_port() -> int:
