@@ -16,6 +16,9 @@ ensure_chromium
 # test is waiting on workers); 1 runs them one after another, as do -n/--pdb/-p no:xdist given here.
 # The slowest tests are listed at the end (--durations; a later --durations=N replaces it).
 processes=${RERANKQ_TEST_PROCESSES:-$(( $(nproc) + 1 ))}
+# Several vLLM CPU engines share the cores here: their OpenMP threads sleep when idle instead of spinning
+# (libgomp's default spins), which the other processes' work would otherwise wait behind. Tests only.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 parallel=(-n "$processes" --dist loadfile --no-loadscope-reorder)  # keep conftest's order: longest modules first
 case " $* " in *" -n"*|*" --numprocesses"*|*" --pdb"*|*"no:xdist"*) parallel=() ;; esac
 [ "$processes" -gt 1 ] || parallel=()
