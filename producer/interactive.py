@@ -1,7 +1,9 @@
 """Rerank: one query against a few documents through the workers, answered in seconds.
 
-The request is a one-chunk inline job at the highest message priority, so a worker takes it
-before the next chunk of any batch job. Shared by `producer rerank`, ``rerank()`` and /v1/rerank."""
+When a live worker of the model runs a live lane (rerankq/live.py), the request goes there: into its running
+engine ahead of the night's prompts, with no job, chunk or partition. Otherwise it is a one-chunk inline job at
+the highest message priority, which a worker takes before the next chunk of any batch job. Shared by
+`producer rerank`, ``rerank()`` and /v1/rerank."""
 
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ from producer.job_control import ledger
 from producer.submission import checked_pairs, for_model, submit_pairs
 from producer.waiting import describe_workers, no_worker_runs, wait
 from producer.workers import seen_workers
-from rerankq.routing import resolve_model
+from rerankq.live import LiveScore
+from rerankq.routing import normalize_model, resolve_model
 from rerankq.settings import Settings, get_settings
 from rerankq.store.jobs import INTERACTIVE_JOB_NAME
+from rerankq.store.registry import WorkerInfo
 from schemas import InlinePair, JobState, JobStatus, RerankRequest
 
 
@@ -83,6 +87,65 @@ def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | N
     ]
 
 
+def has_live_lane(settings: Settings, workers: Sequence[WorkerInfo]) -> bool:
+    """Whether a live worker of ``settings.model`` runs a live lane (its registry entry says so) on a Redis broker."""
+    from producer.live_client import is_redis
+
+    model = normalize_model(settings.model)
+    lane = any(w.alive and w.model == model and (w.engine or {}).get("live_lane") for w in workers)
+    return lane and is_redis(settings.broker)
+
+
+def live_order(scores: Sequence[LiveScore]) -> list[int]:
+    """The positions of a live reply's scores best first, ranked as jobs rank (log-odds, ties by the
+    document's position in byte order); pairs that failed last, in order."""
+    def value(s: LiveScore) -> float:
+        return s.logit if s.logit is not None else (s.score if s.score is not None else float("-inf"))
+
+    ok = sorted((i for i, s in enumerate(scores) if s.error is None), key=lambda i: (-value(scores[i]), str(i).encode()))
+    return ok + [i for i, s in enumerate(scores) if s.error is not None]
+
+
+def _rerank_live(request: RerankRequest, settings: Settings) -> list[Ranked] | None:
+    """Through the model's live lane; None when the lane is full (the caller makes it a job instead)."""
+    import asyncio
+
+    from producer.live_client import LaneFull, LaneTimeout, LiveClient, WorkerFailed
+
+    async def ask() -> list[LiveScore]:
+        client = LiveClient(settings)
+        try:
+            return (await client.ask(_pairs(request), settings))[1]
+        finally:
+            await client.close()
+
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            scores = asyncio.run(ask())
+        else:  # called from a running event loop (a notebook): asyncio.run refuses to nest, a thread of its own does not
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(1) as pool:
+                scores = pool.submit(asyncio.run, ask()).result()
+    except LaneFull:
+        return None
+    except LaneTimeout:
+        raise TimeoutError(
+            f"no worker scored the request within {settings.rerank_timeout:g} s, so it was cancelled; "
+            f"{describe_workers(seen_workers(settings), settings.model)}"
+        ) from None
+    except WorkerFailed as exc:
+        raise RuntimeError(f"the worker could not score the request: {exc}") from None
+    order = live_order(scores)
+    return [
+        Ranked(rank + 1 if scores[i].error is None else None, str(i), scores[i].score, request.documents[i],
+               scores[i].error, scores[i].logit)
+        for rank, i in enumerate(order)
+    ]  # fmt: skip
+
+
 def rerank(
     query: str,
     documents: Sequence[str],
@@ -101,6 +164,11 @@ def rerank(
         model = resolve_model(model, settings.model, settings.served_model_name, [w for w in seen_workers(settings) if w.alive])
     settings = for_model(settings, model)
     request = check_rerank(query, documents, instruction, settings)
+    if has_live_lane(settings, seen_workers(settings)):
+        live = settings.model_copy(update={"rerank_timeout": timeout}) if timeout else settings
+        ranked = _rerank_live(request, live)
+        if ranked is not None:
+            return ranked
     job_id = submit_rerank(request, settings=settings)
     st = wait(job_id, timeout=timeout, settings=settings, on_wait=on_wait)
     if not st.state.terminal and ledger(settings).cancel(job_id) == JobState.cancelled:

@@ -129,6 +129,36 @@ def test_no_job_chunk_or_partition_per_live_request(stack):
     assert stack.redis.llen(stack.lane) == 0 and not stack.redis.keys("rerankq:live:reply:*"), "nothing left in Redis"
 
 
+def test_producer_rerank_goes_through_the_lane_too(stack):
+    """`producer rerank` (and ``rerank()``, which it calls) takes the live lane when a worker runs one: the same
+    ranking as /v1/rerank, and no job, chunk or partition either."""
+    before = stack.ledger_counts()
+    args = [str(Path(sys.executable).with_name("producer")), "rerank", "-q", Q, "--json"]
+    for d in DOCS:
+        args += ["-d", d]
+    out = subprocess.run(args, cwd=REPO, env={**os.environ, **stack.env}, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    ranked = json.loads(out.stdout)
+    http = stack.rerank().json()["results"]
+    assert [r["doc_id"] for r in ranked] == [str(x["index"]) for x in http] and [r["rank"] for r in ranked] == [1, 2, 3]
+    assert [r["score"] for r in ranked] == pytest.approx([x["relevance_score"] for x in http], abs=1e-6)
+    assert all(r["document"] == DOCS[int(r["doc_id"])] and r["error"] is None for r in ranked)
+    assert stack.ledger_counts() == before, "no job, chunk or partition for `producer rerank` either"
+
+    import asyncio
+
+    from producer import rerank
+    from rerankq.settings import Settings
+
+    settings = Settings(**{k.removeprefix("RERANKQ_").lower(): v for k, v in stack.env.items() if k.startswith("RERANKQ_")})
+
+    async def in_a_notebook() -> list:  # rerank() called where an event loop already runs
+        return rerank(Q, DOCS, settings=settings)
+
+    api = asyncio.run(in_a_notebook())
+    assert [r.doc_id for r in api] == [r["doc_id"] for r in ranked] and stack.ledger_counts() == before
+
+
 def test_a_live_request_is_answered_while_a_batch_job_runs(stack):
     manifest = write_manifest(stack.tmp / "night.parquet", rows(n_queries=10, docs_per_query=4, seed=28))
     r = requests.post(f"{stack.url}/v1/jobs", json={"manifest": str(manifest), "chunk_size": 4, "name": "night"}, timeout=60)

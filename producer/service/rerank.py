@@ -20,8 +20,8 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from producer.errors import BrokerUnavailable, InputError
-from producer.interactive import rerank_results, submit_interactive
-from producer.live_client import ClientGone, LaneFull, LaneTimeout, WorkerFailed, is_redis
+from producer.interactive import has_live_lane, live_order, rerank_results, submit_interactive
+from producer.live_client import ClientGone, LaneFull, LaneTimeout, WorkerFailed
 from producer.queueing import interactive_backlog, safe_url
 from producer.scoring import Scored, Scoring, prepare, rerank_response
 from producer.service.errors import Overloaded, ServiceError
@@ -75,9 +75,7 @@ async def _workers_now(request: Request, settings: Settings) -> tuple[bool, str,
     (`producer.waiting`, as the CLI says it), and whether one of them runs a live lane."""
     workers = await asyncio.to_thread(request.app.state.registry.workers, settings.worker_dead_after)
     missing = no_worker_runs(settings.model, workers)
-    model = normalize_model(settings.model)
-    lane = any(w.alive and w.model == model and (w.engine or {}).get("live_lane") for w in workers)
-    return missing is None, missing or describe_workers(workers, settings.model), lane
+    return missing is None, missing or describe_workers(workers, settings.model), has_live_lane(settings, workers)
 
 
 async def _require_a_worker(request: Request, settings: Settings, job_id: str | None = None) -> tuple[str, bool]:
@@ -125,7 +123,7 @@ async def score_request(body: RerankBody | ScoreBody, request: Request) -> tuple
         settings = for_model(base, resolve_model(body.model, base.model, base.served_model_name, [w for w in workers if w.alive]))
     prepared = await asyncio.to_thread(prepare, body, "q0", settings)
     _, lane = await _require_a_worker(request, settings)
-    if lane and is_redis(settings.broker):
+    if lane:
         scored, request_id = await _score_live(request, prepared, settings)
     else:
         scored, request_id = await _score_as_job(request, prepared, settings)
@@ -195,13 +193,7 @@ async def _score_live(request: Request, prepared: Scoring, settings: Settings) -
         raise BrokerUnavailable(f"cannot reach the broker {safe_url(settings.broker)}: {str(exc)[:200]}") from None
     finally:
         metrics.observe_live(model, outcome, len(prepared.pairs), time.perf_counter() - started)
-    results = [_Result(i, s.score, s.logit, s.error) for i, s in enumerate(scores)]
-    ok = sorted((r for r in results if r.error is None), key=lambda r: (-_rank_value(r), str(r.index).encode()))
-    return ok + [r for r in results if r.error is not None], request_id
-
-
-def _rank_value(r: _Result) -> float:
-    return r.logit if r.logit is not None else (r.score if r.score is not None else float("-inf"))
+    return [_Result(i, scores[i].score, scores[i].logit, scores[i].error) for i in live_order(scores)], request_id
 
 
 async def rerank(body: RerankBody, request: Request) -> dict:
