@@ -87,12 +87,17 @@ def rerank_results(job_id: str, documents: Sequence[str], settings: Settings | N
     ]
 
 
-def has_live_lane(settings: Settings, workers: Sequence[WorkerInfo]) -> bool:
-    """Whether a live worker of ``settings.model`` runs a live lane (its registry entry says so) on a Redis broker."""
+def has_live_lane(settings: Settings, workers: Sequence[WorkerInfo], *, loaded: bool = False) -> bool:
+    """Whether a live worker of ``settings.model`` runs a live lane (its registry entry says so) on a Redis broker;
+    ``loaded``: one whose engine is loaded (a worker still loading takes lane requests only once ready, and the
+    CLI's job path says meanwhile what it waits for)."""
     from producer.live_client import is_redis
 
     model = normalize_model(settings.model)
-    lane = any(w.alive and w.model == model and (w.engine or {}).get("live_lane") for w in workers)
+    lane = any(
+        w.alive and w.model == model and (w.engine or {}).get("live_lane") and not (loaded and w.state == "loading")
+        for w in workers
+    )
     return lane and is_redis(settings.broker)
 
 
@@ -164,7 +169,7 @@ def rerank(
         model = resolve_model(model, settings.model, settings.served_model_name, [w for w in seen_workers(settings) if w.alive])
     settings = for_model(settings, model)
     request = check_rerank(query, documents, instruction, settings)
-    if has_live_lane(settings, seen_workers(settings)):
+    if has_live_lane(settings, seen_workers(settings), loaded=True):
         live = settings.model_copy(update={"rerank_timeout": timeout}) if timeout else settings
         ranked = _rerank_live(request, live)
         if ranked is not None:

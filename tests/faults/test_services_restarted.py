@@ -23,7 +23,8 @@ def test_redis_restart_then_resume(stack, steady):
     time.sleep(3)
     assert stack.state(job) == "running"
     out = producer("resume", job, env=stack.env, check=True)
-    assert "chunk(s) enqueued" in out.stdout and not out.stdout.startswith("0 ")
+    healed = "lost by the broker" in steady.log()  # the worker's sweeper may have sent them again first
+    assert "chunk(s) enqueued" in out.stdout and (healed or not out.stdout.startswith("0 ")), out.stdout
     assert stack.wait_state(job, ("completed",)) == "completed"
     stack.assert_exactly_once(job, expected)
 
