@@ -183,6 +183,7 @@ def test_worker_metrics_and_service_metrics(live):
     # a job of its own: /v1/rerank and producer rerank go through the live lane and leave no job behind
     job = live.submit(n_queries=2, docs=3, chunk_size=10, name="metrics")
     wait_for(lambda: live.status(job)["state"] == "completed", 300, "the metrics test's job")
+    requests.post(live.url + "/v1/rerank", json={"query": Q, "documents": DOCS}, timeout=120).raise_for_status()
     text = requests.get(f"http://127.0.0.1:{live.metrics_port}/metrics", timeout=10).text
     pairs = float(re.search(r'^rerankq_worker_pairs_scored_total\{model="[^"]+"\} (\S+)$', text, re.M).group(1))
     tokens = float(re.search(r'^rerankq_worker_tokens_scored_total\{model="[^"]+"\} (\S+)$', text, re.M).group(1))
