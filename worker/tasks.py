@@ -299,18 +299,23 @@ def _describe(exc: BaseException) -> str:
 
 def _live_cached(pairs: list[Pair]) -> list[tuple[float, float | None] | None]:
     """The live lane's score-cache lookup, under this worker's own context (worker/live_lane.py)."""
-    if state.context is None or state.ledger is None or not pairs:
+    keys = _pair_keys(pairs)
+    if state.ledger is None or not any(keys):
         return [None] * len(pairs)
-    keys = state.context.keys(*zip(*[(p.instruction, p.query, p.document) for p in pairs]))
     hits = cached_scores(state.ledger, keys, mark=False)
     return [hits.get(k) if k is not None else None for k in keys]
 
 
-def _cache_keys(keyed: list) -> list:
+def _pair_keys(pairs: list[Pair]) -> list:
     """The score-cache key of each pair under this worker's own context (None: fill no cache)."""
-    if state.context is None or not keyed:
-        return [None] * len(keyed)
-    return state.context.keys(*zip(*[(k.pair.instruction, k.pair.query, k.pair.document) for k in keyed]))
+    if state.context is None or not pairs:
+        return [None] * len(pairs)
+    return state.context.keys(*zip(*[(p.instruction, p.query, p.document) for p in pairs]))
+
+
+def _cache_keys(keyed: list) -> list:
+    """``_pair_keys`` of a chunk's keyed pairs."""
+    return _pair_keys([k.pair for k in keyed])
 
 
 @app.task(bind=True, name="rerankq.score_chunk", max_retries=None)
